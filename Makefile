@@ -1,0 +1,45 @@
+# latentwatch: `make run` serves the default models, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+REPO ?= model_repository
+PORT ?= 50051
+METRICS_PORT ?= 9090
+
+.PHONY: install run bootstrap test protos lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[train,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# Trains and exports digits-vae and digits-ae when the repository is empty, then serves.
+run: install
+	$(VENV)/bin/latentwatch bootstrap --repo $(REPO)
+	$(VENV)/bin/latentwatch serve --repo $(REPO) --port $(PORT) --metrics-port $(METRICS_PORT)
+
+test: install
+	$(PY) -m pytest -q tests
+
+# Regenerates the gRPC code and its type stubs from protos/latentwatch.proto.
+protos: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m grpc_tools.protoc -I protos --python_out=protos --pyi_out=protos \
+		--grpc_python_out=protos --mypy_grpc_out=protos protos/latentwatch.proto
+	sed -i 's/^import latentwatch_pb2 as/from latentwatch.protos import latentwatch_pb2 as/' \
+		protos/latentwatch_pb2_grpc.py
+	sed -i 's/^import latentwatch_pb2 as _latentwatch_pb2$$/from latentwatch.protos import latentwatch_pb2 as _latentwatch_pb2/' \
+		protos/latentwatch_pb2_grpc.pyi
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m mypy latentwatch models export service
+
+bench: install
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) benchmarks/throughput.py --json benchmarks/throughput.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,129 @@
+"""The `latentwatch` command.
+
+Subcommands import their own modules lazily: `serve` and `score` must never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from latentwatch.errors import LatentwatchError
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train an autoencoder or VAE on a data source")
+    p.add_argument("--data", required=True, help="digits, or a .npy/.npz/.csv/IDX .gz file")
+    p.add_argument("--model", required=True, choices=["ae", "vae", "beta-vae"])
+    p.add_argument("--out", required=True, type=Path, help="run directory to create")
+    p.add_argument("--body", default="auto", choices=["auto", "mlp", "conv"],
+                   help="auto: conv for images, mlp for tabular rows")
+    p.add_argument("--hidden", default=None,
+                   help="comma-separated widths (mlp) or channels (conv), e.g. 512,256")
+    p.add_argument("--latent-dim", type=int, default=None)
+    p.add_argument("--beta", type=float, default=None, help="KL weight (beta-vae; default 4)")
+    p.add_argument("--decoder", default="auto", choices=["auto", "bernoulli", "gaussian"],
+                   help="auto: bernoulli for images, gaussian for tabular rows")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--n-importance-samples", type=int, default=None,
+                   help="K fixed noise draws for the exported ELBO/IWAE scores")
+    p.add_argument("--calibration-fraction", type=float, default=None,
+                   help="share of rows held out for conformal calibration (never trained on)")
+    p.add_argument("--validation-fraction", type=float, default=None,
+                   help="share of rows held out for early stopping")
+    p.add_argument("--max-rows", type=int, default=None, help="use at most this many rows")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a training run to ONNX into a model repository")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--repo", required=True, type=Path)
+    p.add_argument("--name", required=True, help="model name in the repository")
+    p.add_argument("--default-alpha", type=float, default=0.05)
+
+
+def _add_bootstrap(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bootstrap",
+        help="train and export the default models (digits-vae, digits-ae) if the repo is empty",
+    )
+    p.add_argument("--repo", required=True, type=Path)
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve every model version in a repository over gRPC")
+    p.add_argument("--repo", type=Path, default=None, help="(LATENTWATCH_REPO)")
+    p.add_argument("--host", default=None, help="(LATENTWATCH_HOST)")
+    p.add_argument("--port", type=int, default=None, help="gRPC port (LATENTWATCH_PORT)")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="Prometheus port (LATENTWATCH_METRICS_PORT)")
+
+
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="score a data source against a running server")
+    p.add_argument("--server", required=True, help="HOST:PORT")
+    p.add_argument("--model", required=True)
+    p.add_argument("--version", default="", help="model version (default: latest)")
+    p.add_argument("--data", required=True, help="digits, or a .npy/.npz/.csv/IDX .gz file")
+    p.add_argument("--out", required=True, type=Path, help="CSV to write, one row per input")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="false-alarm rate for is_outlier (default: the model's)")
+    p.add_argument("--fdr", type=float, default=None,
+                   help="also flag with Benjamini-Hochberg at this false discovery rate")
+    p.add_argument("--batch-rows", type=int, default=1024)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="latentwatch", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_export, _add_bootstrap, _add_serve, _add_score):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "train":
+            from latentwatch.models.training import train_from_args
+
+            train_from_args(args)
+        elif args.command == "export":
+            from latentwatch.export.exporter import export_run
+
+            version_dir = export_run(
+                args.run_dir, args.repo, args.name, default_alpha=args.default_alpha
+            )
+            print(f"exported {args.name} version {version_dir.name} to {version_dir}")
+        elif args.command == "bootstrap":
+            from latentwatch.export.bootstrap import ensure_default_models
+
+            ensure_default_models(args.repo)
+        elif args.command == "serve":
+            from latentwatch.service.server import serve_from_args
+
+            serve_from_args(args)
+        elif args.command == "score":
+            from latentwatch.score_cli import score_from_args
+
+            score_from_args(args)
+    except LatentwatchError as err:
+        print(f"latentwatch {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Generated gRPC code for the latentwatch.v1 API (regenerate with `make protos`)."""
