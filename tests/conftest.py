@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,3 +34,29 @@ def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         assert main([*args, "--epochs", "8", "--seed", "0"]) == 0
         assert main(["export", str(run_dir), "--repo", str(repo), "--name", name]) == 0
     return repo
+
+
+@contextmanager
+def running_server(repo: Path, **overrides: object) -> Iterator[str]:
+    """The real gRPC server on an ephemeral port, its event loop in a thread; yields HOST:PORT."""
+    from latentwatch.service.server import start_server
+    from latentwatch.service.settings import Settings
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    settings = Settings(repo=repo, host="127.0.0.1", port=0, metrics_port=0, **overrides)
+    running = asyncio.run_coroutine_threadsafe(start_server(settings), loop).result(120)
+    try:
+        yield f"127.0.0.1:{running.port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(running.stop(0), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+@pytest.fixture(scope="session")
+def serve() -> Callable[..., AbstractContextManager[str]]:
+    """`with serve(repo) as target:` runs the real server for the block (see running_server)."""
+    return running_server

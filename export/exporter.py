@@ -1,0 +1,342 @@
+"""Export a training run into a model repository as a new, complete version.
+
+Steps: load the checkpoint -> build fused scorer, encoder and decoder -> trace each to ONNX ->
+check ONNX Runtime against PyTorch -> score the held-out calibration rows with the exported
+scorer -> write manifest.json last -> rename the finished directory into place. Everything is
+written to a hidden staging directory beside the versions, so the service never sees half a
+version, and a failed export leaves nothing behind. Finally <repo>/<name>/config.pbtxt is
+(re)written so that Triton can serve the same repository.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from pydantic import ValidationError
+from torch import nn
+
+from latentwatch.export.calibration import calibration_scores, warn_if_small
+from latentwatch.export.errors import ExportError
+from latentwatch.export.graphs import GraphDef, build_graphs, run_torch, score_kinds
+from latentwatch.export.onnx_file import export_onnx
+from latentwatch.export.parity import ParityConfig, check_parity, parity_rows
+from latentwatch.export.sessions import cpu_session
+from latentwatch.export.triton import write_triton_config
+from latentwatch.manifest import (
+    MANIFEST_FILE,
+    Calibration,
+    GraphSpec,
+    InputSpec,
+    Manifest,
+    OnnxInfo,
+    Parity,
+    Preprocessing,
+    Provenance,
+    TensorSpec,
+    next_version,
+    sha256_file,
+)
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+CALIBRATION_ROWS_FILE = "calibration_rows.npy"
+CALIBRATION_FILE = "calibration.npy"
+STAGING_PREFIX = ".export-"
+# Model names become directory names and Triton model names.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_PUBLISH_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class ExportInputs:
+    """Everything an export needs from a training run, already loaded."""
+
+    model: nn.Module
+    model_kind: str
+    decoder: str
+    beta: float
+    n_features: int
+    latent_dim: int
+    n_importance_samples: int
+    image_shape: list[int] | None
+    preprocessing: Preprocessing
+    provenance: Provenance
+    calibration_rows: NDArray[np.float32]  # (n, F) raw rows, held out from training
+    calibration_split: str  # in words
+
+
+def export_run(run_dir: Path, repo: Path, name: str, *, default_alpha: float = 0.05) -> Path:
+    """Export `run_dir` (from `latentwatch train`) as the next version of `name` in `repo`.
+
+    Returns the new version directory `<repo>/<name>/<version>/`.
+    """
+    return export_inputs(load_run(Path(run_dir)), Path(repo), name, default_alpha=default_alpha)
+
+
+def load_run(run_dir: Path) -> ExportInputs:
+    """Read a training run directory: the checkpoint and its held-out calibration rows."""
+    from latentwatch.models.checkpoint import load_checkpoint
+
+    checkpoint_path = run_dir / CHECKPOINT_FILE
+    if not checkpoint_path.is_file():
+        raise ExportError(f"{run_dir}: no {CHECKPOINT_FILE}; is this a training run directory?")
+    model, checkpoint = load_checkpoint(checkpoint_path)
+    config = checkpoint.config
+    provenance = Provenance(**checkpoint.provenance)
+    rows = _load_rows(run_dir / CALIBRATION_ROWS_FILE, config.n_features)
+    return ExportInputs(
+        model=model,
+        model_kind=config.kind,
+        decoder=config.decoder,
+        beta=float(config.beta),
+        n_features=config.n_features,
+        latent_dim=config.latent_dim,
+        # The AE scorer draws no samples; 0 says so in the manifest.
+        n_importance_samples=config.n_importance_samples if config.kind != "ae" else 0,
+        image_shape=list(config.image_shape) if config.image_shape is not None else None,
+        preprocessing=Preprocessing(**checkpoint.preprocessing),
+        provenance=provenance,
+        calibration_rows=rows,
+        calibration_split=describe_split(checkpoint.split, provenance, len(rows)),
+    )
+
+
+def export_inputs(
+    inputs: ExportInputs,
+    repo: Path,
+    name: str,
+    *,
+    default_alpha: float = 0.05,
+    parity: ParityConfig | None = None,
+) -> Path:
+    """Export already-loaded inputs; see export_run."""
+    parity = parity or ParityConfig()
+    if not _NAME.match(name):
+        raise ExportError(f"model name {name!r}: use letters, digits, '.', '_' and '-' only")
+    if not 0.0 < default_alpha < 1.0:
+        raise ExportError(f"default_alpha must be in (0, 1), got {default_alpha}")
+    _check_inputs(inputs)
+    started_s = time.perf_counter()
+    logger.info(
+        "exporting %s (%s, %d features, latent %d) to %s",
+        name, inputs.model_kind, inputs.n_features, inputs.latent_dim, repo / name,
+    )
+    graphs = build_graphs(
+        inputs.model,
+        model_kind=inputs.model_kind,
+        n_features=inputs.n_features,
+        latent_dim=inputs.latent_dim,
+        n_importance_samples=inputs.n_importance_samples,
+        preprocessing=inputs.preprocessing,
+        seed=inputs.provenance.seed,
+    )
+    model_dir = repo / name
+    created_model_dir = not model_dir.exists()
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=model_dir))
+    try:
+        write_manifest = _build_version(inputs, graphs, staging, name, default_alpha, parity)
+        version_dir = _publish(staging, model_dir, write_manifest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created_model_dir:
+            _remove_if_empty(model_dir)
+        raise
+    write_triton_config(model_dir, Manifest.read(version_dir))
+    logger.info(
+        "exported %s version %s in %.1f s: %s",
+        name, version_dir.name, time.perf_counter() - started_s, version_dir,
+    )
+    return version_dir
+
+
+def _build_version(
+    inputs: ExportInputs,
+    graphs: list[GraphDef],
+    staging: Path,
+    name: str,
+    default_alpha: float,
+    parity: ParityConfig,
+) -> Callable[[str], None]:
+    """Write every file but the manifest into `staging`; return the manifest writer."""
+    onnx_info: OnnxInfo | None = None
+    for step, graph in enumerate(graphs, start=1):
+        logger.info("step %d/%d: exporting %s", step, len(graphs) + 2, graph.file)
+        onnx_info = export_onnx(graph, staging / graph.file)
+    assert onnx_info is not None
+
+    logger.info("step %d/%d: checking parity (ONNX Runtime vs PyTorch)", len(graphs) + 1,
+                len(graphs) + 2)
+    max_abs_error = _check_all_parity(graphs, staging, inputs.calibration_rows, parity)
+
+    logger.info("step %d/%d: calibrating on %d held-out rows", len(graphs) + 2, len(graphs) + 2,
+                len(inputs.calibration_rows))
+    kinds = list(score_kinds(inputs.model_kind))
+    scores = calibration_scores(
+        cpu_session(staging / "scorer.onnx"), inputs.calibration_rows, kinds
+    )
+    if not np.isfinite(scores).all():
+        bad = int((~np.isfinite(scores)).any(axis=1).sum())
+        raise ExportError(f"calibration: {bad} held-out rows got non-finite scores")
+    np.save(staging / CALIBRATION_FILE, scores, allow_pickle=False)
+    warn_if_small(len(scores), default_alpha)
+
+    def _manifest(version: str) -> Manifest:
+        return Manifest(
+            name=name,
+            version=version,
+            model_kind=inputs.model_kind,  # type: ignore[arg-type]  # validated by pydantic
+            decoder=inputs.decoder,  # type: ignore[arg-type]
+            beta=inputs.beta,
+            latent_dim=inputs.latent_dim,
+            n_importance_samples=inputs.n_importance_samples,
+            input=InputSpec(
+                shape=[inputs.n_features],
+                image_shape=inputs.image_shape,
+                preprocessing=inputs.preprocessing,
+            ),
+            graphs={g.name: _graph_spec(g) for g in graphs},
+            score_kinds=kinds,
+            default_score_kind=kinds[0],
+            calibration=Calibration(
+                file=CALIBRATION_FILE,
+                size=len(scores),
+                score_kinds=kinds,
+                default_alpha=default_alpha,
+                split=inputs.calibration_split,
+            ),
+            parity=Parity(
+                batch_sizes=list(parity.batch_sizes),
+                rtol=parity.rtol,
+                atol=parity.atol,
+                max_abs_error=max_abs_error,
+            ),
+            onnx=onnx_info,
+            provenance=inputs.provenance,
+            sha256={
+                p.name: sha256_file(p)
+                for p in sorted(staging.iterdir())
+                if p.is_file() and p.name != MANIFEST_FILE
+            },
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+
+    def write_manifest(version: str) -> None:
+        try:
+            manifest = _manifest(version)
+        except ValidationError as err:  # a contract violation, said in the export's own terms
+            raise ExportError(f"the manifest for {name} would be invalid: {err}") from err
+        (staging / MANIFEST_FILE).write_text(manifest.to_json())
+
+    return write_manifest
+
+
+def _check_all_parity(
+    graphs: list[GraphDef], staging: Path, rows: NDArray[np.float32], config: ParityConfig
+) -> dict[str, float]:
+    """Worst abs error per "graph.output"; the decoder is fed the encoder's means of the rows."""
+    raw = parity_rows(rows, max(config.batch_sizes))
+    by_name = {g.name: g for g in graphs}
+    latents = run_torch(by_name["encoder"], torch.from_numpy(raw))["latent_mu"].numpy()
+    worst: dict[str, float] = {}
+    for graph in graphs:
+        feed = latents if graph.name == "decoder" else raw
+        errors = check_parity(graph, staging / graph.file, feed, config)
+        worst |= {f"{graph.name}.{output}": error for output, error in errors.items()}
+    return worst
+
+
+def _graph_spec(graph: GraphDef) -> GraphSpec:
+    return GraphSpec(
+        file=graph.file,
+        inputs=[TensorSpec(name=graph.input_name, shape=[-1, graph.input_width])],
+        outputs=[TensorSpec(name=n, shape=[-1, *shape]) for n, shape in graph.outputs.items()],
+    )
+
+
+def _publish(staging: Path, model_dir: Path, write_manifest: Callable[[str], None]) -> Path:
+    """Rename the finished staging directory to the next free version, manifest written last.
+
+    Another export of the same model may take the version first; then the next one is tried.
+    """
+    staging.chmod(0o755)  # mkdtemp makes it private; the service may run as another user
+    for _ in range(_PUBLISH_ATTEMPTS):
+        version = next_version(model_dir)
+        target = model_dir / version
+        write_manifest(version)
+        if target.exists():
+            continue
+        try:
+            os.rename(staging, target)  # atomic within one filesystem
+        except OSError:
+            if target.exists():
+                continue
+            raise
+        return target
+    raise ExportError(
+        f"{model_dir}: could not claim a free version after {_PUBLISH_ATTEMPTS} tries"
+    )
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+def _load_rows(path: Path, n_features: int) -> NDArray[np.float32]:
+    if not path.is_file():
+        raise ExportError(f"{path}: missing; the run has no held-out calibration rows")
+    try:
+        rows = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        raise ExportError(f"{path}: not a plain numeric .npy file: {err}") from err
+    if rows.ndim != 2 or rows.shape[1] != n_features or len(rows) == 0:
+        raise ExportError(f"{path}: shape {rows.shape}, expected (n > 0, {n_features})")
+    rows = rows.astype(np.float32, copy=False)
+    if not np.isfinite(rows).all():
+        raise ExportError(f"{path}: contains NaN or Inf")
+    return np.ascontiguousarray(rows)
+
+
+def _check_inputs(inputs: ExportInputs) -> None:
+    pre = inputs.preprocessing
+    if len(pre.shift) != inputs.n_features or len(pre.scale) != inputs.n_features:
+        raise ExportError(
+            f"preprocessing has {len(pre.shift)} shifts and {len(pre.scale)} scales "
+            f"for {inputs.n_features} features"
+        )
+    if inputs.model_kind != "ae" and inputs.n_importance_samples < 1:
+        raise ExportError(f"n_importance_samples must be >= 1, got {inputs.n_importance_samples}")
+    shape = inputs.calibration_rows.shape
+    if len(shape) != 2 or shape[1] != inputs.n_features or shape[0] == 0:
+        raise ExportError(
+            f"calibration rows have shape {shape}, expected (n > 0, {inputs.n_features})"
+        )
+
+
+def describe_split(split: dict[str, Any], provenance: Provenance, n_rows: int) -> str:
+    """How the calibration rows were held out, in words, from what the training run recorded."""
+    words = f"{n_rows} rows of {provenance.data} held out at random before training"
+    fraction = split.get("calibration_fraction")
+    if isinstance(fraction, int | float) and not isinstance(fraction, bool):
+        words += f" (fraction {fraction:g}"
+        words += f", seed {split['seed']})" if "seed" in split else ")"
+    else:
+        words += f" (training seed {provenance.seed})"
+    return words + "; never used for training or early stopping"
