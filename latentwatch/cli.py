@@ -23,7 +23,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hidden", default=None,
                    help="comma-separated widths (mlp) or channels (conv), e.g. 512,256")
     p.add_argument("--latent-dim", type=int, default=None)
-    p.add_argument("--beta", type=float, default=None, help="KL weight (beta-vae; default 4)")
+    p.add_argument("--beta", type=float, default=None, help="KL weight (beta-vae; default 2)")
     p.add_argument("--decoder", default="auto", choices=["auto", "bernoulli", "gaussian"],
                    help="auto: bernoulli for images, gaussian for tabular rows")
     p.add_argument("--epochs", type=int, default=None)

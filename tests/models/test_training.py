@@ -163,9 +163,9 @@ def test_cli_train_prints_a_summary(tmp_path: Path, capsys: pytest.CaptureFixtur
                      "--latent-dim", "3", "--calibration-fraction", "0.25"])
     assert code == 0
     out = capsys.readouterr().out
-    assert "beta 4" in out and "run directory" in out and "30 calibration" in out
+    assert "beta 2" in out and "run directory" in out and "30 calibration" in out
     _, ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
-    assert ckpt.config.hidden == (16, 8) and ckpt.config.latent_dim == 3 and ckpt.config.beta == 4
+    assert ckpt.config.hidden == (16, 8) and ckpt.config.latent_dim == 3 and ckpt.config.beta == 2
 
 
 @pytest.mark.parametrize(
