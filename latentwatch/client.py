@@ -1,0 +1,343 @@
+"""Python client for the latentwatch gRPC API: numpy arrays in, plain results out.
+
+    with LatentwatchClient("localhost:50051") as client:
+        client.wait_ready(10.0)
+        result = client.score("digits-vae", X, alpha=0.01)
+        flagged_rows = np.flatnonzero(result.is_outlier)
+
+Server errors arrive as `latentwatch.errors` exceptions chosen by gRPC status code, with the
+server's message as their text. Importing this module never imports torch or onnx.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
+from types import TracebackType
+from typing import NoReturn
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from numpy.typing import NDArray
+
+from latentwatch.client_types import (
+    FdrResult,
+    ModelInfo,
+    ModelSummary,
+    ScoreResult,
+    TensorInfo,
+    benjamini_hochberg,
+)
+from latentwatch.errors import InvalidInput, LatentwatchError, ModelNotFound, NotReady, QueueFull
+from latentwatch.protos import latentwatch_pb2 as pb
+from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
+from latentwatch.tensors import V2_DTYPES, from_tensor, to_tensor
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "FdrResult",
+    "LatentwatchClient",
+    "ModelInfo",
+    "ModelSummary",
+    "ScoreResult",
+    "TensorInfo",
+    "benjamini_hochberg",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+# The inverse of the service's mapping: status code -> exception class.
+_ERRORS_BY_CODE: dict[grpc.StatusCode, type[LatentwatchError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidInput,
+    grpc.StatusCode.NOT_FOUND: ModelNotFound,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: QueueFull,
+    grpc.StatusCode.UNAVAILABLE: NotReady,
+}
+
+
+def _as_rows(X: NDArray, what: str = "X") -> NDArray:
+    """X as a numeric array with a batch axis, in a datatype the wire carries."""
+    array = np.asarray(X)
+    if array.dtype.kind not in "biuf":
+        raise InvalidInput(f"{what}: dtype {array.dtype} is not numeric")
+    if array.ndim < 2:
+        raise InvalidInput(
+            f"{what}: shape {list(array.shape)} has no batch axis; pass (N, F) rows or "
+            f"(N, H, W) images (one row is X[None, :])"
+        )
+    if array.dtype.newbyteorder("<") not in V2_DTYPES.values():
+        # e.g. long double: the wire has no such type, float64 keeps every value it can.
+        array = array.astype(np.float64)
+    return array
+
+
+def _raise_rpc_error(err: grpc.RpcError) -> NoReturn:
+    code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (err.details() if isinstance(err, grpc.Call) else None) or str(err)
+    error_class = _ERRORS_BY_CODE.get(code, LatentwatchError)
+    error = error_class(details)
+    if error_class is LatentwatchError:
+        # Keep the real status (DEADLINE_EXCEEDED, CANCELLED, ...) for callers that branch on it.
+        error.code = code
+    raise error from err
+
+
+def _result_from_response(response: pb.ScoreResponse, n_rows: int) -> ScoreResult:
+    score = np.array(response.score, dtype=np.float64)
+    if score.shape[0] != n_rows:
+        raise LatentwatchError(f"server returned {score.shape[0]} scores for {n_rows} rows")
+    fdr = None
+    if response.HasField("fdr"):
+        fdr = FdrResult(
+            level=response.fdr.level,
+            is_outlier=np.array(response.fdr.is_outlier, dtype=bool),
+            n_flagged=int(response.fdr.n_flagged),
+            p_value_threshold=response.fdr.p_value_threshold,
+        )
+    return ScoreResult(
+        model_name=response.model_name,
+        model_version=response.model_version,
+        score_kind=response.score_kind,
+        alpha=response.alpha,
+        score=score,
+        p_value=np.array(response.p_value, dtype=np.float64),
+        outlier_probability=np.array(response.outlier_probability, dtype=np.float64),
+        is_outlier=np.array(response.is_outlier, dtype=bool),
+        scores={c.kind: np.array(c.values, dtype=np.float64) for c in response.scores},
+        fdr=fdr,
+    )
+
+
+def _tensor_info(spec: pb.TensorSpec) -> TensorInfo:
+    return TensorInfo(spec.name, spec.datatype, tuple(spec.shape))
+
+
+class LatentwatchClient:
+    """A synchronous client over one gRPC channel; safe to share across threads.
+
+    `timeout_s` is the deadline of each unary call. Streams (`score_stream`, and `score` with
+    `batch_rows`) have no overall deadline, since their length depends on the data.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout_s: float = 30.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        self.target = target
+        self.timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", max_message_bytes),
+            ],
+        )
+        self._stub = pb_grpc.LatentwatchStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def __enter__(self) -> LatentwatchClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Blocks until the server's health check says SERVING; raises NotReady after timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        last = "no answer"
+        while True:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                raise NotReady(f"{self.target} not SERVING after {timeout_s:.1f} s ({last})")
+            try:
+                reply = self._health.Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=min(left_s, 2.0),
+                    wait_for_ready=True,
+                )
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.RpcError as err:
+                last = err.code().name if isinstance(err, grpc.Call) else str(err)
+            # Models load and warm up over seconds; polling at 10 Hz costs nothing.
+            time.sleep(min(0.1, max(deadline - time.monotonic(), 0.0)))
+
+    def _request(
+        self,
+        model: str,
+        rows: NDArray,
+        version: str,
+        kinds: Sequence[str],
+        alpha: float | None,
+        fdr: float | None,
+        request_id: str = "",
+    ) -> pb.ScoreRequest:
+        request = pb.ScoreRequest(
+            model_name=model,
+            model_version=version,
+            input=to_tensor(rows),
+            score_kinds=list(kinds),
+            request_id=request_id,
+        )
+        if alpha is not None:
+            request.alpha = alpha
+        if fdr is not None:
+            request.fdr = fdr
+        return request
+
+    def score(
+        self,
+        model: str,
+        X: NDArray,
+        *,
+        version: str = "",
+        kinds: Sequence[str] = (),
+        alpha: float | None = None,
+        fdr: float | None = None,
+        batch_rows: int | None = None,
+    ) -> ScoreResult:
+        """Scores rows (N, F) or images (N, H, W) of any numeric dtype.
+
+        `kinds` names extra score kinds to return in `scores` ("*" for all). `alpha` sets the
+        false-alarm rate of `is_outlier` (default: the model's). With `fdr`, `result.fdr` holds
+        the Benjamini-Hochberg decision over all N rows.
+
+        With `batch_rows`, rows travel in chunks of that size over one ScoreStream and results
+        are concatenated in order. The BH decision is then recomputed here over the p-values of
+        all rows (the server's per-chunk decisions are discarded), so it equals what one
+        request over all rows would give.
+        """
+        rows = _as_rows(X)
+        if batch_rows is not None and batch_rows < 1:
+            raise InvalidInput(f"batch_rows must be at least 1, got {batch_rows}")
+        if batch_rows is None or rows.shape[0] <= batch_rows:
+            request = self._request(model, rows, version, kinds, alpha, fdr)
+            try:
+                response = self._stub.Score(request, timeout=self.timeout_s)
+            except grpc.RpcError as err:
+                _raise_rpc_error(err)
+            return _result_from_response(response, rows.shape[0])
+        chunks = (rows[i : i + batch_rows] for i in range(0, rows.shape[0], batch_rows))
+        parts = list(
+            self.score_stream(model, chunks, version=version, kinds=kinds, alpha=alpha, fdr=fdr)
+        )
+        combined = ScoreResult.concat(parts)
+        if fdr is None:
+            return combined
+        return replace(combined, fdr=benjamini_hochberg(combined.p_value, fdr))
+
+    def score_stream(
+        self,
+        model: str,
+        batches: Iterable[NDArray],
+        *,
+        version: str = "",
+        kinds: Sequence[str] = (),
+        alpha: float | None = None,
+        fdr: float | None = None,
+    ) -> Iterator[ScoreResult]:
+        """Scores each batch over one ScoreStream, yielding one result per batch, in order.
+
+        Batches are read lazily, so a generator over a large file streams in bounded memory.
+        With `fdr`, each result's BH decision covers that batch only.
+        """
+        sizes: list[int] = []
+        # An exception inside the request iterator reaches us only as CANCELLED; keep it.
+        failures: list[Exception] = []
+
+        def requests() -> Iterator[pb.ScoreRequest]:
+            try:
+                for index, batch in enumerate(batches):
+                    rows = _as_rows(batch, what=f"batch {index}")
+                    sizes.append(rows.shape[0])
+                    yield self._request(model, rows, version, kinds, alpha, fdr, str(index))
+            except Exception as err:  # not GeneratorExit: gRPC closes us after a server error
+                failures.append(err)
+                raise
+
+        responses = self._stub.ScoreStream(requests())
+        index = 0
+        try:
+            for response in responses:
+                if response.request_id != str(index):
+                    raise LatentwatchError(
+                        f"stream out of order: got response {response.request_id!r} "
+                        f"for request {index}"
+                    )
+                yield _result_from_response(response, sizes[index])
+                index += 1
+        except grpc.RpcError as err:
+            if failures:
+                raise failures[0] from err
+            _raise_rpc_error(err)
+        finally:
+            # Stop the call when the caller leaves early (break, exception).
+            responses.cancel()
+
+    def encode(
+        self, model: str, X: NDArray, *, version: str = ""
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+        """Encoder means (N, Z) and log-variances (N, Z); None for plain autoencoders."""
+        rows = _as_rows(X)
+        request = pb.EncodeRequest(model_name=model, model_version=version, input=to_tensor(rows))
+        try:
+            response = self._stub.Encode(request, timeout=self.timeout_s)
+        except grpc.RpcError as err:
+            _raise_rpc_error(err)
+        mu = from_tensor(response.latent_mu, what="latent_mu")
+        logvar = None
+        if response.HasField("latent_logvar"):
+            logvar = from_tensor(response.latent_logvar, what="latent_logvar")
+        return mu, logvar
+
+    def list_models(self) -> list[ModelSummary]:
+        try:
+            response = self._stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout_s)
+        except grpc.RpcError as err:
+            _raise_rpc_error(err)
+        return [
+            ModelSummary(m.name, tuple(m.versions), m.latest_version, m.model_kind)
+            for m in response.models
+        ]
+
+    def get_model(self, name: str, version: str = "") -> ModelInfo:
+        request = pb.GetModelRequest(model_name=name, model_version=version)
+        try:
+            info = self._stub.GetModel(request, timeout=self.timeout_s)
+        except grpc.RpcError as err:
+            _raise_rpc_error(err)
+        return ModelInfo(
+            name=info.name,
+            version=info.version,
+            model_kind=info.model_kind,
+            inputs=tuple(_tensor_info(t) for t in info.inputs),
+            outputs=tuple(_tensor_info(t) for t in info.outputs),
+            image_shape=tuple(info.image_shape),
+            score_kinds=tuple(info.score_kinds),
+            default_score_kind=info.default_score_kind,
+            calibration_size=int(info.calibration_size),
+            default_alpha=info.default_alpha,
+            min_alpha=info.min_alpha,
+            latent_dim=int(info.latent_dim),
+            execution_provider=info.execution_provider,
+            max_batch_rows=int(info.max_batch_rows),
+            manifest_json=info.manifest_json,
+        )

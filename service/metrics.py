@@ -1,0 +1,192 @@
+"""Prometheus metrics on their own port, from a dedicated registry.
+
+The hot path only touches plain counters and numpy bucket arrays owned by one writer each
+(the event loop for request metrics, a version's batch worker for score metrics); a custom
+collector turns them into metric families when Prometheus scrapes. No locks, no per-row loops.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Sequence
+from wsgiref.simple_server import WSGIServer
+
+import numpy as np
+from numpy.typing import NDArray
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+
+log = logging.getLogger(__name__)
+
+DURATION_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+BATCH_ROW_BUCKETS = tuple(float(2**i) for i in range(0, 17, 2))  # 1, 4, 16, ... 65536
+P_VALUE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
+# Score buckets sit at these quantiles of the calibration scores: scores of normal traffic
+# then fill the buckets in these proportions, and drift shows as a shift between them.
+SCORE_QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999)
+
+
+class Histogram:
+    """Bucket counts for one writer; `le` buckets as Prometheus defines them (value <= bound)."""
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(float(b) for b in bounds)
+        self._bounds = np.asarray(self.bounds)
+        self.counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)  # last: above every bound
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def observe_many(self, values: NDArray) -> None:
+        index = np.searchsorted(self._bounds, values, "left")  # NaN lands above every bound
+        self.counts += np.bincount(index, minlength=self.counts.shape[0])
+        total = float(values.sum())
+        if total == total:  # a NaN would poison the sum for good
+            self.sum += total
+
+    def add_to(self, family: HistogramMetricFamily, labels: list[str]) -> None:
+        cumulative = np.cumsum(self.counts)  # a snapshot, so buckets stay monotonic
+        buckets = [(repr(b), float(c)) for b, c in zip(self.bounds, cumulative[:-1], strict=True)]
+        buckets.append(("+Inf", float(cumulative[-1])))
+        family.add_metric(labels, buckets, self.sum)
+
+
+def score_buckets(sorted_calibration: NDArray[np.float64]) -> tuple[float, ...]:
+    """Histogram bounds at calibration quantiles (distinct, ascending)."""
+    quantiles = np.quantile(sorted_calibration, SCORE_QUANTILES)
+    return tuple(float(q) for q in np.unique(quantiles))
+
+
+class VersionMetrics:
+    """Per model version; score metrics are written by its batch worker, one batch at a time."""
+
+    def __init__(self, score_bounds: Sequence[float]) -> None:
+        self.rows_scored = 0
+        self.outliers = 0
+        self.batch_rows = Histogram(BATCH_ROW_BUCKETS)
+        self.score = Histogram(score_bounds)
+        self.p_value = Histogram(P_VALUE_BUCKETS)
+        self.queued_rows: Callable[[], int] = lambda: 0  # read at scrape time
+
+
+class ServiceMetrics:
+    """Every latentwatch_* metric; also the collector that exposes them."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.inflight = 0
+        self.ready = False
+        self._requests: dict[tuple[str, str], Histogram] = {}
+        self._versions: dict[tuple[str, str], VersionMetrics] = {}
+        self._loaded: dict[tuple[str, str], bool] = {}
+        self._providers: dict[tuple[str, str], str] = {}
+        self._http: WSGIServer | None = None
+        self._http_thread: threading.Thread | None = None
+        self.registry.register(self)
+
+    def observe_request(self, method: str, code: str, duration_s: float) -> None:
+        histogram = self._requests.get((method, code))
+        if histogram is None:
+            histogram = self._requests[(method, code)] = Histogram(DURATION_BUCKETS_S)
+        histogram.observe(duration_s)
+
+    def add_version(
+        self,
+        model: str,
+        version: str,
+        score_bounds: Sequence[float],
+        provider: str,
+    ) -> VersionMetrics:
+        metrics = VersionMetrics(score_bounds)
+        self._versions[(model, version)] = metrics
+        self._loaded[(model, version)] = True
+        self._providers[(model, version)] = provider
+        return metrics
+
+    def set_refused(self, model: str, version: str) -> None:
+        self._loaded[(model, version)] = False
+
+    def serve(self, port: int, addr: str) -> int:
+        """Starts the HTTP endpoint in a daemon thread; returns the bound port."""
+        self._http, self._http_thread = start_http_server(port, addr, registry=self.registry)
+        return int(self._http.server_port)
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+    def describe(self) -> list[Metric]:
+        return []  # names are ours alone in this registry: nothing to check at registration
+
+    def collect(self) -> Iterable[Metric]:
+        requests = CounterMetricFamily(
+            "latentwatch_requests", "RPCs handled, by method and status code",
+            labels=["method", "code"],
+        )
+        durations = HistogramMetricFamily(
+            "latentwatch_request_duration_seconds", "RPC handling time in seconds",
+            labels=["method", "code"],
+        )
+        for (method, code), histogram in list(self._requests.items()):
+            requests.add_metric([method, code], float(histogram.counts.sum()))
+            histogram.add_to(durations, [method, code])
+        yield requests
+        yield durations
+        yield GaugeMetricFamily(
+            "latentwatch_inflight_requests", "RPCs being handled now", value=self.inflight
+        )
+        yield GaugeMetricFamily(
+            "latentwatch_ready", "1 when every model version is loaded and warm", value=self.ready
+        )
+        yield from self._collect_versions()
+
+    def _collect_versions(self) -> Iterable[Metric]:
+        mv = ["model", "version"]
+        rows = CounterMetricFamily("latentwatch_rows_scored", "Rows scored", labels=mv)
+        outliers = CounterMetricFamily(
+            "latentwatch_outliers", "Rows flagged as outliers (p <= the request's alpha)",
+            labels=mv,
+        )
+        queue = GaugeMetricFamily("latentwatch_queue_rows", "Rows waiting for a batch", labels=mv)
+        batch = HistogramMetricFamily(
+            "latentwatch_batch_rows", "Rows per ONNX Runtime run of the scorer", labels=mv
+        )
+        score = HistogramMetricFamily(
+            "latentwatch_score",
+            "Default score per row; buckets at quantiles of the calibration scores",
+            labels=mv,
+        )
+        p_value = HistogramMetricFamily(
+            "latentwatch_p_value", "Conformal p-value per row", labels=mv
+        )
+        for (model, version), m in list(self._versions.items()):
+            labels = [model, version]
+            rows.add_metric(labels, m.rows_scored)
+            outliers.add_metric(labels, m.outliers)
+            queue.add_metric(labels, m.queued_rows())
+            m.batch_rows.add_to(batch, labels)
+            m.score.add_to(score, labels)
+            m.p_value.add_to(p_value, labels)
+        loaded = GaugeMetricFamily(
+            "latentwatch_model_loaded", "1 loaded, 0 refused or failed", labels=mv
+        )
+        for (model, version), ok in list(self._loaded.items()):
+            loaded.add_metric([model, version], float(ok))
+        provider = InfoMetricFamily(
+            "latentwatch_execution_provider", "Execution provider in use", labels=mv
+        )
+        for (model, version), name in list(self._providers.items()):
+            provider.add_metric([model, version], {"provider": name})
+        yield from (rows, outliers, queue, batch, score, p_value, loaded, provider)

@@ -1,0 +1,288 @@
+"""The model repository: every version found, verified, loaded and warmed up, or refused.
+
+A version is refused (with a logged reason) when its manifest is unreadable or describes another
+directory, a file does not match its sha256 (or is not listed at all), the calibration scores do
+not fit the manifest, or a graph does not load or does not give what the manifest promises.
+The other versions keep serving.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from latentwatch.errors import ModelNotFound
+from latentwatch.manifest import MANIFEST_FILE, Manifest, verify_files
+from latentwatch.service.batcher import MicroBatcher, Outputs
+from latentwatch.service.metrics import ServiceMetrics, VersionMetrics, score_buckets
+from latentwatch.service.runtime import OrtRuntime, Runtime
+from latentwatch.service.scoring import InputContract, p_values
+from latentwatch.service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+P_VALUE = "p_value"  # added to the scorer's outputs by the batch postprocessing
+SCORE = "score"  # the scorer output holding the default score kind
+WARMUP_ROWS = 2  # two rows also proves the batch axis is dynamic
+
+
+class VersionRefused(Exception):
+    """A version that cannot be served; the message says why."""
+
+
+@dataclass
+class ModelVersion:
+    name: str
+    version: str
+    manifest: Manifest
+    manifest_json: str
+    contract: InputContract
+    provider: str
+    intra_op_threads: int
+    score_output: str  # "score", or the default kind's own output when there is no "score"
+    calibration: dict[str, NDArray[np.float64]]  # kind -> ascending calibration scores
+    scorer: MicroBatcher
+    encoder: MicroBatcher  # the encoder graph, or the scorer when there is none
+    metrics: VersionMetrics
+
+
+@dataclass(frozen=True)
+class Refusal:
+    name: str
+    version: str
+    reason: str
+
+
+@dataclass
+class ModelRepository:
+    path: Path
+    versions: dict[str, dict[str, ModelVersion]] = field(default_factory=dict)  # ascending
+    refused: list[Refusal] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.versions.values())
+
+    def get(self, name: str, version: str = "") -> ModelVersion:
+        """The named version; "" selects the latest (largest) loaded version."""
+        versions = self.versions.get(name)
+        if versions is None:
+            known = "; ".join(f"{n} (versions {', '.join(v)})" for n, v in self.versions.items())
+            raise ModelNotFound(f"no model {name!r}; this server has: {known or 'no models'}")
+        if not version:
+            return versions[next(reversed(versions))]
+        found = versions.get(version)
+        if found is None:
+            refused = [r.version for r in self.refused if r.name == name and r.version == version]
+            note = " (it exists but was refused at load: see the server log)" if refused else ""
+            raise ModelNotFound(
+                f"model {name!r} has no version {version!r}{note}; loaded versions: "
+                f"{', '.join(versions)}"
+            )
+        return found
+
+    async def close(self) -> None:
+        for versions in self.versions.values():
+            for v in versions.values():
+                await v.scorer.close()
+                if v.encoder is not v.scorer:
+                    await v.encoder.close()
+
+
+def find_versions(repo: Path) -> list[tuple[str, str, Path]]:
+    """(model, version, directory) for every <repo>/<model>/<integer>/, versions ascending."""
+    found: list[tuple[str, str, Path]] = []
+    for model_dir in sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        dirs = [p for p in model_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        for ignored in sorted(p.name for p in dirs if not p.name.isdigit()):
+            log.warning("ignoring %s/%s: version directories are integers", model_dir.name, ignored)
+        versions = sorted((p for p in dirs if p.name.isdigit()), key=lambda p: int(p.name))
+        if not versions:
+            log.warning("model directory %s holds no version directories", model_dir)
+        found.extend((model_dir.name, p.name, p) for p in versions)
+    return found
+
+
+def load_repository(
+    repo: Path,
+    found: list[tuple[str, str, Path]],
+    settings: Settings,
+    metrics: ServiceMetrics,
+    executor: Executor | None = None,
+) -> ModelRepository:
+    """Blocking: loads the versions `find_versions` found (run it off the event loop)."""
+    repository = ModelRepository(repo)
+    for name, version, version_dir in found:
+        try:
+            loaded = load_version(name, version, version_dir, settings, metrics, executor)
+        except VersionRefused as err:
+            log.error("refusing model %s version %s: %s", name, version, err)
+            repository.refused.append(Refusal(name, version, str(err)))
+            metrics.set_refused(name, version)
+            continue
+        repository.versions.setdefault(name, {})[version] = loaded
+        m = loaded.manifest
+        log.info(
+            "loaded model %s version %s (%s, %d features, %d calibration rows) on %s, "
+            "%d intra-op threads",
+            name, version, m.model_kind, m.n_features, m.calibration.size, loaded.provider,
+            loaded.intra_op_threads,
+        )
+    return repository
+
+
+def load_version(
+    name: str,
+    version: str,
+    version_dir: Path,
+    settings: Settings,
+    metrics: ServiceMetrics,
+    executor: Executor | None = None,
+) -> ModelVersion:
+    manifest, manifest_json = _read_manifest(name, version, version_dir)
+    calibration = _read_calibration(version_dir, manifest)
+    try:
+        scorer = OrtRuntime(version_dir / manifest.graphs["scorer"].file, settings.intra_op_threads)
+        encoder = (
+            OrtRuntime(version_dir / manifest.graphs["encoder"].file, settings.intra_op_threads)
+            if "encoder" in manifest.graphs
+            else scorer
+        )
+    except Exception as err:  # onnxruntime raises several unrelated types for bad graphs
+        raise VersionRefused(f"ONNX Runtime cannot load a graph: {err}") from err
+    score_output = SCORE if SCORE in scorer.output_names else manifest.default_score_kind
+    _check_graph("scorer", scorer, manifest, [score_output, *manifest.score_kinds])
+    _check_graph("encoder", encoder, manifest, ["latent_mu"])
+    if settings.warmup:
+        _warm_up(scorer, manifest, [score_output, *manifest.score_kinds])
+        if encoder is not scorer:
+            _warm_up(encoder, manifest, [])
+
+    label = f"{name}:{version}"
+    default_calibration = calibration[manifest.default_score_kind]
+    version_metrics = metrics.add_version(
+        name, version, score_buckets(default_calibration), scorer.provider
+    )
+
+    def add_p_values(outputs: Outputs) -> Outputs:
+        # Worker thread, once per batch: p-values and score metrics for every row at once.
+        scores = outputs[score_output]
+        p = p_values(default_calibration, scores)
+        outputs[P_VALUE] = p
+        version_metrics.rows_scored += scores.shape[0]
+        version_metrics.score.observe_many(scores)
+        version_metrics.p_value.observe_many(p)
+        return outputs
+
+    batch_limits = dict(
+        max_batch_rows=settings.max_batch_rows,
+        max_batch_delay_ms=settings.max_batch_delay_ms,
+        max_queue_rows=settings.max_queue_rows,
+    )
+    # batch_rows counts scorer runs only, so each histogram keeps a single writer thread.
+    score_batcher = MicroBatcher(
+        scorer, postprocess=add_p_values, on_run=version_metrics.batch_rows.observe,
+        executor=executor, name=label, **batch_limits,
+    )
+    encode_batcher = score_batcher
+    if encoder is not scorer:
+        encode_batcher = MicroBatcher(
+            encoder, executor=executor, name=f"{label} encoder", **batch_limits
+        )
+        version_metrics.queued_rows = lambda: score_batcher.queued_rows + encode_batcher.queued_rows
+    else:
+        version_metrics.queued_rows = lambda: score_batcher.queued_rows
+    return ModelVersion(
+        name=name,
+        version=version,
+        manifest=manifest,
+        manifest_json=manifest_json,
+        contract=InputContract.from_manifest(manifest, settings.max_request_rows),
+        provider=scorer.provider,
+        intra_op_threads=scorer.intra_op_threads,
+        score_output=score_output,
+        calibration=calibration,
+        scorer=score_batcher,
+        encoder=encode_batcher,
+        metrics=version_metrics,
+    )
+
+
+def _read_manifest(name: str, version: str, version_dir: Path) -> tuple[Manifest, str]:
+    try:
+        manifest_json = (version_dir / MANIFEST_FILE).read_text()
+        manifest = Manifest.model_validate_json(manifest_json)
+    except FileNotFoundError as err:
+        raise VersionRefused(f"no {MANIFEST_FILE}") from err
+    except (OSError, ValueError) as err:  # pydantic's ValidationError is a ValueError
+        raise VersionRefused(f"{MANIFEST_FILE} is not valid: {err}") from err
+    if (manifest.name, manifest.version) != (name, version):
+        raise VersionRefused(
+            f"{MANIFEST_FILE} describes {manifest.name} version {manifest.version}, "
+            f"not the directory it is in"
+        )
+    used = [g.file for g in manifest.graphs.values() if g.file] + [manifest.calibration.file]
+    unlisted = sorted(set(used) - set(manifest.sha256))
+    if unlisted:
+        raise VersionRefused(f"files without a sha256 in {MANIFEST_FILE}: {unlisted}")
+    problems = verify_files(version_dir, manifest)
+    if problems:
+        raise VersionRefused("; ".join(problems))
+    return manifest, manifest_json
+
+
+def _read_calibration(version_dir: Path, manifest: Manifest) -> dict[str, NDArray[np.float64]]:
+    spec = manifest.calibration
+    try:
+        scores = np.load(version_dir / spec.file, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise VersionRefused(f"{spec.file} cannot be read: {err}") from err
+    expected = (spec.size, len(spec.score_kinds))
+    if scores.shape != expected or scores.dtype.kind != "f":
+        raise VersionRefused(
+            f"{spec.file} holds {list(scores.shape)} {scores.dtype}; the manifest promises "
+            f"{list(expected)} float64"
+        )
+    if not np.isfinite(scores).all():
+        raise VersionRefused(f"{spec.file} holds NaN or infinite scores")
+    columns = np.sort(scores.astype(np.float64), axis=0)  # sorted once, searched per batch
+    return {kind: np.ascontiguousarray(columns[:, i]) for i, kind in enumerate(spec.score_kinds)}
+
+
+def _check_graph(what: str, runtime: Runtime, manifest: Manifest, outputs: list[str]) -> None:
+    if list(runtime.input_names) != [manifest.input.name]:
+        raise VersionRefused(
+            f"{what} graph takes inputs {list(runtime.input_names)}, "
+            f"expected [{manifest.input.name!r}]"
+        )
+    missing = sorted(set(outputs) - set(runtime.output_names))
+    if missing:
+        raise VersionRefused(f"{what} graph lacks outputs {missing}")
+
+
+def _warm_up(runtime: Runtime, manifest: Manifest, per_row: list[str]) -> None:
+    """One run on plausible rows (the training mean); checks the per-row outputs' shapes."""
+    rows = np.zeros((WARMUP_ROWS, manifest.n_features), dtype=np.float32)  # (2, F)
+    shift = manifest.input.preprocessing.shift
+    if len(shift) in (1, manifest.n_features):
+        rows += np.asarray(shift, dtype=np.float32)
+    try:
+        outputs = runtime.run({manifest.input.name: rows})
+    except Exception as err:
+        raise VersionRefused(f"warm-up run failed: {err}") from err
+    for name in per_row:
+        if outputs[name].shape != (WARMUP_ROWS,):
+            raise VersionRefused(
+                f"output {name!r} has shape {list(outputs[name].shape)} for {WARMUP_ROWS} rows; "
+                f"per-row scores must be ({WARMUP_ROWS},)"
+            )
+    for name in ("latent_mu", "latent_logvar"):
+        if name in outputs and outputs[name].shape != (WARMUP_ROWS, manifest.latent_dim):
+            raise VersionRefused(
+                f"output {name!r} has shape {list(outputs[name].shape)}, expected "
+                f"[{WARMUP_ROWS}, {manifest.latent_dim}]"
+            )
