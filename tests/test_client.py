@@ -1,0 +1,254 @@
+"""The Python client and the `score` CLI against a real server over a real channel."""
+
+from __future__ import annotations
+
+import csv
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from latentwatch.cli import main
+from latentwatch.client import LatentwatchClient, ScoreResult, benjamini_hochberg
+from latentwatch.errors import InvalidInput, ModelNotFound, NotReady
+from latentwatch.manifest import Manifest
+from latentwatch.protos import latentwatch_pb2 as pb
+from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
+from latentwatch.tensors import to_tensor
+
+VAE, AE = "digits-vae", "digits-ae"
+
+
+@pytest.fixture(scope="module")
+def target(model_repo: Path, serve: Callable[..., AbstractContextManager[str]]) -> Iterator[str]:
+    with serve(model_repo) as host_port:
+        yield host_port
+
+
+@pytest.fixture()
+def client(target: str) -> Iterator[LatentwatchClient]:
+    with LatentwatchClient(target, timeout_s=30.0) as c:
+        c.wait_ready(30.0)
+        yield c
+
+
+@pytest.fixture(scope="module")
+def digits() -> NDArray[np.float32]:
+    from latentwatch.data import load_source
+
+    return load_source("digits").X  # (1797, 64), values 0..16
+
+
+def _conformal_p(calibration: NDArray[np.float64], scores: NDArray[np.float64]) -> NDArray:
+    return np.array([(1 + np.sum(calibration >= s)) / (calibration.size + 1) for s in scores])
+
+
+def test_score_matches_the_score_rpc_and_the_calibration(
+    client: LatentwatchClient, target: str, model_repo: Path, digits: NDArray
+) -> None:
+    X = digits[:120]
+    result = client.score(VAE, X, kinds=("*",), alpha=0.1)
+
+    assert len(result) == 120
+    for column in (result.score, result.p_value, result.outlier_probability, result.is_outlier):
+        assert column.shape == (120,)
+    info = client.get_model(VAE)
+    assert result.score_kind == info.default_score_kind
+    assert (result.model_name, result.model_version) == (VAE, info.version)
+    assert set(result.scores) == set(info.score_kinds)
+    np.testing.assert_array_equal(result.scores[result.score_kind], result.score)
+    np.testing.assert_allclose(result.outlier_probability, 1.0 - result.p_value)
+    np.testing.assert_array_equal(result.is_outlier, result.p_value <= 0.1)
+    assert result.alpha == 0.1 and result.fdr is None
+
+    # The same numbers as the raw RPC...
+    request = pb.ScoreRequest(model_name=VAE, input=to_tensor(X), alpha=0.1)
+    with grpc.insecure_channel(target) as channel:
+        raw = pb_grpc.LatentwatchStub(channel).Score(request, timeout=30)
+    np.testing.assert_array_equal(result.score, np.array(raw.score))
+    np.testing.assert_array_equal(result.is_outlier, np.array(raw.is_outlier))
+
+    # ...and p-values that follow the conformal formula over the stored calibration scores.
+    version_dir = model_repo / VAE / info.version
+    manifest = Manifest.read(version_dir)
+    calibration = np.load(version_dir / manifest.calibration.file, allow_pickle=False)
+    column = manifest.calibration.score_kinds.index(result.score_kind)
+    np.testing.assert_allclose(result.p_value, _conformal_p(calibration[:, column], result.score))
+
+
+def test_images_of_any_numeric_dtype_score_like_float_rows(
+    client: LatentwatchClient, digits: NDArray
+) -> None:
+    rows = client.score(VAE, digits[:40])
+    images = client.score(VAE, digits[:40].reshape(40, 8, 8).astype(np.uint8))
+    np.testing.assert_allclose(images.score, rows.score, rtol=1e-6)
+    np.testing.assert_array_equal(images.p_value, rows.p_value)
+
+
+def test_chunked_streaming_equals_one_shot(client: LatentwatchClient, digits: NDArray) -> None:
+    X = digits[:300]
+    one_shot = client.score(VAE, X, kinds=("*",), fdr=0.2)
+    chunked = client.score(VAE, X, kinds=("*",), fdr=0.2, batch_rows=64)
+
+    assert len(chunked) == 300
+    np.testing.assert_allclose(chunked.score, one_shot.score, rtol=1e-6)
+    for kind in one_shot.scores:
+        np.testing.assert_allclose(chunked.scores[kind], one_shot.scores[kind], rtol=1e-6)
+    np.testing.assert_array_equal(chunked.p_value, one_shot.p_value)
+    np.testing.assert_array_equal(chunked.is_outlier, one_shot.is_outlier)
+    # BH over all 300 rows, recomputed by the client, equals the server's one-request decision.
+    assert one_shot.fdr is not None and chunked.fdr is not None
+    np.testing.assert_array_equal(chunked.fdr.is_outlier, one_shot.fdr.is_outlier)
+    assert chunked.fdr.p_value_threshold == one_shot.fdr.p_value_threshold
+
+
+def test_score_stream_yields_one_result_per_batch_in_order(
+    client: LatentwatchClient, digits: NDArray
+) -> None:
+    sizes = [10, 1, 33, 7]
+    starts = np.cumsum([0, *sizes[:-1]])
+    batches = (digits[s : s + n] for s, n in zip(starts, sizes, strict=True))
+    parts = list(client.score_stream(VAE, batches, fdr=0.5))
+
+    assert [len(p) for p in parts] == sizes
+    assert all(p.fdr is not None and p.fdr.is_outlier.shape == (len(p),) for p in parts)
+    whole = client.score(VAE, digits[: sum(sizes)])
+    np.testing.assert_allclose(ScoreResult.concat(parts).score, whole.score, rtol=1e-6)
+
+
+def test_leaving_a_stream_early_leaves_the_client_usable(
+    client: LatentwatchClient, digits: NDArray
+) -> None:
+    stream = client.score_stream(VAE, (digits[i : i + 5] for i in range(0, 500, 5)))
+    first = next(stream)
+    stream.close()
+    assert len(first) == 5
+    assert len(client.score(VAE, digits[:3])) == 3
+
+
+def test_encode_returns_latents_per_row(client: LatentwatchClient, digits: NDArray) -> None:
+    latent_dim = client.get_model(VAE).latent_dim
+    mu, logvar = client.encode(VAE, digits[:9])
+    assert mu.shape == (9, latent_dim) and logvar is not None and logvar.shape == (9, latent_dim)
+    assert np.isfinite(mu).all()
+    ae_mu, ae_logvar = client.encode(AE, digits[:9])
+    assert ae_mu.shape[0] == 9 and ae_logvar is None
+
+
+def test_list_and_get_models(client: LatentwatchClient) -> None:
+    models = {m.name: m for m in client.list_models()}
+    assert {VAE, AE} <= set(models)
+    assert models[AE].model_kind == "ae"
+    info = client.get_model(VAE, models[VAE].latest_version)
+    assert info.min_alpha == pytest.approx(1.0 / (info.calibration_size + 1))
+    assert "neg_elbo" in info.score_kinds
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "words"),
+    [
+        (lambda c, X: c.score("no-such-model", X), ModelNotFound, "no-such-model"),
+        (lambda c, X: c.score(VAE, X, version="999"), ModelNotFound, "999"),
+        (lambda c, X: c.score(VAE, X[:, :10]), InvalidInput, "64"),
+        (lambda c, X: c.score(VAE, np.full_like(X, np.nan)), InvalidInput, "NaN"),
+        (lambda c, X: c.score(VAE, X, alpha=1e-9), InvalidInput, "calibration"),
+        (lambda c, X: c.encode("no-such-model", X), ModelNotFound, "no-such-model"),
+        (lambda c, X: c.get_model("no-such-model"), ModelNotFound, "no-such-model"),
+        (lambda c, X: list(c.score_stream("no-such-model", [X])), ModelNotFound, "no-such"),
+        (lambda c, X: c.score(VAE, X, batch_rows=2, alpha=2.0), InvalidInput, "alpha"),
+        (lambda c, X: list(c.score_stream(VAE, [X, X[0]])), InvalidInput, "batch 1"),
+    ],
+)
+def test_errors_map_to_exception_classes(
+    client: LatentwatchClient, digits: NDArray, call: Callable[..., object], error: type,
+    words: str,
+) -> None:
+    with pytest.raises(error, match=words):
+        call(client, digits[:4])
+
+
+def test_a_server_that_is_not_there_is_not_ready() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with LatentwatchClient(f"127.0.0.1:{port}", timeout_s=2.0) as c:
+        with pytest.raises(NotReady):
+            c.wait_ready(0.3)
+        with pytest.raises(NotReady):
+            c.list_models()
+
+
+def test_benjamini_hochberg_steps_up() -> None:
+    decision = benjamini_hochberg(np.array([0.04, 0.01, 0.2, 0.03]), 0.1)
+    np.testing.assert_array_equal(decision.is_outlier, [True, True, False, True])
+    assert decision.p_value_threshold == 0.04 and decision.n_flagged == 3
+    # 0.04 alone fails its rank-1 bound 0.025, but 0.045 passes rank 2 (0.05): both flagged.
+    np.testing.assert_array_equal(benjamini_hochberg(np.array([0.045, 0.04]), 0.05).is_outlier,
+                                  [True, True])
+    assert benjamini_hochberg(np.array([0.5, 0.9]), 0.1).n_flagged == 0
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    return rows[0], rows[1:]
+
+
+def test_score_cli_writes_one_csv_row_per_input(
+    client: LatentwatchClient, target: str, digits: NDArray, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import latentwatch.score_cli
+
+    monkeypatch.setattr(latentwatch.score_cli, "PROGRESS_EVERY_S", 0.0)
+    out = tmp_path / "scores.csv"
+    argv = ["score", "--server", target, "--model", VAE, "--data", "digits", "--out", str(out),
+            "--fdr", "0.1", "--batch-rows", "500"]
+    assert main(argv) == 0
+
+    header, rows = _read_csv(out)
+    info = client.get_model(VAE)
+    others = [k for k in info.score_kinds if k != info.default_score_kind]
+    assert header == ["row", "score", *others, "p_value", "outlier_probability", "is_outlier",
+                      "fdr_is_outlier"]
+    assert len(rows) == digits.shape[0]
+    columns = {name: [r[i] for r in rows] for i, name in enumerate(header)}
+    assert columns["row"] == [str(i) for i in range(digits.shape[0])]
+    expected = client.score(VAE, digits, fdr=0.1)
+    np.testing.assert_allclose(np.array(columns["score"], dtype=float), expected.score, rtol=1e-6)
+    assert expected.fdr is not None
+    np.testing.assert_array_equal(np.array(columns["fdr_is_outlier"], dtype=int),
+                                  expected.fdr.is_outlier.astype(int))
+    np.testing.assert_array_equal(np.array(columns["is_outlier"], dtype=int),
+                                  expected.is_outlier.astype(int))
+
+    captured = capsys.readouterr()
+    assert f"scored {digits.shape[0]} rows with {VAE}" in captured.out
+    assert "flagged" in captured.out
+    assert "scored 500/1797 rows" in captured.err  # progress
+
+
+def test_score_cli_reports_an_unknown_model(
+    target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "scores.csv"
+    argv = ["score", "--server", target, "--model", "nope", "--data", "digits", "--out", str(out)]
+    assert main(argv) == 2
+    assert "nope" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_client_and_score_cli_import_neither_torch_nor_onnx() -> None:
+    code = (
+        "import sys, latentwatch.client, latentwatch.score_cli; "
+        "print(sorted(m for m in ('torch', 'onnx') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
