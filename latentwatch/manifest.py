@@ -177,7 +177,9 @@ def verify_files(version_dir: Path, manifest: Manifest) -> list[str]:
         if not path.is_file():
             problems.append(f"{name}: missing")
         elif (actual := sha256_file(path)) != expected:
-            problems.append(f"{name}: sha256 {actual[:12]}… does not match manifest {expected[:12]}…")
+            problems.append(
+                f"{name}: sha256 {actual[:12]}… does not match manifest {expected[:12]}…"
+            )
     return problems
 
 

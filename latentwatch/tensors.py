@@ -31,7 +31,9 @@ _NAMES = {dtype: name for name, dtype in V2_DTYPES.items()}
 def v2_name(dtype: np.dtype) -> str:
     name = _NAMES.get(np.dtype(dtype).newbyteorder("<"))
     if name is None:
-        raise InvalidInput(f"dtype {dtype} has no KServe v2 datatype; use one of {sorted(V2_DTYPES)}")
+        raise InvalidInput(
+            f"dtype {dtype} has no KServe v2 datatype; use one of {sorted(V2_DTYPES)}"
+        )
     return name
 
 

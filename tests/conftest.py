@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -13,12 +11,17 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
-def shared_data(*parts: str) -> Path:
-    """A file of the development data beside the repository; skips the test when it is absent."""
+def _shared_data_file(*parts: str) -> Path:
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
         pytest.skip(f"development data not found: {path.resolve()}")
     return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Callable[..., Path]:
+    """`shared_data("mnist", FILE)`: a development data file; skips the test when it is absent."""
+    return _shared_data_file
 
 
 @pytest.fixture(scope="session")
@@ -39,21 +42,16 @@ def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @contextmanager
 def running_server(repo: Path, **overrides: object) -> Iterator[str]:
     """The real gRPC server on an ephemeral port, its event loop in a thread; yields HOST:PORT."""
-    from latentwatch.service.server import start_server
+    from server_harness import ServerThread
+
     from latentwatch.service.settings import Settings
 
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
     settings = Settings(repo=repo, host="127.0.0.1", port=0, metrics_port=0, **overrides)
-    running = asyncio.run_coroutine_threadsafe(start_server(settings), loop).result(120)
+    server = ServerThread(settings)
     try:
-        yield f"127.0.0.1:{running.port}"
+        yield f"127.0.0.1:{server.running.port}"
     finally:
-        asyncio.run_coroutine_threadsafe(running.stop(0), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.close()
+        server.close()
 
 
 @pytest.fixture(scope="session")

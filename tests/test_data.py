@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,6 @@ import pytest
 
 from latentwatch.data import load_source
 from latentwatch.errors import DataError
-
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
 def _idx_images(images: np.ndarray, magic: int = 2051) -> bytes:
@@ -258,10 +257,8 @@ def test_idx_label_count_mismatch(tmp_path: Path) -> None:
         load_source(str(tmp_path / "t-images-idx3-ubyte"))
 
 
-def test_real_mnist_first_rows() -> None:
-    path = SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz"
-    if not path.is_file():
-        pytest.skip(f"benchmark data not present at {path}")
+def test_real_mnist_first_rows(shared_data: Callable[..., Path]) -> None:
+    path = shared_data("mnist", "t10k-images-idx3-ubyte.gz")
     data = load_source(str(path), max_rows=20)
     assert data.X.shape == (20, 784) and data.image_shape == (1, 28, 28)
     assert data.y is not None and data.y[:3].tolist() == [7, 2, 1]  # the well-known first digits

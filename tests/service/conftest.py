@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from repo_builder import build_repo
-from service_harness import RepoUnderTest, ServerThread, server_settings
+from server_harness import RepoUnderTest, ServerThread, server_settings
 
 
 @pytest.fixture(scope="session")

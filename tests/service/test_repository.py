@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from repo_builder import build_graph, build_version
-from service_harness import ServerThread, server_settings
+from server_harness import ServerThread, server_settings
 
 from latentwatch.errors import ModelNotFound, NotReady
 from latentwatch.manifest import Manifest, sha256_file

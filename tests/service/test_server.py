@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from repo_builder import reference_outputs
-from service_harness import MAX_REQUEST_ROWS, RepoUnderTest, ServerThread
+from server_harness import MAX_REQUEST_ROWS, RepoUnderTest, ServerThread
 
 from latentwatch.manifest import Manifest
 from latentwatch.protos import latentwatch_pb2 as pb

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from repo_builder import build_version
-from service_harness import ServerThread, server_settings
+from server_harness import ServerThread, server_settings
 
 from latentwatch.errors import LatentwatchError
 from latentwatch.service.runtime import usable_cpu_count
