@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from latentwatch.catalog import TensorInfo
 from latentwatch.errors import InvalidInput, LatentwatchError
 
 
@@ -71,21 +72,6 @@ class ScoreResult:
             is_outlier=np.concatenate([p.is_outlier for p in parts]),
             scores={k: np.concatenate([p.scores[k] for p in parts]) for k in first.scores},
         )
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    datatype: str
-    shape: tuple[int, ...]  # -1 marks the batch axis
-
-
-@dataclass(frozen=True)
-class ModelSummary:
-    name: str
-    versions: tuple[str, ...]  # ascending
-    latest_version: str
-    model_kind: str
 
 
 @dataclass(frozen=True)

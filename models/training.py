@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -312,7 +312,7 @@ def _write_run_dir(
         "seed": config.seed,
         "epochs": len(history),
         "final_losses": final_losses,
-        "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "latentwatch_version": latentwatch.__version__,
         "torch_version": torch.__version__,
     }

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from latentwatch.catalog import ModelSummary, TensorInfo
 from latentwatch.errors import NotReady
 from latentwatch.service.repository import P_VALUE, ModelRepository, ModelVersion
 from latentwatch.service.scoring import (
@@ -50,21 +51,6 @@ class EncodeResult:
     model_version: str
     latent_mu: NDArray[np.float32]  # (N, Z)
     latent_logvar: NDArray[np.float32] | None  # (N, Z); None for plain autoencoders
-
-
-@dataclass(frozen=True)
-class ModelSummary:
-    name: str
-    versions: tuple[str, ...]  # ascending
-    latest_version: str
-    model_kind: str
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    datatype: str
-    shape: tuple[int, ...]  # -1: the batch axis
 
 
 @dataclass(frozen=True)
