@@ -18,3 +18,23 @@ class TensorInfo:
     name: str
     datatype: str
     shape: tuple[int, ...]  # -1 marks the batch axis
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    model_kind: str
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    image_shape: tuple[int, ...]  # empty for tabular models
+    score_kinds: tuple[str, ...]
+    default_score_kind: str
+    calibration_size: int
+    default_alpha: float
+    # Smallest alpha the calibration set resolves: 1 / (calibration_size + 1).
+    min_alpha: float
+    latent_dim: int
+    execution_provider: str
+    max_batch_rows: int
+    manifest_json: str

@@ -23,8 +23,8 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from numpy.typing import NDArray
 
-from latentwatch.catalog import ModelSummary, TensorInfo
-from latentwatch.client_types import FdrResult, ModelInfo, ScoreResult, benjamini_hochberg
+from latentwatch.catalog import ModelInfo, ModelSummary, TensorInfo
+from latentwatch.client_types import FdrResult, ScoreResult, benjamini_hochberg
 from latentwatch.errors import InvalidInput, LatentwatchError, ModelNotFound, NotReady, QueueFull
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from latentwatch.catalog import TensorInfo
 from latentwatch.errors import InvalidInput, LatentwatchError
 
 
@@ -72,26 +71,6 @@ class ScoreResult:
             is_outlier=np.concatenate([p.is_outlier for p in parts]),
             scores={k: np.concatenate([p.scores[k] for p in parts]) for k in first.scores},
         )
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    version: str
-    model_kind: str
-    inputs: tuple[TensorInfo, ...]
-    outputs: tuple[TensorInfo, ...]
-    image_shape: tuple[int, ...]  # empty for tabular models
-    score_kinds: tuple[str, ...]
-    default_score_kind: str
-    calibration_size: int
-    default_alpha: float
-    # Smallest alpha the calibration set resolves: 1 / (calibration_size + 1).
-    min_alpha: float
-    latent_dim: int
-    execution_provider: str
-    max_batch_rows: int
-    manifest_json: str
 
 
 def benjamini_hochberg(p_values: NDArray[np.floating], level: float) -> FdrResult:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from latentwatch.catalog import ModelSummary, TensorInfo
+from latentwatch.catalog import ModelInfo, ModelSummary, TensorInfo
 from latentwatch.errors import NotReady
 from latentwatch.service.repository import P_VALUE, ModelRepository, ModelVersion
 from latentwatch.service.scoring import (
@@ -51,25 +51,6 @@ class EncodeResult:
     model_version: str
     latent_mu: NDArray[np.float32]  # (N, Z)
     latent_logvar: NDArray[np.float32] | None  # (N, Z); None for plain autoencoders
-
-
-@dataclass(frozen=True)
-class ModelDetails:
-    name: str
-    version: str
-    model_kind: str
-    inputs: tuple[TensorInfo, ...]
-    outputs: tuple[TensorInfo, ...]
-    image_shape: tuple[int, ...]
-    score_kinds: tuple[str, ...]
-    default_score_kind: str
-    calibration_size: int
-    default_alpha: float
-    min_alpha: float
-    latent_dim: int
-    execution_provider: str
-    manifest_json: str
-    max_batch_rows: int
 
 
 class ScoringCore:
@@ -148,12 +129,12 @@ class ScoringCore:
             )
         return summaries
 
-    def get_model(self, name: str, version: str = "") -> ModelDetails:
+    def get_model(self, name: str, version: str = "") -> ModelInfo:
         mv = self._loaded().get(name, version)
         m = mv.manifest
         scorer = m.graphs["scorer"]
         n = m.calibration.size
-        return ModelDetails(
+        return ModelInfo(
             name=mv.name,
             version=mv.version,
             model_kind=m.model_kind,

@@ -14,10 +14,11 @@ from collections.abc import AsyncIterator
 import grpc
 from numpy.typing import NDArray
 
+from latentwatch.catalog import ModelInfo
 from latentwatch.errors import InvalidInput
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
-from latentwatch.service.core import EncodeResult, ModelDetails, ScoreResult, ScoringCore
+from latentwatch.service.core import EncodeResult, ScoreResult, ScoringCore
 from latentwatch.service.errors import observed, stream_rpc, unary_rpc
 from latentwatch.service.metrics import ServiceMetrics
 from latentwatch.tensors import from_tensor, to_tensor
@@ -158,7 +159,7 @@ def encode_response(result: EncodeResult) -> pb.EncodeResponse:
     return response
 
 
-def model_info(d: ModelDetails) -> pb.ModelInfo:
+def model_info(d: ModelInfo) -> pb.ModelInfo:
     return pb.ModelInfo(
         name=d.name,
         version=d.version,
