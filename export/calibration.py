@@ -11,6 +11,9 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from latentwatch.export.sessions import run_session
+from latentwatch.manifest import Preprocessing
+from latentwatch.second_stage import KIND as SECOND_STAGE_KIND
+from latentwatch.second_stage import SecondStage
 
 logger = logging.getLogger(__name__)
 
@@ -20,27 +23,44 @@ CHUNK_ROWS = 256
 PROGRESS_EVERY_S = 5.0
 
 
-def calibration_scores(
-    session: ort.InferenceSession, rows: NDArray[np.float32], score_kinds: list[str]
-) -> NDArray[np.float64]:
-    """(n, len(score_kinds)) float64, columns in score_kinds order, scored by ONNX Runtime.
-
-    Scored with the very graph the service runs, so calibration and serving agree exactly.
-    """
+def scorer_outputs(
+    session: ort.InferenceSession, rows: NDArray[np.float32], names: list[str], what: str
+) -> dict[str, NDArray]:
+    """The named scorer outputs over `rows`, run in chunks with progress in the log."""
     started_s = last_report_s = time.perf_counter()
-    chunks = []
+    chunks: dict[str, list[NDArray]] = {name: [] for name in names}
     for start in range(0, len(rows), CHUNK_ROWS):
         outputs = run_session(session, "input", rows[start : start + CHUNK_ROWS])
-        chunks.append(np.stack([outputs[kind] for kind in score_kinds], axis=1))  # (b, S)
+        for name in names:
+            chunks[name].append(outputs[name])
         if time.perf_counter() - last_report_s > PROGRESS_EVERY_S:
             last_report_s = time.perf_counter()
             done = min(start + CHUNK_ROWS, len(rows))
-            logger.info("calibration: scored %d/%d rows", done, len(rows))
-    scores = np.concatenate(chunks).astype(np.float64)
-    logger.info(
-        "calibration: scored %d rows in %.2f s", len(rows), time.perf_counter() - started_s
-    )
-    return scores
+            logger.info("%s: scored %d/%d rows", what, done, len(rows))
+    logger.info("%s: scored %d rows in %.2f s", what, len(rows), time.perf_counter() - started_s)
+    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+
+
+def calibration_scores(
+    session: ort.InferenceSession,
+    rows: NDArray[np.float32],
+    score_kinds: list[str],
+    second_stage: SecondStage | None = None,
+    preprocessing: Preprocessing | None = None,
+) -> NDArray[np.float64]:
+    """(n, len(score_kinds)) float64, columns in score_kinds order, scored by ONNX Runtime.
+
+    Scored with the very graph (and second stage) the service runs, so calibration and serving
+    agree exactly.
+    """
+    graph_kinds = [k for k in score_kinds if second_stage is None or k != SECOND_STAGE_KIND]
+    needed = list(dict.fromkeys(graph_kinds + list(second_stage.needs_outputs if second_stage
+                                                   else ())))
+    outputs = scorer_outputs(session, rows, needed, "calibration")
+    if second_stage is not None:
+        assert preprocessing is not None, "the second stage needs the preprocessing"
+        outputs[SECOND_STAGE_KIND] = second_stage.score(outputs, preprocessing.apply(rows))
+    return np.stack([outputs[kind] for kind in score_kinds], axis=1).astype(np.float64)
 
 
 def min_rows_for_alpha(alpha: float) -> int:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from latentwatch.manifest import Preprocessing
 
 VAE_KINDS = ("vae", "beta-vae")
-VAE_SCORE_KINDS = ("neg_elbo", "iwae_nll", "recon_error", "kl")
+VAE_SCORE_KINDS = ("neg_elbo", "iwae_nll", "recon_error", "kl", "recon_prob_nll")
 AE_SCORE_KINDS = ("recon_error",)
 
 
@@ -29,11 +29,12 @@ class ScorableModel(Protocol):
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor | None]: ...  # (B, F) -> (B, Z), (B, Z)
 
-    def decode(self, z: Tensor) -> Tensor: ...  # (..., Z) -> (..., F) logits or mean
+    # (..., Z) -> (..., F) logits or mean, or (..., 2F) [mean, raw log-variance] (hetero)
+    def decode(self, z: Tensor) -> Tensor: ...
 
-    def log_px(self, x: Tensor, loc: Tensor) -> Tensor: ...  # (B, F), (K, B, F) -> (K, B)
+    def log_px(self, x: Tensor, loc: Tensor) -> Tensor: ...  # (B, F), (K, B, F|2F) -> (K, B)
 
-    def reconstruct(self, loc: Tensor) -> Tensor: ...  # (..., F) -> (..., F) model-space mean
+    def reconstruct(self, loc: Tensor) -> Tensor: ...  # (..., F|2F) -> (..., F) model-space mean
 
 
 @dataclass(frozen=True)
@@ -98,21 +99,36 @@ class _Wrapped(nn.Module):
     def net(self) -> ScorableModel:
         return cast(ScorableModel, self.model)
 
-    def decode_flat(self, z: Tensor) -> Tensor:  # (K, B, Z) -> (K, B, F)
+    def decode_flat(self, z: Tensor) -> Tensor:  # (K, B, Z) -> (K, B, F), or 2F for hetero
         # Decoders only ever see 2-D batches here: conv decoders need not handle extra axes.
         k, z_dim = z.shape[0], z.shape[-1]
-        loc = self.net.decode(z.reshape(-1, z_dim))  # (K*B, Z) -> (K*B, F)
+        loc = self.net.decode(z.reshape(-1, z_dim))  # (K*B, Z) -> (K*B, F|2F)
         return loc.reshape(k, -1, loc.shape[-1])
 
     def recon_error(self, x: Tensor, mu: Tensor) -> Tensor:  # (B, F), (B, Z) -> (B,)
-        recon = self.net.reconstruct(self.net.decode(mu))  # (B, F), deterministic at z = mu
+        # The decoder's mean at z = mu (a heteroscedastic decoder's variance half is not used).
+        recon = self.net.reconstruct(self.net.decode(mu))  # (B, F)
         return (x - recon).pow(2).sum(dim=-1)
 
 
+def log_mean_exp(values: Tensor, log_k: float) -> Tensor:
+    """log((1/K) sum_k exp(values_k)) over the first axis, (K, B) -> (B,); log_k = log K.
+
+    By hand, shifted by the max, so no runtime's reduction can overflow or underflow to -inf.
+    K comes in as a Python float so the traced graph holds a constant, not a shape lookup.
+    """
+    peak = values.max(dim=0).values  # (B,)
+    return (values - peak).exp().sum(dim=0).log() + peak - log_k
+
+
 class VaeScorer(_Wrapped):
-    """Raw rows -> score, neg_elbo, iwae_nll, recon_error, kl, latent_mu, latent_logvar.
+    """Raw rows -> score, neg_elbo, iwae_nll, recon_error, kl, recon_prob_nll, latent_mu,
+    latent_logvar.
 
     All scores are in nats (recon_error: squared error in model space); higher = more anomalous.
+    recon_prob_nll is An & Cho's (2015) reconstruction probability in log space,
+    -log (1/K) sum_k p(x | z_k) with z_k ~ q(z|x) the same fixed draws: unlike neg_elbo it has no
+    KL term, and unlike recon_error it weighs each feature's error by the decoder's variance.
     """
 
     eps: Tensor  # (K, 1, Z)
@@ -140,14 +156,13 @@ class VaeScorer(_Wrapped):
         # log w_k = log p(x|z_k) + log N(z_k; 0, I) - log N(z_k; mu, sigma); the 2*pi terms cancel
         # and (z_k - mu) / sigma is eps_k exactly.
         log_w = log_px + 0.5 * (self.eps_sq_sum + logvar.sum(dim=-1) - z.pow(2).sum(dim=-1))
-        # Log-sum-exp by hand (shift by the max) so no runtime's reduction can overflow.
-        log_w_max = log_w.max(dim=0).values  # (B,)
-        log_mean_w = (log_w - log_w_max).exp().sum(dim=0).log() + log_w_max - self.log_k
-        iwae_nll = -log_mean_w  # (B,)
+        iwae_nll = -log_mean_exp(log_w, self.log_k)  # (K, B) -> (B,)
+        # Jensen: recon_prob_nll <= -mean_k log p(x|z_k) = neg_elbo - kl.
+        recon_prob_nll = -log_mean_exp(log_px, self.log_k)  # (K, B) -> (B,)
 
         recon_error = self.recon_error(x, mu)
         score = neg_elbo.clone()  # the default kind, under its own output name
-        return score, neg_elbo, iwae_nll, recon_error, kl, mu, logvar
+        return score, neg_elbo, iwae_nll, recon_error, kl, recon_prob_nll, mu, logvar
 
 
 class AeScorer(_Wrapped):

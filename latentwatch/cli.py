@@ -24,8 +24,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated widths (mlp) or channels (conv), e.g. 512,256")
     p.add_argument("--latent-dim", type=int, default=None)
     p.add_argument("--beta", type=float, default=None, help="KL weight (beta-vae; default 2)")
-    p.add_argument("--decoder", default="auto", choices=["auto", "bernoulli", "gaussian"],
-                   help="auto: bernoulli for images, gaussian for tabular rows")
+    p.add_argument("--decoder", default="auto",
+                   choices=["auto", "bernoulli", "gaussian", "gaussian-hetero"],
+                   help="auto: bernoulli for images, gaussian (learned per-feature variance) for "
+                        "tabular rows; gaussian-hetero predicts a variance per row and feature")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
@@ -76,6 +78,8 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fdr", type=float, default=None,
                    help="also flag with Benjamini-Hochberg at this false discovery rate")
     p.add_argument("--batch-rows", type=int, default=1024)
+    p.add_argument("--score-kind", default="",
+                   help="kind for score, p-values and decisions (default: the model's)")
 
 
 def build_parser() -> argparse.ArgumentParser:

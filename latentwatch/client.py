@@ -182,6 +182,7 @@ class LatentwatchClient:
         kinds: Sequence[str],
         alpha: float | None,
         fdr: float | None,
+        score_kind: str,
         request_id: str = "",
     ) -> pb.ScoreRequest:
         request = pb.ScoreRequest(
@@ -190,6 +191,7 @@ class LatentwatchClient:
             input=to_tensor(rows),
             score_kinds=list(kinds),
             request_id=request_id,
+            score_kind=score_kind,
         )
         if alpha is not None:
             request.alpha = alpha
@@ -207,12 +209,14 @@ class LatentwatchClient:
         alpha: float | None = None,
         fdr: float | None = None,
         batch_rows: int | None = None,
+        score_kind: str = "",
     ) -> ScoreResult:
         """Scores rows (N, F) or images (N, H, W) of any numeric dtype.
 
-        `kinds` names extra score kinds to return in `scores` ("*" for all). `alpha` sets the
-        false-alarm rate of `is_outlier` (default: the model's). With `fdr`, `result.fdr` holds
-        the Benjamini-Hochberg decision over all N rows.
+        `score_kind` picks the kind that `score`, the p-values and the decisions use (default:
+        the model's). `kinds` names extra kinds to return in `scores` ("*" for all). `alpha`
+        sets the false-alarm rate of `is_outlier` (default: the model's). With `fdr`,
+        `result.fdr` holds the Benjamini-Hochberg decision over all N rows.
 
         With `batch_rows`, rows travel in chunks of that size over one ScoreStream and results
         are concatenated in order. The BH decision is then recomputed here over the p-values of
@@ -223,7 +227,7 @@ class LatentwatchClient:
         if batch_rows is not None and batch_rows < 1:
             raise InvalidInput(f"batch_rows must be at least 1, got {batch_rows}")
         if batch_rows is None or rows.shape[0] <= batch_rows:
-            request = self._request(model, rows, version, kinds, alpha, fdr)
+            request = self._request(model, rows, version, kinds, alpha, fdr, score_kind)
             try:
                 response = self._stub.Score(request, timeout=self.timeout_s)
             except grpc.RpcError as err:
@@ -231,7 +235,10 @@ class LatentwatchClient:
             return _result_from_response(response, rows.shape[0])
         chunks = (rows[i : i + batch_rows] for i in range(0, rows.shape[0], batch_rows))
         parts = list(
-            self.score_stream(model, chunks, version=version, kinds=kinds, alpha=alpha, fdr=fdr)
+            self.score_stream(
+                model, chunks, version=version, kinds=kinds, alpha=alpha, fdr=fdr,
+                score_kind=score_kind,
+            )
         )
         combined = ScoreResult.concat(parts)
         if fdr is None:
@@ -247,6 +254,7 @@ class LatentwatchClient:
         kinds: Sequence[str] = (),
         alpha: float | None = None,
         fdr: float | None = None,
+        score_kind: str = "",
     ) -> Iterator[ScoreResult]:
         """Scores each batch over one ScoreStream, yielding one result per batch, in order.
 
@@ -262,7 +270,9 @@ class LatentwatchClient:
                 for index, batch in enumerate(batches):
                     rows = _as_rows(batch, what=f"batch {index}")
                     sizes.append(rows.shape[0])
-                    yield self._request(model, rows, version, kinds, alpha, fdr, str(index))
+                    yield self._request(
+                        model, rows, version, kinds, alpha, fdr, score_kind, str(index)
+                    )
             except Exception as err:  # not GeneratorExit: gRPC closes us after a server error
                 failures.append(err)
                 raise

@@ -7,6 +7,7 @@ Repository layout::
 
     <repo>/<model>/<version>/manifest.json
                              scorer.onnx  encoder.onnx  decoder.onnx  calibration.npy
+                             second_stage.npz (when the manifest has `second_stage`)
 
 Versions are positive integers as strings ("1", "2", ...); the latest is the largest.
 """
@@ -18,13 +19,15 @@ import json
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
 
 ModelKind = Literal["ae", "vae", "beta-vae"]
-DecoderKind = Literal["bernoulli", "gaussian"]
+DecoderKind = Literal["bernoulli", "gaussian", "gaussian-hetero"]
 
 
 class _Strict(BaseModel):
@@ -42,6 +45,15 @@ class Preprocessing(_Strict):
     shift: list[float]
     scale: list[float]
     clip: tuple[float, float] | None = None
+
+    def apply(self, rows: NDArray) -> NDArray[np.float32]:
+        """(N, F) raw rows -> (N, F) float32 rows in model space, as the graphs compute them."""
+        shift = np.asarray(self.shift, dtype=np.float32)
+        scale = np.asarray(self.scale, dtype=np.float32)
+        out = (np.asarray(rows, dtype=np.float32) - shift) * scale
+        if self.clip is not None:
+            np.clip(out, self.clip[0], self.clip[1], out=out)
+        return out
 
 
 class InputSpec(_Strict):
@@ -80,6 +92,23 @@ class Calibration(_Strict):
     score_kinds: list[str]
     default_alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
     split: str  # how the held-out split was made, in words (fraction, seed)
+
+
+class SecondStageSpec(_Strict):
+    """The second-stage score kind, computed by the service from scorer outputs (numpy).
+
+    See latentwatch.second_stage: each statistic is standardised with `file`'s mean and std
+    (fitted on `fit_split`), kNN statistics measure distances to `file`'s reference rows, and
+    `combine` ("max" or "sum") turns the standardised statistics into one score.
+    """
+
+    kind: str = "stats_density"
+    file: str = "second_stage.npz"
+    statistics: list[str]
+    combine: Literal["max", "sum"]
+    k: int = Field(gt=0)
+    n_reference_rows: int = Field(ge=0)
+    fit_split: str  # which rows fitted the standardisation, in words
 
 
 class Parity(_Strict):
@@ -125,6 +154,10 @@ class Manifest(_Strict):
     # Names of scorer outputs that are per-row scores (higher = more anomalous).
     score_kinds: list[str]
     default_score_kind: str
+    # Why the default kind is the default (chosen without labels, or fixed by a benchmark).
+    default_score_reason: str = ""
+    # Present when one score kind is computed by the service after the scorer graph.
+    second_stage: SecondStageSpec | None = None
     calibration: Calibration
     parity: Parity
     onnx: OnnxInfo
@@ -145,8 +178,9 @@ class Manifest(_Strict):
         if missing:
             raise ValueError(f"calibration kinds differ from score_kinds: {sorted(missing)}")
         scorer_outputs = {t.name for t in self.graphs["scorer"].outputs}
-        if not set(self.score_kinds) <= scorer_outputs:
-            raise ValueError("every score kind must be a scorer output")
+        computed = {self.second_stage.kind} if self.second_stage else set()
+        if not set(self.score_kinds) <= scorer_outputs | computed:
+            raise ValueError("every score kind must be a scorer output or the second stage's")
         return self
 
     @property

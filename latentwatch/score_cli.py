@@ -43,7 +43,7 @@ def _stream_with_progress(
     start_s = last_report_s = time.perf_counter()
     stream = client.score_stream(
         args.model, _chunks(X, args.batch_rows), version=args.version, kinds=("*",),
-        alpha=args.alpha,
+        alpha=args.alpha, score_kind=args.score_kind,
     )
     for part in stream:
         parts.append(part)

@@ -24,7 +24,8 @@ class AE(LatentModel):
 
 def ae_loss(model: AE, x: Tensor, generator: torch.Generator | None = None) -> LossTerms:
     """Reconstruction loss -log p(x | decode(encode(x))): BCE for Bernoulli, Gaussian NLL with
-    the learned per-feature variance (a variance-weighted squared error) for Gaussian."""
+    the learned per-feature variance (a variance-weighted squared error) for Gaussian, or with
+    the variance the decoder predicts per row for gaussian-hetero."""
     code, _ = model.encode(x)
     recon = -model.log_px(x, model.decode(code))  # (B,)
     zero = torch.zeros((), dtype=recon.dtype)

@@ -1,8 +1,9 @@
 """Encoder and decoder networks: an MLP for rows, a small conv net for single-channel images.
 
-Encoders map (B, F) -> (B, out_dim). Decoders map (..., Z) with any leading dims -> (..., F),
-flattening the leading dims for the layers and restoring them afterwards, with shapes taken
-from the tensor (not Python ints) so the batch axis stays dynamic in ONNX exports.
+Encoders map (B, F) -> (B, out_dim). Decoders map (..., Z) with any leading dims -> (..., H*F)
+for H outputs per feature (H = 2 for the heteroscedastic decoder: all F means, then all F raw
+log-variances), flattening the leading dims for the layers and restoring them afterwards, with
+shapes taken from the tensor (not Python ints) so the batch axis stays dynamic in ONNX exports.
 """
 
 from __future__ import annotations
@@ -33,18 +34,18 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    def __init__(self, latent_dim: int, hidden: tuple[int, ...], n_features: int) -> None:
+    def __init__(self, latent_dim: int, hidden: tuple[int, ...], n_outputs: int) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = latent_dim
         for h in reversed(hidden):
             layers += [nn.Linear(width, h), _activation()]
             width = h
-        layers.append(nn.Linear(width, n_features))
+        layers.append(nn.Linear(width, n_outputs))
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(z)  # Linear takes any leading dims: (..., Z) -> (..., F)
+        return self.net(z)  # Linear takes any leading dims: (..., Z) -> (..., H*F)
 
 
 def _halved(side: int, n_layers: int) -> int:
@@ -78,13 +79,22 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """Mirror of ConvEncoder with transposed convs that double each side, then a crop to H x W."""
+    """Mirror of ConvEncoder with transposed convs that double each side, then a crop to H x W.
+
+    With n_heads > 1 the last layer has n_heads times the image channels, head-major, so that
+    flattening the maps gives all of head 0 (e.g. the means), then all of head 1 (log-variances).
+    """
 
     def __init__(
-        self, latent_dim: int, channels: tuple[int, ...], image_shape: tuple[int, int, int]
+        self,
+        latent_dim: int,
+        channels: tuple[int, ...],
+        image_shape: tuple[int, int, int],
+        n_heads: int = 1,
     ) -> None:
         super().__init__()
         self.image_shape = image_shape
+        self.n_heads = n_heads
         self.start_shape = (
             channels[-1],
             *(_halved(s, len(channels)) for s in image_shape[1:]),
@@ -92,7 +102,7 @@ class ConvDecoder(nn.Module):
         c0, h0, w0 = self.start_shape
         self.head = nn.Sequential(nn.Linear(latent_dim, c0 * h0 * w0), _activation())
         layers: list[nn.Module] = []
-        outs = [*reversed(channels[:-1]), image_shape[0]]
+        outs = [*reversed(channels[:-1]), image_shape[0] * n_heads]
         in_channels = c0
         for i, c in enumerate(outs):
             layers.append(nn.ConvTranspose2d(in_channels, c, kernel_size=4, stride=2, padding=1))
@@ -105,8 +115,9 @@ class ConvDecoder(nn.Module):
         c, h, w = self.image_shape
         flat = z.reshape(-1, z.shape[-1])  # (..., Z) -> (B', Z)
         maps = self.head(flat).reshape(-1, *self.start_shape)  # (B', c0, h0, w0)
-        images = self.deconvs(maps)[:, :, :h, :w]  # (B', C, >=H, >=W) -> (B', C, H, W)
-        return images.reshape(*z.shape[:-1], c * h * w)  # (B', C, H, W) -> (..., F)
+        # (B', heads*C, >=H, >=W) -> (B', heads*C, H, W) -> (..., heads*F)
+        images = self.deconvs(maps)[:, :, :h, :w]
+        return images.reshape(*z.shape[:-1], self.n_heads * c * h * w)
 
 
 def build_encoder(config: ModelConfig, out_dim: int) -> nn.Module:
@@ -117,7 +128,8 @@ def build_encoder(config: ModelConfig, out_dim: int) -> nn.Module:
 
 
 def build_decoder(config: ModelConfig) -> nn.Module:
+    heads = config.decoder_outputs_per_feature
     if config.body == "conv":
         assert config.image_shape is not None
-        return ConvDecoder(config.latent_dim, config.hidden, config.image_shape)
-    return MLPDecoder(config.latent_dim, config.hidden, config.n_features)
+        return ConvDecoder(config.latent_dim, config.hidden, config.image_shape, n_heads=heads)
+    return MLPDecoder(config.latent_dim, config.hidden, heads * config.n_features)

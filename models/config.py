@@ -7,7 +7,9 @@ from typing import Literal, get_args
 
 ModelKind = Literal["ae", "vae", "beta-vae"]
 BodyKind = Literal["mlp", "conv"]
-DecoderKind = Literal["bernoulli", "gaussian"]
+# gaussian: one learned variance per feature; gaussian-hetero: the decoder predicts a variance
+# per row and feature alongside the mean.
+DecoderKind = Literal["bernoulli", "gaussian", "gaussian-hetero"]
 
 # The conv body halves height and width per layer; below this the feature maps vanish.
 MIN_CONV_SIDE = 4
@@ -76,6 +78,11 @@ class ModelConfig:
     @property
     def is_variational(self) -> bool:
         return self.kind != "ae"
+
+    @property
+    def decoder_outputs_per_feature(self) -> int:
+        """2 for gaussian-hetero (mean and raw log-variance), else 1 (logits or mean)."""
+        return 2 if self.decoder == "gaussian-hetero" else 1
 
 
 def _one_of(name: str, value: object, choices: object) -> None:

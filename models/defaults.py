@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -18,6 +20,22 @@ CONV_CHANNELS = (32, 64)
 # beta = 4 collapses the posterior on digits (KL ~0.01 nats per row); 2 keeps ~0.7 nats.
 BETA_VAE_BETA = 2.0
 
+# Images (digits, MNIST): a fixed epoch count. Digits has ~20 steps per epoch, MNIST ~650, so
+# both train well within it and the default `make run` bootstrap stays a few seconds.
+IMAGE_EPOCHS = 30
+IMAGE_BATCH_SIZE = 64
+IMAGE_PATIENCE = 5
+# Tabular rows: epochs follow a budget of optimiser steps, so that a 200-row table gets as many
+# updates as a 50,000-row one instead of a handful (30 epochs of 140 rows are 90 steps).
+TABULAR_STEP_BUDGET = 4000
+TABULAR_MIN_EPOCHS = 10  # large tables: every row is still seen several times
+TABULAR_MAX_EPOCHS = 1000  # tiny tables: bounds the time spent on validation passes
+# Early stopping waits this many steps without a better validation loss (a fifth of the
+# budget), and never fewer than TABULAR_MIN_PATIENCE epochs: small validation splits are noisy.
+TABULAR_PATIENCE_STEPS = 800
+TABULAR_MIN_PATIENCE = 5
+TABULAR_MIN_BATCH, TABULAR_MAX_BATCH = 64, 256
+
 
 def default_mlp_widths(n_features: int) -> tuple[int, int]:
     """About twice the feature count, as a power of two in [64, 512], then half of that."""
@@ -29,6 +47,76 @@ def default_latent_dim(n_features: int, is_image: bool) -> int:
     if is_image:
         return 8 if n_features <= 64 else 16  # digits 8x8 -> 8; MNIST-sized -> 16
     return int(min(16, max(2, n_features // 3)))
+
+
+def default_tabular_batch_size(n_train: int) -> int:
+    """n_train / 64 rounded to a power of two (in log space), within [64, 256]: 64 up to
+    ~5,800 training rows, 128 up to ~11,600, then 256. Small tables keep small batches, and so
+    more steps per epoch; large ones get cheaper steps at a batch size that still trains well."""
+    target = 2 ** round(math.log2(max(n_train, 1) / 64))
+    return int(min(TABULAR_MAX_BATCH, max(TABULAR_MIN_BATCH, target)))
+
+
+@dataclass(frozen=True)
+class TrainSchedule:
+    """How long and in what batches to train; `auto` names the values derived from the data."""
+
+    epochs: int  # at most; early stopping usually ends sooner
+    batch_size: int
+    patience: int  # epochs without a better validation loss before stopping
+    steps_per_epoch: int
+    auto: tuple[str, ...]  # which of epochs / batch_size / patience were not given
+
+    @property
+    def max_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def describe(self) -> str:
+        given = [name for name in ("epochs", "batch_size", "patience") if name not in self.auto]
+        return (
+            f"{self.epochs} epochs of {self.steps_per_epoch} steps (batch {self.batch_size}, "
+            f"at most {self.max_steps} steps), patience {self.patience} epochs"
+            + (f"; given: {', '.join(given)}" if given else "")
+        )
+
+
+def resolve_schedule(
+    n_train: int,
+    is_image: bool,
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    patience: int | None = None,
+) -> TrainSchedule:
+    """Fill every None with the default for this data; values given by the user always win.
+
+    Images keep fixed defaults. Tabular rows get a batch size from the row count, then enough
+    epochs to reach TABULAR_STEP_BUDGET optimiser steps (within [MIN, MAX] epochs), and a
+    patience of TABULAR_PATIENCE_STEPS steps expressed in epochs.
+    """
+    if n_train < 1:
+        raise ValueError(f"n_train must be >= 1, got {n_train}")
+    auto = tuple(
+        name for name, value in (("epochs", epochs), ("batch_size", batch_size),
+                                 ("patience", patience)) if value is None
+    )
+    if batch_size is None:
+        batch_size = IMAGE_BATCH_SIZE if is_image else default_tabular_batch_size(n_train)
+    steps_per_epoch = math.ceil(n_train / batch_size)
+    if epochs is None:
+        if is_image:
+            epochs = IMAGE_EPOCHS
+        else:
+            wanted = math.ceil(TABULAR_STEP_BUDGET / steps_per_epoch)
+            epochs = min(TABULAR_MAX_EPOCHS, max(TABULAR_MIN_EPOCHS, wanted))
+    if patience is None:
+        if is_image:
+            patience = IMAGE_PATIENCE
+        else:
+            patience = math.ceil(TABULAR_PATIENCE_STEPS / steps_per_epoch)
+            patience = max(TABULAR_MIN_PATIENCE, patience)
+    return TrainSchedule(epochs=epochs, batch_size=batch_size, patience=patience,
+                         steps_per_epoch=steps_per_epoch, auto=auto)
 
 
 def resolve_model_config(

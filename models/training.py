@@ -34,7 +34,12 @@ from latentwatch.errors import InvalidInput, LatentwatchError
 from latentwatch.models.base import LatentModel
 from latentwatch.models.checkpoint import save_checkpoint
 from latentwatch.models.config import BodyKind, DecoderKind, ModelConfig, ModelKind
-from latentwatch.models.defaults import resolve_model_config, resolve_preprocessing
+from latentwatch.models.defaults import (
+    TrainSchedule,
+    resolve_model_config,
+    resolve_preprocessing,
+    resolve_schedule,
+)
 from latentwatch.models.factory import build_model, model_loss
 from latentwatch.models.preprocessing import preprocess
 from latentwatch.models.splits import Split, split_rows
@@ -44,6 +49,11 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
 CALIBRATION_FILE = "calibration_rows.npy"
 SPLITS_FILE = "splits.npz"
+# Raw training and validation rows for export's second stage (kNN reference, standardisation).
+TRAIN_ROWS_FILE = "train_rows.npy"
+VALIDATION_ROWS_FILE = "validation_rows.npy"
+# At most this many of each are kept: the second stage uses a bounded reference.
+MAX_KEPT_ROWS = 8192
 METRICS_FILE = "metrics.json"
 MAX_GRAD_NORM = 10.0  # guards the Gaussian decoder's early steps against blow-ups
 EVAL_BATCH_ROWS = 4096
@@ -66,15 +76,17 @@ class TrainConfig:
     latent_dim: int | None = None
     beta: float | None = None  # None: 4 for beta-vae, 1 otherwise
     decoder: Literal["auto"] | DecoderKind = "auto"  # auto: bernoulli images, gaussian rows
-    epochs: int = 30  # at most; early stopping usually ends sooner
-    batch_size: int = 64
+    # None: from the data (models/defaults.py resolve_schedule). Images: 30 epochs of batch 64,
+    # patience 5. Tabular rows: batch from the row count, epochs and patience from a step budget.
+    epochs: int | None = None  # at most; early stopping usually ends sooner
+    batch_size: int | None = None
     lr: float = 2e-3
     n_importance_samples: int = 16
     calibration_fraction: float = 0.2
     validation_fraction: float = 0.1
     max_rows: int | None = None
     seed: int = 0
-    patience: int = 5  # epochs without a better validation loss before stopping
+    patience: int | None = None  # epochs without a better validation loss before stopping
     # torch intra-op threads. One by default: these models are small, gain little from more,
     # and lose up to 10x when the cores are shared with other processes (measured).
     n_threads: int = 1
@@ -85,7 +97,7 @@ class TrainConfig:
         if self.hidden is not None:
             object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         for name in ("epochs", "batch_size", "patience"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
@@ -102,6 +114,7 @@ class TrainResult:
     best_epoch: int
     final_losses: dict[str, float]
     train_s: float
+    schedule: TrainSchedule
 
 
 def train(config: TrainConfig) -> Path:
@@ -136,12 +149,17 @@ def run_training(config: TrainConfig) -> TrainResult:
     )
     x_train = torch.from_numpy(preprocess(dataset.X[split.train], preprocessing))
     x_val = torch.from_numpy(preprocess(dataset.X[split.validation], preprocessing))
+    schedule = resolve_schedule(
+        int(split.train.size), dataset.is_image,
+        epochs=config.epochs, batch_size=config.batch_size, patience=config.patience,
+    )
+    logger.info("schedule: %s", schedule.describe())
 
     start_s = time.perf_counter()
     with _torch_settings(config.n_threads):
         torch.manual_seed(config.seed)
         model = build_model(model_config)
-        history, best_epoch = _fit(model, x_train, x_val, config)
+        history, best_epoch = _fit(model, x_train, x_val, config, schedule)
     train_s = time.perf_counter() - start_s
 
     best = next(h for h in history if h["epoch"] == best_epoch)
@@ -160,8 +178,9 @@ def run_training(config: TrainConfig) -> TrainResult:
         "model_config": asdict(model_config),
         "split": split.describe(),
         "history": history,
+        "schedule": {**asdict(schedule), "auto": list(schedule.auto)},
         "best_epoch": best_epoch,
-        "stopped_early": len(history) < config.epochs,
+        "stopped_early": len(history) < schedule.epochs,
         "final_losses": final_losses,
         "train_seconds": round(train_s, 3),
     }
@@ -174,6 +193,7 @@ def run_training(config: TrainConfig) -> TrainResult:
         best_epoch=best_epoch,
         final_losses=final_losses,
         train_s=train_s,
+        schedule=schedule,
     )
 
 
@@ -192,7 +212,11 @@ def _torch_settings(n_threads: int) -> Iterator[None]:
 
 
 def _fit(
-    model: LatentModel, x_train: torch.Tensor, x_val: torch.Tensor, config: TrainConfig
+    model: LatentModel,
+    x_train: torch.Tensor,
+    x_val: torch.Tensor,
+    config: TrainConfig,
+    schedule: TrainSchedule,
 ) -> tuple[list[dict[str, Any]], int]:
     """Adam with early stopping on the validation loss; leaves the best weights in `model`."""
     optimizer = torch.optim.Adam(_parameter_groups(model, config.lr))
@@ -200,12 +224,15 @@ def _fit(
     noise = torch.Generator().manual_seed(config.seed + 1)
     history: list[dict[str, Any]] = []
     best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(model.state_dict())
-    bar = tqdm(range(1, config.epochs + 1), desc="train", unit="epoch", file=sys.stderr,
+    bar = tqdm(range(1, schedule.epochs + 1), desc="train", unit="epoch", file=sys.stderr,
                disable=None if config.progress else True, leave=False)
+    # Small tables run up to 1000 short epochs: log about 30 of them, and always the first.
+    log_every = max(1, schedule.epochs // 30)
     with logging_redirect_tqdm():
         for epoch in bar:
             epoch_start_s = time.perf_counter()
-            train_terms = _train_epoch(model, optimizer, x_train, config.batch_size, shuffle, noise)
+            train_terms = _train_epoch(model, optimizer, x_train, schedule.batch_size, shuffle,
+                                       noise)
             val_terms = _evaluate(model, x_val, config.seed + 2) if len(x_val) else None
             entry = {
                 "epoch": epoch,
@@ -222,9 +249,10 @@ def _fit(
                     f"training diverged at epoch {epoch} (loss {entry['train_loss']}); "
                     "try a smaller --lr"
                 )
-            logger.info(
+            logger.log(
+                logging.INFO if epoch == 1 or epoch % log_every == 0 else logging.DEBUG,
                 "epoch %d/%d train_loss=%.4f val_loss=%s recon=%.4f kl=%.4f",
-                epoch, config.epochs, entry["train_loss"],
+                epoch, schedule.epochs, entry["train_loss"],
                 "n/a" if val_terms is None else f"{entry['val_loss']:.4f}",
                 entry["train_recon"], entry["train_kl"],
             )
@@ -235,8 +263,9 @@ def _fit(
             if monitored < best_loss:
                 best_loss, best_epoch = monitored, epoch
                 best_state = copy.deepcopy(model.state_dict())
-            elif epoch - best_epoch >= config.patience:
-                logger.info("early stop: no better validation loss since epoch %d", best_epoch)
+            elif epoch - best_epoch >= schedule.patience:
+                logger.info("early stop at epoch %d: no better validation loss since epoch %d",
+                            epoch, best_epoch)
                 break
     bar.close()
     model.load_state_dict(best_state)
@@ -325,6 +354,11 @@ def _write_run_dir(
     save_checkpoint(out / CHECKPOINT_FILE, model, preprocessing, provenance, history,
                     split=split_info)
     # Raw rows as loaded: export applies the model's preprocessing itself.
+    rng = np.random.default_rng(config.seed)
+    for name, index in ((TRAIN_ROWS_FILE, split.train), (VALIDATION_ROWS_FILE, split.validation)):
+        if len(index) > MAX_KEPT_ROWS:
+            index = np.sort(rng.choice(index, MAX_KEPT_ROWS, replace=False))
+        np.save(out / name, dataset.X[index].astype(np.float32), allow_pickle=False)
     np.save(out / CALIBRATION_FILE, dataset.X[split.calibration].astype(np.float32),
             allow_pickle=False)
     np.savez(out / SPLITS_FILE, train=split.train, validation=split.validation,
@@ -382,6 +416,8 @@ def train_from_args(args: argparse.Namespace) -> None:
           f"latent {mc.latent_dim}, beta {mc.beta:g}) on {config.data}")
     print(f"rows: {result.split['n_train']} train, {result.split['n_validation']} validation, "
           f"{result.split['n_calibration']} calibration (held out)")
-    print(f"epochs: {result.epochs_run} (best {result.best_epoch}) in {result.train_s:.1f} s; "
-          f"{losses}")
+    sched = result.schedule
+    print(f"epochs: {result.epochs_run} of at most {sched.epochs} (best {result.best_epoch}), "
+          f"batch {sched.batch_size}, {result.epochs_run * sched.steps_per_epoch} steps "
+          f"in {result.train_s:.1f} s; {losses}")
     print(f"run directory: {result.run_dir}")

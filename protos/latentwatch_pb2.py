@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11latentwatch.proto\x12\x0elatentwatch.v1\";\n\x06Tensor\x12\x10\n\x08\x64\x61tatype\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x10\n\x08raw_data\x18\x03 \x01(\x0c\"\xc1\x01\n\x0cScoreRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12%\n\x05input\x18\x03 \x01(\x0b\x32\x16.latentwatch.v1.Tensor\x12\x13\n\x0bscore_kinds\x18\x04 \x03(\t\x12\x12\n\x05\x61lpha\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03\x66\x64r\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\nrequest_id\x18\x07 \x01(\tB\x08\n\x06_alphaB\x06\n\x04_fdr\"+\n\x0bScoreColumn\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x01\"^\n\x0b\x46\x64rDecision\x12\r\n\x05level\x18\x01 \x01(\x01\x12\x12\n\nis_outlier\x18\x02 \x03(\x08\x12\x11\n\tn_flagged\x18\x03 \x01(\x03\x12\x19\n\x11p_value_threshold\x18\x04 \x01(\x01\"\x99\x02\n\rScoreResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x12\n\nscore_kind\x18\x04 \x01(\t\x12\r\n\x05\x61lpha\x18\x05 \x01(\x01\x12\r\n\x05score\x18\x06 \x03(\x01\x12\x0f\n\x07p_value\x18\x07 \x03(\x01\x12\x1b\n\x13outlier_probability\x18\x08 \x03(\x01\x12\x12\n\nis_outlier\x18\t \x03(\x08\x12+\n\x06scores\x18\n \x03(\x0b\x32\x1b.latentwatch.v1.ScoreColumn\x12(\n\x03\x66\x64r\x18\x0b \x01(\x0b\x32\x1b.latentwatch.v1.FdrDecision\"a\n\rEncodeRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12%\n\x05input\x18\x03 \x01(\x0b\x32\x16.latentwatch.v1.Tensor\"\x95\x01\n\x0e\x45ncodeResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12)\n\tlatent_mu\x18\x03 \x01(\x0b\x32\x16.latentwatch.v1.Tensor\x12-\n\rlatent_logvar\x18\x04 \x01(\x0b\x32\x16.latentwatch.v1.Tensor\"\x13\n\x11ListModelsRequest\"Z\n\x0cModelSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12\x16\n\x0elatest_version\x18\x03 \x01(\t\x12\x12\n\nmodel_kind\x18\x04 \x01(\t\"B\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.latentwatch.v1.ModelSummary\"<\n\x0fGetModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\";\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\x80\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nmodel_kind\x18\x03 \x01(\t\x12*\n\x06inputs\x18\x04 \x03(\x0b\x32\x1a.latentwatch.v1.TensorSpec\x12+\n\x07outputs\x18\x05 \x03(\x0b\x32\x1a.latentwatch.v1.TensorSpec\x12\x13\n\x0bimage_shape\x18\x06 \x03(\x03\x12\x13\n\x0bscore_kinds\x18\x07 \x03(\t\x12\x1a\n\x12\x64\x65\x66\x61ult_score_kind\x18\x08 \x01(\t\x12\x18\n\x10\x63\x61libration_size\x18\t \x01(\x03\x12\x15\n\rdefault_alpha\x18\n \x01(\x01\x12\x11\n\tmin_alpha\x18\x0b \x01(\x01\x12\x12\n\nlatent_dim\x18\x0c \x01(\x03\x12\x1a\n\x12\x65xecution_provider\x18\r \x01(\t\x12\x15\n\rmanifest_json\x18\x0e \x01(\t\x12\x16\n\x0emax_batch_rows\x18\x0f \x01(\x03\x32\x89\x03\n\x0bLatentwatch\x12\x44\n\x05Score\x12\x1c.latentwatch.v1.ScoreRequest\x1a\x1d.latentwatch.v1.ScoreResponse\x12N\n\x0bScoreStream\x12\x1c.latentwatch.v1.ScoreRequest\x1a\x1d.latentwatch.v1.ScoreResponse(\x01\x30\x01\x12G\n\x06\x45ncode\x12\x1d.latentwatch.v1.EncodeRequest\x1a\x1e.latentwatch.v1.EncodeResponse\x12S\n\nListModels\x12!.latentwatch.v1.ListModelsRequest\x1a\".latentwatch.v1.ListModelsResponse\x12\x46\n\x08GetModel\x12\x1f.latentwatch.v1.GetModelRequest\x1a\x19.latentwatch.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11latentwatch.proto\x12\x0elatentwatch.v1\";\n\x06Tensor\x12\x10\n\x08\x64\x61tatype\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x10\n\x08raw_data\x18\x03 \x01(\x0c\"\xd5\x01\n\x0cScoreRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12%\n\x05input\x18\x03 \x01(\x0b\x32\x16.latentwatch.v1.Tensor\x12\x13\n\x0bscore_kinds\x18\x04 \x03(\t\x12\x12\n\x05\x61lpha\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03\x66\x64r\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x12\n\nscore_kind\x18\x08 \x01(\tB\x08\n\x06_alphaB\x06\n\x04_fdr\"+\n\x0bScoreColumn\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x01\"^\n\x0b\x46\x64rDecision\x12\r\n\x05level\x18\x01 \x01(\x01\x12\x12\n\nis_outlier\x18\x02 \x03(\x08\x12\x11\n\tn_flagged\x18\x03 \x01(\x03\x12\x19\n\x11p_value_threshold\x18\x04 \x01(\x01\"\x99\x02\n\rScoreResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x12\n\nscore_kind\x18\x04 \x01(\t\x12\r\n\x05\x61lpha\x18\x05 \x01(\x01\x12\r\n\x05score\x18\x06 \x03(\x01\x12\x0f\n\x07p_value\x18\x07 \x03(\x01\x12\x1b\n\x13outlier_probability\x18\x08 \x03(\x01\x12\x12\n\nis_outlier\x18\t \x03(\x08\x12+\n\x06scores\x18\n \x03(\x0b\x32\x1b.latentwatch.v1.ScoreColumn\x12(\n\x03\x66\x64r\x18\x0b \x01(\x0b\x32\x1b.latentwatch.v1.FdrDecision\"a\n\rEncodeRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12%\n\x05input\x18\x03 \x01(\x0b\x32\x16.latentwatch.v1.Tensor\"\x95\x01\n\x0e\x45ncodeResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12)\n\tlatent_mu\x18\x03 \x01(\x0b\x32\x16.latentwatch.v1.Tensor\x12-\n\rlatent_logvar\x18\x04 \x01(\x0b\x32\x16.latentwatch.v1.Tensor\"\x13\n\x11ListModelsRequest\"Z\n\x0cModelSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12\x16\n\x0elatest_version\x18\x03 \x01(\t\x12\x12\n\nmodel_kind\x18\x04 \x01(\t\"B\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.latentwatch.v1.ModelSummary\"<\n\x0fGetModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\";\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\x80\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nmodel_kind\x18\x03 \x01(\t\x12*\n\x06inputs\x18\x04 \x03(\x0b\x32\x1a.latentwatch.v1.TensorSpec\x12+\n\x07outputs\x18\x05 \x03(\x0b\x32\x1a.latentwatch.v1.TensorSpec\x12\x13\n\x0bimage_shape\x18\x06 \x03(\x03\x12\x13\n\x0bscore_kinds\x18\x07 \x03(\t\x12\x1a\n\x12\x64\x65\x66\x61ult_score_kind\x18\x08 \x01(\t\x12\x18\n\x10\x63\x61libration_size\x18\t \x01(\x03\x12\x15\n\rdefault_alpha\x18\n \x01(\x01\x12\x11\n\tmin_alpha\x18\x0b \x01(\x01\x12\x12\n\nlatent_dim\x18\x0c \x01(\x03\x12\x1a\n\x12\x65xecution_provider\x18\r \x01(\t\x12\x15\n\rmanifest_json\x18\x0e \x01(\t\x12\x16\n\x0emax_batch_rows\x18\x0f \x01(\x03\x32\x89\x03\n\x0bLatentwatch\x12\x44\n\x05Score\x12\x1c.latentwatch.v1.ScoreRequest\x1a\x1d.latentwatch.v1.ScoreResponse\x12N\n\x0bScoreStream\x12\x1c.latentwatch.v1.ScoreRequest\x1a\x1d.latentwatch.v1.ScoreResponse(\x01\x30\x01\x12G\n\x06\x45ncode\x12\x1d.latentwatch.v1.EncodeRequest\x1a\x1e.latentwatch.v1.EncodeResponse\x12S\n\nListModels\x12!.latentwatch.v1.ListModelsRequest\x1a\".latentwatch.v1.ListModelsResponse\x12\x46\n\x08GetModel\x12\x1f.latentwatch.v1.GetModelRequest\x1a\x19.latentwatch.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,29 +34,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENSOR']._serialized_start=37
   _globals['_TENSOR']._serialized_end=96
   _globals['_SCOREREQUEST']._serialized_start=99
-  _globals['_SCOREREQUEST']._serialized_end=292
-  _globals['_SCORECOLUMN']._serialized_start=294
-  _globals['_SCORECOLUMN']._serialized_end=337
-  _globals['_FDRDECISION']._serialized_start=339
-  _globals['_FDRDECISION']._serialized_end=433
-  _globals['_SCORERESPONSE']._serialized_start=436
-  _globals['_SCORERESPONSE']._serialized_end=717
-  _globals['_ENCODEREQUEST']._serialized_start=719
-  _globals['_ENCODEREQUEST']._serialized_end=816
-  _globals['_ENCODERESPONSE']._serialized_start=819
-  _globals['_ENCODERESPONSE']._serialized_end=968
-  _globals['_LISTMODELSREQUEST']._serialized_start=970
-  _globals['_LISTMODELSREQUEST']._serialized_end=989
-  _globals['_MODELSUMMARY']._serialized_start=991
-  _globals['_MODELSUMMARY']._serialized_end=1081
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1083
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1149
-  _globals['_GETMODELREQUEST']._serialized_start=1151
-  _globals['_GETMODELREQUEST']._serialized_end=1211
-  _globals['_TENSORSPEC']._serialized_start=1213
-  _globals['_TENSORSPEC']._serialized_end=1272
-  _globals['_MODELINFO']._serialized_start=1275
-  _globals['_MODELINFO']._serialized_end=1659
-  _globals['_LATENTWATCH']._serialized_start=1662
-  _globals['_LATENTWATCH']._serialized_end=2055
+  _globals['_SCOREREQUEST']._serialized_end=312
+  _globals['_SCORECOLUMN']._serialized_start=314
+  _globals['_SCORECOLUMN']._serialized_end=357
+  _globals['_FDRDECISION']._serialized_start=359
+  _globals['_FDRDECISION']._serialized_end=453
+  _globals['_SCORERESPONSE']._serialized_start=456
+  _globals['_SCORERESPONSE']._serialized_end=737
+  _globals['_ENCODEREQUEST']._serialized_start=739
+  _globals['_ENCODEREQUEST']._serialized_end=836
+  _globals['_ENCODERESPONSE']._serialized_start=839
+  _globals['_ENCODERESPONSE']._serialized_end=988
+  _globals['_LISTMODELSREQUEST']._serialized_start=990
+  _globals['_LISTMODELSREQUEST']._serialized_end=1009
+  _globals['_MODELSUMMARY']._serialized_start=1011
+  _globals['_MODELSUMMARY']._serialized_end=1101
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1103
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1169
+  _globals['_GETMODELREQUEST']._serialized_start=1171
+  _globals['_GETMODELREQUEST']._serialized_end=1231
+  _globals['_TENSORSPEC']._serialized_start=1233
+  _globals['_TENSORSPEC']._serialized_end=1292
+  _globals['_MODELINFO']._serialized_start=1295
+  _globals['_MODELINFO']._serialized_end=1679
+  _globals['_LATENTWATCH']._serialized_start=1682
+  _globals['_LATENTWATCH']._serialized_end=2075
 # @@protoc_insertion_point(module_scope)

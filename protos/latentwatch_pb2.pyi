@@ -17,7 +17,7 @@ class Tensor(_message.Message):
     def __init__(self, datatype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., raw_data: _Optional[bytes] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("model_name", "model_version", "input", "score_kinds", "alpha", "fdr", "request_id")
+    __slots__ = ("model_name", "model_version", "input", "score_kinds", "alpha", "fdr", "request_id", "score_kind")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class ScoreRequest(_message.Message):
     ALPHA_FIELD_NUMBER: _ClassVar[int]
     FDR_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_KIND_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: str
     input: Tensor
@@ -32,7 +33,8 @@ class ScoreRequest(_message.Message):
     alpha: float
     fdr: float
     request_id: str
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., input: _Optional[_Union[Tensor, _Mapping]] = ..., score_kinds: _Optional[_Iterable[str]] = ..., alpha: _Optional[float] = ..., fdr: _Optional[float] = ..., request_id: _Optional[str] = ...) -> None: ...
+    score_kind: str
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., input: _Optional[_Union[Tensor, _Mapping]] = ..., score_kinds: _Optional[_Iterable[str]] = ..., alpha: _Optional[float] = ..., fdr: _Optional[float] = ..., request_id: _Optional[str] = ..., score_kind: _Optional[str] = ...) -> None: ...
 
 class ScoreColumn(_message.Message):
     __slots__ = ("kind", "values")

@@ -54,7 +54,7 @@ class MicroBatcher:
         max_batch_rows: int = 256,
         max_batch_delay_ms: float = 2.0,
         max_queue_rows: int = 8192,
-        postprocess: Callable[[Outputs], Outputs] | None = None,
+        postprocess: Callable[[NDArray[np.float32], Outputs], Outputs] | None = None,
         on_run: Callable[[int], None] | None = None,
         executor: Executor | None = None,
         name: str = "model",
@@ -201,7 +201,7 @@ class MicroBatcher:
             parts = [self._run_once(rows[i : i + step]) for i in range(0, n, step)]
             outputs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         if self._postprocess is not None:
-            outputs = self._postprocess(outputs)
+            outputs = self._postprocess(rows, outputs)
         return outputs
 
     def _run_once(self, rows: NDArray[np.float32]) -> Outputs:

@@ -18,7 +18,9 @@ from latentwatch.service.scoring import (
     benjamini_hochberg,
     check_alpha,
     check_fdr,
+    p_values,
     resolve_kinds,
+    resolve_score_kind,
     validate_rows,
 )
 
@@ -82,9 +84,11 @@ class ScoringCore:
         kinds: Sequence[str] = (),
         alpha: float | None = None,
         fdr: float | None = None,
+        score_kind: str | None = None,
     ) -> ScoreResult:
         mv = self._serving(name, version)
         m = mv.manifest
+        kind = resolve_score_kind(score_kind, m.score_kinds, m.default_score_kind)
         extra = resolve_kinds(kinds, m.score_kinds)
         alpha = check_alpha(
             m.calibration.default_alpha if alpha is None else alpha, m.calibration.size
@@ -92,7 +96,10 @@ class ScoringCore:
         level = None if fdr is None else check_fdr(fdr)
         rows = validate_rows(array, mv.contract)  # (N, F) float32
         outputs = await mv.scorer.submit(rows)
-        p = outputs[P_VALUE]
+        # The batch already holds the default kind's p-values; other kinds are looked up here.
+        p = outputs[P_VALUE] if kind == m.default_score_kind else p_values(
+            mv.calibration[kind], outputs[kind]
+        )
         is_outlier = p <= alpha
         mv.metrics.outliers += int(np.count_nonzero(is_outlier))
         fdr_result = None
@@ -102,9 +109,9 @@ class ScoringCore:
         return ScoreResult(
             model_name=mv.name,
             model_version=mv.version,
-            score_kind=m.default_score_kind,
+            score_kind=kind,
             alpha=alpha,
-            score=outputs[mv.score_output],
+            score=outputs[kind],
             p_value=p,
             outlier_probability=1.0 - p,
             is_outlier=is_outlier,

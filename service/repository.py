@@ -18,6 +18,8 @@ from numpy.typing import NDArray
 
 from latentwatch.errors import ModelNotFound
 from latentwatch.manifest import MANIFEST_FILE, Manifest, verify_files
+from latentwatch.second_stage import KIND as STAGE_KIND
+from latentwatch.second_stage import SecondStage
 from latentwatch.service.batcher import MicroBatcher, Outputs
 from latentwatch.service.metrics import ServiceMetrics, VersionMetrics, score_buckets
 from latentwatch.service.runtime import OrtRuntime, Runtime
@@ -27,7 +29,6 @@ from latentwatch.service.settings import Settings
 log = logging.getLogger(__name__)
 
 P_VALUE = "p_value"  # added to the scorer's outputs by the batch postprocessing
-SCORE = "score"  # the scorer output holding the default score kind
 WARMUP_ROWS = 2  # two rows also proves the batch axis is dynamic
 
 
@@ -44,7 +45,7 @@ class ModelVersion:
     contract: InputContract
     provider: str
     intra_op_threads: int
-    score_output: str  # "score", or the default kind's own output when there is no "score"
+    second_stage: SecondStage | None  # computes its kind from the scorer's outputs
     calibration: dict[str, NDArray[np.float64]]  # kind -> ascending calibration scores
     scorer: MicroBatcher
     encoder: MicroBatcher  # the encoder graph, or the scorer when there is none
@@ -154,11 +155,13 @@ def load_version(
         )
     except Exception as err:  # onnxruntime raises several unrelated types for bad graphs
         raise VersionRefused(f"ONNX Runtime cannot load a graph: {err}") from err
-    score_output = SCORE if SCORE in scorer.output_names else manifest.default_score_kind
-    _check_graph("scorer", scorer, manifest, [score_output, *manifest.score_kinds])
+    stage = _read_second_stage(version_dir, manifest)
+    graph_kinds = [k for k in manifest.score_kinds if stage is None or k != STAGE_KIND]
+    needed = list(dict.fromkeys([*graph_kinds, *(stage.needs_outputs if stage else ())]))
+    _check_graph("scorer", scorer, manifest, needed)
     _check_graph("encoder", encoder, manifest, ["latent_mu"])
     if settings.warmup:
-        _warm_up(scorer, manifest, [score_output, *manifest.score_kinds])
+        _warm_up(scorer, manifest, graph_kinds, stage)
         if encoder is not scorer:
             _warm_up(encoder, manifest, [])
 
@@ -168,9 +171,15 @@ def load_version(
         name, version, score_buckets(default_calibration), scorer.provider
     )
 
-    def add_p_values(outputs: Outputs) -> Outputs:
-        # Worker thread, once per batch: p-values and score metrics for every row at once.
-        scores = outputs[score_output]
+    preprocessing = manifest.input.preprocessing
+    default_kind = manifest.default_score_kind
+
+    def add_p_values(rows: NDArray[np.float32], outputs: Outputs) -> Outputs:
+        # Worker thread, once per batch: the second stage, then the default kind's p-values and
+        # score metrics for every row at once.
+        if stage is not None:
+            outputs[STAGE_KIND] = stage.score(outputs, preprocessing.apply(rows))
+        scores = outputs[default_kind]
         p = p_values(default_calibration, scores)
         outputs[P_VALUE] = p
         version_metrics.rows_scored += scores.shape[0]
@@ -204,7 +213,7 @@ def load_version(
         contract=InputContract.from_manifest(manifest, settings.max_request_rows),
         provider=scorer.provider,
         intra_op_threads=scorer.intra_op_threads,
-        score_output=score_output,
+        second_stage=stage,
         calibration=calibration,
         scorer=score_batcher,
         encoder=encode_batcher,
@@ -226,6 +235,8 @@ def _read_manifest(name: str, version: str, version_dir: Path) -> tuple[Manifest
             f"not the directory it is in"
         )
     used = [g.file for g in manifest.graphs.values() if g.file] + [manifest.calibration.file]
+    if manifest.second_stage is not None:
+        used.append(manifest.second_stage.file)
     unlisted = sorted(set(used) - set(manifest.sha256))
     if unlisted:
         raise VersionRefused(f"files without a sha256 in {MANIFEST_FILE}: {unlisted}")
@@ -253,6 +264,28 @@ def _read_calibration(version_dir: Path, manifest: Manifest) -> dict[str, NDArra
     return {kind: np.ascontiguousarray(columns[:, i]) for i, kind in enumerate(spec.score_kinds)}
 
 
+def _read_second_stage(version_dir: Path, manifest: Manifest) -> SecondStage | None:
+    spec = manifest.second_stage
+    if spec is None:
+        return None
+    if spec.kind != STAGE_KIND:
+        raise VersionRefused(f"second stage kind {spec.kind!r} is unknown (this server computes "
+                             f"{STAGE_KIND!r})")
+    try:
+        stage = SecondStage.load(version_dir / spec.file, spec.statistics, spec.combine, spec.k)
+    except (OSError, ValueError) as err:
+        raise VersionRefused(f"{spec.file} cannot be used: {err}") from err
+    if "log_latent_knn" in stage.statistics and stage.latent_reference.shape[1] != (
+        manifest.latent_dim
+    ):
+        raise VersionRefused(f"{spec.file}: latent reference width differs from the latent_dim")
+    if "log_input_knn" in stage.statistics and stage.input_reference.shape[1] != (
+        manifest.n_features
+    ):
+        raise VersionRefused(f"{spec.file}: input reference width differs from the features")
+    return stage
+
+
 def _check_graph(what: str, runtime: Runtime, manifest: Manifest, outputs: list[str]) -> None:
     if list(runtime.input_names) != [manifest.input.name]:
         raise VersionRefused(
@@ -264,8 +297,11 @@ def _check_graph(what: str, runtime: Runtime, manifest: Manifest, outputs: list[
         raise VersionRefused(f"{what} graph lacks outputs {missing}")
 
 
-def _warm_up(runtime: Runtime, manifest: Manifest, per_row: list[str]) -> None:
-    """One run on plausible rows (the training mean); checks the per-row outputs' shapes."""
+def _warm_up(
+    runtime: Runtime, manifest: Manifest, per_row: list[str], stage: SecondStage | None = None
+) -> None:
+    """One run on plausible rows (the training mean); checks the per-row outputs' shapes, and
+    that the second stage scores them."""
     rows = np.zeros((WARMUP_ROWS, manifest.n_features), dtype=np.float32)  # (2, F)
     shift = manifest.input.preprocessing.shift
     if len(shift) in (1, manifest.n_features):
@@ -280,6 +316,13 @@ def _warm_up(runtime: Runtime, manifest: Manifest, per_row: list[str]) -> None:
                 f"output {name!r} has shape {list(outputs[name].shape)} for {WARMUP_ROWS} rows; "
                 f"per-row scores must be ({WARMUP_ROWS},)"
             )
+    if stage is not None:
+        try:
+            scores = stage.score(outputs, manifest.input.preprocessing.apply(rows))
+        except Exception as err:
+            raise VersionRefused(f"second stage failed on the warm-up rows: {err}") from err
+        if scores.shape != (WARMUP_ROWS,) or not np.isfinite(scores).all():
+            raise VersionRefused("second stage gave no finite per-row scores on warm-up rows")
     for name in ("latent_mu", "latent_logvar"):
         if name in outputs and outputs[name].shape != (WARMUP_ROWS, manifest.latent_dim):
             raise VersionRefused(

@@ -129,3 +129,15 @@ def resolve_kinds(requested: Sequence[str], available: Sequence[str]) -> tuple[s
             f"unknown score kind(s) {unknown}; this model has {list(available)} (or '*' for all)"
         )
     return tuple(dict.fromkeys(requested))
+
+
+def resolve_score_kind(requested: str | None, available: Sequence[str], default: str) -> str:
+    """The kind that `score` and the p-values use: the requested one, or the model's default."""
+    if not requested:
+        return default
+    if requested not in available:
+        raise InvalidInput(
+            f"unknown score_kind {requested!r}; this model has {list(available)} "
+            f"(default {default!r})"
+        )
+    return requested

@@ -113,6 +113,7 @@ class LatentwatchServicer(pb_grpc.LatentwatchServicer):
             kinds=request.score_kinds,
             alpha=request.alpha if request.HasField("alpha") else None,
             fdr=request.fdr if request.HasField("fdr") else None,
+            score_kind=request.score_kind or None,
         )
         return score_response(result, request.request_id)
 

@@ -18,6 +18,7 @@ from latentwatch.export.exporter import export_inputs, export_run, load_run
 from latentwatch.export.parity import ParityConfig, compare
 from latentwatch.export.sessions import cpu_session, run_session
 from latentwatch.manifest import MANIFEST_FILE, Manifest, sha256_file, verify_files
+from latentwatch.service.offline import OfflineScorer
 
 if TYPE_CHECKING:
     from conftest import Exported
@@ -35,7 +36,7 @@ def test_manifest_validates_and_its_hashes_match_the_files(
     assert manifest.model_kind == kind
     files = {p.name for p in version_dir.iterdir()} - {MANIFEST_FILE}
     assert set(manifest.sha256) == files == {
-        "scorer.onnx", "encoder.onnx", "decoder.onnx", "calibration.npy"
+        "scorer.onnx", "encoder.onnx", "decoder.onnx", "calibration.npy", "second_stage.npz"
     }
     assert verify_files(version_dir, manifest) == []
     assert all(manifest.sha256[name] == sha256_file(version_dir / name) for name in files)
@@ -48,11 +49,13 @@ def test_graph_files_match_the_manifest_and_load_in_onnx_runtime_1_31(
     version_dir = exported[kind].version_dir
     manifest = Manifest.read(version_dir)
     variational = kind != "ae"
-    expected_kinds = ["neg_elbo", "iwae_nll", "recon_error", "kl"] if variational else [
-        "recon_error"
-    ]
-    assert manifest.score_kinds == expected_kinds
-    assert manifest.default_score_kind == expected_kinds[0]
+    expected_kinds = (
+        ["neg_elbo", "iwae_nll", "recon_error", "kl", "recon_prob_nll"] if variational
+        else ["recon_error"]
+    )
+    assert manifest.score_kinds == [*expected_kinds, "stats_density"]
+    assert manifest.default_score_kind == "stats_density"
+    assert manifest.default_score_reason
     assert manifest.onnx.opset == 17 and manifest.onnx.ir_version <= 13
     for spec in manifest.graphs.values():
         model = onnx.load(str(version_dir / spec.file))
@@ -88,9 +91,12 @@ def test_calibration_holds_onnx_runtime_scores_of_the_held_out_rows(
         manifest.calibration.size, len(manifest.calibration.score_kinds)
     )
     assert np.isfinite(calibration).all()
-    scores = run_session(cpu_session(version_dir / "scorer.onnx"), "input", rows)
+    scores = OfflineScorer.from_version_dir(version_dir).score(rows)
     for column, name in enumerate(manifest.score_kinds):
         np.testing.assert_allclose(calibration[:, column], scores[name], rtol=1e-6, atol=1e-7)
+    graph = run_session(cpu_session(version_dir / "scorer.onnx"), "input", rows)
+    for name in set(manifest.score_kinds) & set(graph):
+        np.testing.assert_allclose(scores[name], graph[name], rtol=1e-6, atol=1e-7)
     assert manifest.calibration.default_alpha == 0.05
     assert str(len(rows)) in manifest.calibration.split
 

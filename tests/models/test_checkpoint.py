@@ -52,8 +52,13 @@ def _randomised(config: ModelConfig) -> torch.nn.Module:
         ModelConfig(kind="ae", n_features=12, hidden=(16,), latent_dim=2),
         ModelConfig(kind="beta-vae", n_features=12, hidden=(16, 8), latent_dim=2, beta=4.0,
                     n_importance_samples=32),
+        ModelConfig(kind="vae", n_features=12, hidden=(16,), latent_dim=2,
+                    decoder="gaussian-hetero"),
+        ModelConfig(kind="ae", n_features=64, body="conv", image_shape=(1, 8, 8), hidden=(4, 8),
+                    latent_dim=3, decoder="gaussian-hetero"),
     ],
-    ids=["vae-conv-gaussian", "ae-mlp-bernoulli", "beta-vae-mlp"],
+    ids=["vae-conv-gaussian", "ae-mlp-bernoulli", "beta-vae-mlp", "vae-mlp-hetero",
+         "ae-conv-hetero"],
 )
 def test_round_trip_gives_identical_outputs(tmp_path: Path, config: ModelConfig) -> None:
     model = _randomised(config)

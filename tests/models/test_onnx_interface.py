@@ -69,6 +69,8 @@ def _export(module: nn.Module, n_features: int, path: Path) -> None:
         ("vae", "mlp", "gaussian"),
         ("vae", "mlp", "bernoulli"),
         ("ae", "conv", "gaussian"),
+        ("vae", "mlp", "gaussian-hetero"),
+        ("vae", "conv", "gaussian-hetero"),
     ],
 )
 def test_encode_decode_log_px_export_and_run(

@@ -1,0 +1,226 @@
+"""The second-stage score: how atypical a row's VAE statistics are, next to normal rows.
+
+A VAE's likelihood alone ranks some out-of-distribution data as *more* likely than its own
+training data, and its reconstruction error is about as good as PCA on tabular data. Following
+DoSE (Morningstar et al., AISTATS 2021) and LPath, the second stage looks at several per-row
+statistics at once and asks how unusual the combination is for normal data:
+
+- the scorer's own outputs: negative ELBO, KL (rate), reconstruction error (distortion), ...;
+- the distance from the row's latent mean to its k nearest training latents (low posterior
+  density in the aggregate posterior), and from the row itself (in the model's input space) to
+  its k nearest training rows.
+
+Each statistic is standardised with a mean and standard deviation fitted on held-out normal
+rows (validation rows, never the calibration split), and the score is the largest standardised
+statistic: a row is as anomalous as its most atypical statistic. Higher = more anomalous.
+
+Everything here is numpy, vectorised over the batch, and stored as plain float arrays in
+`second_stage.npz` (loaded with allow_pickle=False), so the service runs it without torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+KIND = "stats_density"
+FILE = "second_stage.npz"
+# kNN distance to at most this many reference rows: bounded memory and time per batch.
+MAX_REFERENCE_ROWS = 4096
+# Distance rows are computed in chunks so a large batch never holds a (B, R) matrix at once.
+_CHUNK_ROWS = 512
+_TINY = 1e-12
+
+# Statistics the second stage can use; each needs the named scorer outputs.
+STATISTICS: dict[str, tuple[str, ...]] = {
+    "neg_elbo": ("neg_elbo",),
+    "iwae_nll": ("iwae_nll",),
+    "recon_prob_nll": ("recon_prob_nll",),
+    "kl": ("kl",),
+    "log_recon_error": ("recon_error",),
+    "log_latent_knn": ("latent_mu",),
+    "log_input_knn": (),
+}
+COMBINES = ("max", "sum")
+
+
+@dataclass(frozen=True, eq=False)
+class SecondStage:
+    """A fitted second stage; `score` maps scorer outputs (and the rows) to (B,) scores."""
+
+    statistics: tuple[str, ...]
+    combine: str  # "max" or "sum" of the standardised statistics
+    k: int  # neighbours for the kNN statistics
+    mean: NDArray[np.float64]  # (S,)
+    std: NDArray[np.float64]  # (S,)
+    latent_reference: NDArray[np.float32]  # (R, Z) training latent means; (0, 0) when unused
+    input_reference: NDArray[np.float32]  # (R, F) training rows in model space; (0, 0) unused
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.statistics if s not in STATISTICS]
+        if unknown or not self.statistics:
+            raise ValueError(f"unknown or no statistics {unknown}; choose from {list(STATISTICS)}")
+        if self.combine not in COMBINES:
+            raise ValueError(f"combine must be one of {COMBINES}, got {self.combine!r}")
+        if self.mean.shape != (len(self.statistics),) or self.std.shape != self.mean.shape:
+            raise ValueError(f"mean/std must have shape ({len(self.statistics)},)")
+        if not (np.isfinite(self.mean).all() and (self.std > 0).all()):
+            raise ValueError("mean must be finite and std positive")
+        for name, reference in (("log_latent_knn", self.latent_reference),
+                                ("log_input_knn", self.input_reference)):
+            if name in self.statistics and reference.shape[0] < self.k:
+                raise ValueError(f"{name} needs at least k={self.k} reference rows")
+
+    @property
+    def needs_outputs(self) -> tuple[str, ...]:
+        """Scorer outputs the statistics read."""
+        return needed_outputs(self.statistics)
+
+    def raw_statistics(
+        self, outputs: Mapping[str, NDArray], model_rows: NDArray[np.float32] | None
+    ) -> NDArray[np.float64]:
+        """(B, S) statistics before standardisation. `model_rows` (B, F) are the rows in model
+        space (after preprocessing); only `log_input_knn` reads them."""
+        columns = [self._statistic(s, outputs, model_rows) for s in self.statistics]
+        return np.stack(columns, axis=1)
+
+    def score(
+        self, outputs: Mapping[str, NDArray], model_rows: NDArray[np.float32] | None
+    ) -> NDArray[np.float64]:
+        """(B,) second-stage scores, higher = more anomalous."""
+        z = (self.raw_statistics(outputs, model_rows) - self.mean) / self.std  # (B, S)
+        return z.max(axis=1) if self.combine == "max" else z.sum(axis=1)
+
+    def _statistic(
+        self, name: str, outputs: Mapping[str, NDArray], model_rows: NDArray[np.float32] | None
+    ) -> NDArray[np.float64]:
+        if name == "log_recon_error":
+            return np.log(outputs["recon_error"].astype(np.float64) + _TINY)
+        if name == "log_latent_knn":
+            return np.log(knn_distance(self.latent_reference, outputs["latent_mu"], self.k)
+                          + _TINY)
+        if name == "log_input_knn":
+            if model_rows is None:
+                raise ValueError("log_input_knn needs the rows in model space")
+            return np.log(knn_distance(self.input_reference, model_rows, self.k) + _TINY)
+        return outputs[name].astype(np.float64)
+
+    def save(self, path: Path) -> None:
+        with path.open("wb") as f:
+            np.savez(
+                f,
+                mean=self.mean, std=self.std,
+                latent_reference=self.latent_reference, input_reference=self.input_reference,
+            )
+
+    @classmethod
+    def load(cls, path: Path, statistics: Sequence[str], combine: str, k: int) -> SecondStage:
+        """The arrays from `path`; the settings come from the manifest."""
+        with np.load(path, allow_pickle=False) as arrays:
+            missing = {"mean", "std", "latent_reference", "input_reference"} - set(arrays.files)
+            if missing:
+                raise ValueError(f"{path.name}: missing arrays {sorted(missing)}")
+            return cls(
+                statistics=tuple(statistics),
+                combine=combine,
+                k=k,
+                mean=arrays["mean"].astype(np.float64),
+                std=arrays["std"].astype(np.float64),
+                latent_reference=np.ascontiguousarray(arrays["latent_reference"], np.float32),
+                input_reference=np.ascontiguousarray(arrays["input_reference"], np.float32),
+            )
+
+
+def needed_outputs(statistics: Sequence[str]) -> tuple[str, ...]:
+    """Scorer outputs that `statistics` read (latent_mu always: fitting keeps the reference)."""
+    return tuple(dict.fromkeys(o for s in statistics for o in STATISTICS[s]))
+
+
+def knn_distance(
+    reference: NDArray[np.float32], queries: NDArray, k: int, exclude_self: bool = False
+) -> NDArray[np.float64]:
+    """Mean Euclidean distance from each query (B, D) to its k nearest reference rows (R, D).
+
+    With `exclude_self`, the queries ARE the reference rows and each row's zero distance to
+    itself is skipped (leave-one-out), so fitted statistics match those of unseen rows.
+    """
+    reference = np.asarray(reference, dtype=np.float32)
+    ref_sq = np.einsum("ij,ij->i", reference, reference)  # (R,)
+    skip = 1 if exclude_self else 0
+    out = np.empty(queries.shape[0], dtype=np.float64)
+    for start in range(0, queries.shape[0], _CHUNK_ROWS):
+        q = np.asarray(queries[start : start + _CHUNK_ROWS], dtype=np.float32)  # (b, D)
+        d2 = ref_sq[None, :] - 2.0 * (q @ reference.T)  # (b, R), without |q|^2 (added below)
+        d2 += np.einsum("ij,ij->i", q, q)[:, None]
+        nearest = np.partition(d2, k + skip - 1, axis=1)[:, : k + skip]  # (b, k + skip)
+        nearest.sort(axis=1)
+        nearest = np.maximum(nearest[:, skip:], 0.0)  # rounding can dip below zero
+        out[start : start + len(q)] = np.sqrt(nearest).mean(axis=1)
+    return out
+
+
+def fit_second_stage(
+    statistics: Sequence[str],
+    combine: str,
+    k: int,
+    reference_outputs: Mapping[str, NDArray],
+    reference_rows: NDArray[np.float32],
+    fit_outputs: Mapping[str, NDArray] | None,
+    fit_rows: NDArray[np.float32] | None,
+) -> SecondStage:
+    """Fit on normal data.
+
+    `reference_*` are training rows (model space) and their scorer outputs: the kNN
+    statistics measure distances to them. `fit_*` are held-out normal rows (validation) whose
+    statistics give the standardisation; when None, the reference rows themselves are used,
+    with leave-one-out kNN distances.
+    """
+    statistics = tuple(statistics)
+    uses_latent = "log_latent_knn" in statistics
+    uses_input = "log_input_knn" in statistics
+    empty = np.zeros((0, 0), dtype=np.float32)
+    stage = SecondStage(
+        statistics=statistics,
+        combine=combine,
+        k=k,
+        mean=np.zeros(len(statistics)),
+        std=np.ones(len(statistics)),
+        latent_reference=(
+            np.ascontiguousarray(reference_outputs["latent_mu"], np.float32) if uses_latent
+            else empty
+        ),
+        input_reference=np.ascontiguousarray(reference_rows, np.float32) if uses_input else empty,
+    )
+    if fit_outputs is not None and fit_rows is not None:
+        values = stage.raw_statistics(fit_outputs, fit_rows)  # (n, S)
+    else:
+        values = _leave_one_out_statistics(stage, reference_outputs, reference_rows)
+    mean = values.mean(axis=0)
+    std = values.std(axis=0)
+    # A statistic that is constant on normal rows still counts: any change is atypical.
+    std = np.where(std > 1e-6 * np.maximum(1.0, np.abs(mean)), std, 1e-6 * np.maximum(
+        1.0, np.abs(mean)))
+    return SecondStage(
+        statistics=statistics, combine=combine, k=k, mean=mean, std=std,
+        latent_reference=stage.latent_reference, input_reference=stage.input_reference,
+    )
+
+
+def _leave_one_out_statistics(
+    stage: SecondStage, outputs: Mapping[str, NDArray], rows: NDArray[np.float32]
+) -> NDArray[np.float64]:
+    columns = []
+    for name in stage.statistics:
+        if name == "log_latent_knn":
+            d = knn_distance(stage.latent_reference, outputs["latent_mu"], stage.k, True)
+            columns.append(np.log(d + _TINY))
+        elif name == "log_input_knn":
+            columns.append(np.log(knn_distance(stage.input_reference, rows, stage.k, True)
+                                  + _TINY))
+        else:
+            columns.append(stage._statistic(name, outputs, rows))
+    return np.stack(columns, axis=1)
