@@ -83,6 +83,44 @@ def test_score_matches_the_score_rpc_and_the_calibration(
     np.testing.assert_allclose(result.p_value, _conformal_p(calibration[:, column], result.score))
 
 
+@pytest.mark.parametrize("kind", ["neg_elbo", "recon_prob_nll", "stats_density"])
+def test_each_score_kind_is_selectable_with_its_own_calibration(
+    client: LatentwatchClient, model_repo: Path, digits: NDArray, kind: str
+) -> None:
+    X = np.concatenate([digits[:60], np.full((4, 64), 16.0, np.float32)])  # 4 blank-white rows
+    result = client.score(VAE, X, score_kind=kind, kinds=("*",), fdr=0.1)
+    assert result.score_kind == kind
+    np.testing.assert_array_equal(result.score, result.scores[kind])
+    version_dir = model_repo / VAE / client.get_model(VAE).version
+    manifest = Manifest.read(version_dir)
+    calibration = np.load(version_dir / manifest.calibration.file, allow_pickle=False)
+    column = manifest.calibration.score_kinds.index(kind)
+    np.testing.assert_allclose(result.p_value, _conformal_p(calibration[:, column], result.score))
+    assert result.is_outlier[-4:].all()  # every kind flags rows far from any digit
+    assert result.fdr is not None and result.fdr.is_outlier[-4:].all()
+
+
+def test_the_default_kind_is_the_second_stage_and_matches_offline_scoring(
+    client: LatentwatchClient, model_repo: Path, digits: NDArray
+) -> None:
+    from latentwatch.service.offline import OfflineScorer
+
+    info = client.get_model(VAE)
+    offline = OfflineScorer.from_version_dir(model_repo / VAE / info.version)
+    assert info.default_score_kind == offline.default_score_kind == "stats_density"
+    served = client.score(VAE, digits[:200], kinds=("*",))
+    local = offline.score(digits[:200])
+    for kind in info.score_kinds:
+        np.testing.assert_allclose(served.scores[kind], local[kind], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(served.p_value, offline.p_values(local)["stats_density"])
+
+
+def test_an_unknown_score_kind_is_invalid_input(client: LatentwatchClient, digits: NDArray) -> None:
+    with pytest.raises(InvalidInput, match="unknown score_kind 'nope'"):
+        client.score(VAE, digits[:3], score_kind="nope")
+    assert len(client.score(VAE, digits[:3])) == 3  # and the server keeps serving
+
+
 def test_images_of_any_numeric_dtype_score_like_float_rows(
     client: LatentwatchClient, digits: NDArray
 ) -> None:
