@@ -94,15 +94,13 @@ def _train_and_export(work: Path, source: str, quick: bool, n_samples: int | Non
     return repo
 
 
-def _requests(
-    X: NDArray[np.float32], rows: int, count: int, extra_kinds: list[str]
-) -> list[bytes]:
+def _requests(X: NDArray[np.float32], rows: int, count: int, score_kind: str) -> list[bytes]:
     payloads = []
     for i in range(count):
         start = (i * rows) % (X.shape[0] - rows + 1)
         request = pb.ScoreRequest(
             model_name=MODEL_NAME, input=to_tensor(X[start : start + rows]),
-            score_kinds=extra_kinds,
+            score_kind=score_kind,
         )
         payloads.append(request.SerializeToString())
     return payloads
@@ -204,11 +202,11 @@ def _service(
         with LatentwatchClient(target) as client:
             info = client.get_model(MODEL_NAME)
             manifest = json.loads(info.manifest_json)
-            check = client.score(MODEL_NAME, X[:BATCH_ROWS], kinds=[score_kind])
-            assert len(check) == BATCH_ROWS
-        extra = [] if score_kind == info.default_score_kind else [score_kind]
-        batch_payloads = _requests(X, BATCH_ROWS, 16, extra)
-        row_payloads = _requests(X, 1, 256, extra)
+            score_kind = score_kind or info.default_score_kind
+            check = client.score(MODEL_NAME, X[:BATCH_ROWS], score_kind=score_kind)
+            assert len(check) == BATCH_ROWS and check.score_kind == score_kind
+        batch_payloads = _requests(X, BATCH_ROWS, 16, score_kind)
+        row_payloads = _requests(X, 1, 256, score_kind)
         canned = call_once(target, row_payloads[0])
         assert len(pb.ScoreResponse.FromString(canned).score) == 1
         # The idle server costs (a) and (e) nothing: no calls, no polling.
@@ -232,7 +230,7 @@ def _service(
         floor = run_load(noop_target, row_payloads, rows_per_request=1, concurrency=64,
                          warmup_s=warmup_s, duration_s=duration_s)
     return {
-        "model": {"default_score_kind": info.default_score_kind, "score_kinds_asked": extra,
+        "model": {"default_score_kind": info.default_score_kind, "score_kind": score_kind,
                   "execution_provider": info.execution_provider,
                   "calibration_size": info.calibration_size,
                   "n_importance_samples": manifest.get("n_importance_samples")},
@@ -310,7 +308,8 @@ def _table(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", required=True, type=Path, help="file to write the figures to")
-    parser.add_argument("--score-kind", default="neg_elbo", help="score kind to ask for")
+    parser.add_argument("--score-kind", default="",
+                        help="score kind the requests ask for (default: the model's default)")
     parser.add_argument("--duration-s", type=float, default=None,
                         help="seconds per measurement (default 10, or 3 with --quick)")
     parser.add_argument("--quick", action="store_true", help="less training, shorter runs")

@@ -32,6 +32,7 @@ class _Pending:
     n: int
     future: asyncio.Future[Outputs]
     enqueued_at: float  # loop.time()
+    extra: bool  # the caller needs the postprocessing's optional extra work
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -54,7 +55,7 @@ class MicroBatcher:
         max_batch_rows: int = 256,
         max_batch_delay_ms: float = 2.0,
         max_queue_rows: int = 8192,
-        postprocess: Callable[[NDArray[np.float32], Outputs], Outputs] | None = None,
+        postprocess: Callable[[NDArray[np.float32], Outputs, bool], Outputs] | None = None,
         on_run: Callable[[int], None] | None = None,
         executor: Executor | None = None,
         name: str = "model",
@@ -81,8 +82,11 @@ class MicroBatcher:
     def queued_rows(self) -> int:
         return self._queued_rows
 
-    async def submit(self, rows: NDArray[np.float32]) -> Outputs:
-        """Runs `rows` (n, F) in some batch; returns each output's (n, ...) slice."""
+    async def submit(self, rows: NDArray[np.float32], extra: bool = False) -> Outputs:
+        """Runs `rows` (n, F) in some batch; returns each output's (n, ...) slice.
+
+        `extra` asks the postprocessing for its optional work (e.g. the second stage) on the
+        batch; a batch does it when any of its requests asked."""
         if self._closed:
             raise NotReady(f"{self._name} is shutting down")
         n = rows.shape[0]
@@ -96,7 +100,7 @@ class MicroBatcher:
         if self._worker is None:
             self._worker = loop.create_task(self._work(), name=f"batcher {self._name}")
         future: asyncio.Future[Outputs] = loop.create_future()
-        self._queue.append(_Pending(rows, n, future, loop.time()))
+        self._queue.append(_Pending(rows, n, future, loop.time(), extra))
         self._queued_rows += n
         waiter = self._waiter
         if waiter is not None and self._queued_rows >= self._wake_rows and not waiter.done():
@@ -167,7 +171,8 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         try:
             rows = batch[0].rows if len(batch) == 1 else np.concatenate([p.rows for p in batch])
-            outputs = await loop.run_in_executor(self._executor, self._run_sync, rows)
+            extra = any(p.extra for p in batch)
+            outputs = await loop.run_in_executor(self._executor, self._run_sync, rows, extra)
         except asyncio.CancelledError:
             self._fail(batch, NotReady(f"{self._name} is shutting down"))
             raise
@@ -192,7 +197,7 @@ class MicroBatcher:
             if not pending.future.done():
                 pending.future.set_exception(exc)
 
-    def _run_sync(self, rows: NDArray[np.float32]) -> Outputs:
+    def _run_sync(self, rows: NDArray[np.float32], extra: bool = False) -> Outputs:
         """Worker thread: the runtime run(s) for one batch, then postprocessing."""
         n, step = rows.shape[0], self._max_batch_rows
         if n <= step:
@@ -201,7 +206,7 @@ class MicroBatcher:
             parts = [self._run_once(rows[i : i + step]) for i in range(0, n, step)]
             outputs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         if self._postprocess is not None:
-            outputs = self._postprocess(rows, outputs)
+            outputs = self._postprocess(rows, outputs, extra)
         return outputs
 
     def _run_once(self, rows: NDArray[np.float32]) -> Outputs:

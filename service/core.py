@@ -95,10 +95,12 @@ class ScoringCore:
         )
         level = None if fdr is None else check_fdr(fdr)
         rows = validate_rows(array, mv.contract)  # (N, F) float32
-        outputs = await mv.scorer.submit(rows)
-        # The batch already holds the default kind's p-values; other kinds are looked up here.
-        p = outputs[P_VALUE] if kind == m.default_score_kind else p_values(
-            mv.calibration[kind], outputs[kind]
+        stage = m.second_stage
+        needs_stage = stage is not None and (kind == stage.kind or stage.kind in extra)
+        outputs = await mv.scorer.submit(rows, extra=needs_stage)
+        # The batch holds the default kind's p-values when it computed that kind.
+        p = outputs[P_VALUE] if kind == m.default_score_kind and P_VALUE in outputs else (
+            p_values(mv.calibration[kind], outputs[kind])
         )
         is_outlier = p <= alpha
         mv.metrics.outliers += int(np.count_nonzero(is_outlier))

@@ -174,17 +174,18 @@ def load_version(
     preprocessing = manifest.input.preprocessing
     default_kind = manifest.default_score_kind
 
-    def add_p_values(rows: NDArray[np.float32], outputs: Outputs) -> Outputs:
-        # Worker thread, once per batch: the second stage, then the default kind's p-values and
-        # score metrics for every row at once.
-        if stage is not None:
+    def add_p_values(rows: NDArray[np.float32], outputs: Outputs, extra: bool) -> Outputs:
+        # Worker thread, once per batch: the second stage when a request in the batch needs it,
+        # then the default kind's p-values and score metrics for every row at once.
+        if stage is not None and extra:
             outputs[STAGE_KIND] = stage.score(outputs, preprocessing.apply(rows))
-        scores = outputs[default_kind]
-        p = p_values(default_calibration, scores)
-        outputs[P_VALUE] = p
-        version_metrics.rows_scored += scores.shape[0]
-        version_metrics.score.observe_many(scores)
-        version_metrics.p_value.observe_many(p)
+        version_metrics.rows_scored += rows.shape[0]
+        scores = outputs.get(default_kind)
+        if scores is not None:
+            p = p_values(default_calibration, scores)
+            outputs[P_VALUE] = p
+            version_metrics.score.observe_many(scores)
+            version_metrics.p_value.observe_many(p)
         return outputs
 
     batch_limits = dict(
