@@ -105,7 +105,7 @@ class SecondStageSpec(_Strict):
     kind: str = "stats_density"
     file: str = "second_stage.npz"
     statistics: list[str]
-    combine: Literal["max", "sum"]
+    combine: Literal["max", "max_abs", "sum"]
     k: int = Field(gt=0)
     n_reference_rows: int = Field(ge=0)
     fit_split: str  # which rows fitted the standardisation, in words

@@ -45,7 +45,10 @@ STATISTICS: dict[str, tuple[str, ...]] = {
     "log_latent_knn": ("latent_mu",),
     "log_input_knn": (),
 }
-COMBINES = ("max", "sum")
+# max: the largest standardised statistic (one-sided: only high values are atypical);
+# max_abs: the largest |standardised statistic| (two-sided: unusually LOW values count too, e.g.
+# the higher likelihood a Fashion-MNIST model gives MNIST digits); sum: their sum.
+COMBINES = ("max", "max_abs", "sum")
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,7 +56,7 @@ class SecondStage:
     """A fitted second stage; `score` maps scorer outputs (and the rows) to (B,) scores."""
 
     statistics: tuple[str, ...]
-    combine: str  # "max" or "sum" of the standardised statistics
+    combine: str  # see COMBINES
     k: int  # neighbours for the kNN statistics
     mean: NDArray[np.float64]  # (S,)
     std: NDArray[np.float64]  # (S,)
@@ -93,7 +96,11 @@ class SecondStage:
     ) -> NDArray[np.float64]:
         """(B,) second-stage scores, higher = more anomalous."""
         z = (self.raw_statistics(outputs, model_rows) - self.mean) / self.std  # (B, S)
-        return z.max(axis=1) if self.combine == "max" else z.sum(axis=1)
+        if self.combine == "max":
+            return z.max(axis=1)
+        if self.combine == "max_abs":
+            return np.abs(z).max(axis=1)
+        return z.sum(axis=1)
 
     def _statistic(
         self, name: str, outputs: Mapping[str, NDArray], model_rows: NDArray[np.float32] | None
