@@ -57,6 +57,7 @@ from latentwatch.second_stage import (
     SecondStage,
     fit_second_stage,
     needed_outputs,
+    reference_rows_for,
 )
 
 logger = logging.getLogger(__name__)
@@ -321,8 +322,9 @@ def _fit_second_stage(inputs: ExportInputs, staging: Path) -> tuple[SecondStage,
     statistics, combine = second_stage_plan(inputs.model_kind, inputs.image_shape is not None)
     rng = np.random.default_rng(inputs.provenance.seed)
     reference = inputs.train_rows
-    if len(reference) > MAX_REFERENCE_ROWS:
-        reference = reference[np.sort(rng.choice(len(reference), MAX_REFERENCE_ROWS, False))]
+    n_reference = reference_rows_for(inputs.n_features)
+    if len(reference) > n_reference:
+        reference = reference[np.sort(rng.choice(len(reference), n_reference, False))]
     if len(reference) <= SECOND_STAGE_K + 1:
         raise ExportError(
             f"the second stage needs more than {SECOND_STAGE_K + 1} training rows, got "

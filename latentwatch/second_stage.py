@@ -29,8 +29,12 @@ from numpy.typing import NDArray
 
 KIND = "stats_density"
 FILE = "second_stage.npz"
-# kNN distance to at most this many reference rows: bounded memory and time per batch.
+# kNN distance to at most this many reference rows: bounded memory and time per batch. Narrow
+# rows get more reference rows for the same cost (REFERENCE_VALUES = rows x features), which
+# matters on large low-dimensional sets where the nearest neighbours are very close.
 MAX_REFERENCE_ROWS = 4096
+REFERENCE_VALUES = 4096 * 64
+MAX_NARROW_REFERENCE_ROWS = 8192
 # Distance rows are computed in chunks so a large batch never holds a (B, R) matrix at once.
 _CHUNK_ROWS = 512
 _TINY = 1e-12
@@ -140,6 +144,11 @@ class SecondStage:
                 latent_reference=np.ascontiguousarray(arrays["latent_reference"], np.float32),
                 input_reference=np.ascontiguousarray(arrays["input_reference"], np.float32),
             )
+
+
+def reference_rows_for(n_features: int) -> int:
+    """How many training rows the kNN reference keeps for rows of `n_features` values."""
+    return max(MAX_REFERENCE_ROWS, min(MAX_NARROW_REFERENCE_ROWS, REFERENCE_VALUES // n_features))
 
 
 def needed_outputs(statistics: Sequence[str]) -> tuple[str, ...]:
