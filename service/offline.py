@@ -18,9 +18,9 @@ from latentwatch.second_stage import KIND as STAGE_KIND
 from latentwatch.second_stage import SecondStage
 from latentwatch.service.repository import (
     VersionRefused,
-    _read_calibration,
-    _read_manifest,
-    _read_second_stage,
+    read_calibration,
+    read_manifest,
+    read_second_stage,
 )
 from latentwatch.service.runtime import OrtRuntime
 from latentwatch.service.scoring import InputContract, p_values, validate_rows
@@ -40,9 +40,9 @@ class OfflineScorer:
     def from_version_dir(cls, version_dir: Path, intra_op_threads: int = 0) -> OfflineScorer:
         """Loads `<repo>/<model>/<version>/`; raises VersionRefused with the reason if unusable."""
         version_dir = Path(version_dir)
-        manifest, _ = _read_manifest(version_dir.parent.name, version_dir.name, version_dir)
-        calibration = _read_calibration(version_dir, manifest)
-        stage = _read_second_stage(version_dir, manifest)
+        manifest, _ = read_manifest(version_dir.parent.name, version_dir.name, version_dir)
+        calibration = read_calibration(version_dir, manifest)
+        stage = read_second_stage(version_dir, manifest)
         try:
             runtime = OrtRuntime(version_dir / manifest.graphs["scorer"].file, intra_op_threads)
         except Exception as err:  # onnxruntime raises several unrelated types for bad graphs

@@ -144,8 +144,8 @@ def load_version(
     metrics: ServiceMetrics,
     executor: Executor | None = None,
 ) -> ModelVersion:
-    manifest, manifest_json = _read_manifest(name, version, version_dir)
-    calibration = _read_calibration(version_dir, manifest)
+    manifest, manifest_json = read_manifest(name, version, version_dir)
+    calibration = read_calibration(version_dir, manifest)
     try:
         scorer = OrtRuntime(version_dir / manifest.graphs["scorer"].file, settings.intra_op_threads)
         encoder = (
@@ -155,7 +155,7 @@ def load_version(
         )
     except Exception as err:  # onnxruntime raises several unrelated types for bad graphs
         raise VersionRefused(f"ONNX Runtime cannot load a graph: {err}") from err
-    stage = _read_second_stage(version_dir, manifest)
+    stage = read_second_stage(version_dir, manifest)
     graph_kinds = [k for k in manifest.score_kinds if stage is None or k != STAGE_KIND]
     needed = list(dict.fromkeys([*graph_kinds, *(stage.needs_outputs if stage else ())]))
     _check_graph("scorer", scorer, manifest, needed)
@@ -222,7 +222,7 @@ def load_version(
     )
 
 
-def _read_manifest(name: str, version: str, version_dir: Path) -> tuple[Manifest, str]:
+def read_manifest(name: str, version: str, version_dir: Path) -> tuple[Manifest, str]:
     try:
         manifest_json = (version_dir / MANIFEST_FILE).read_text()
         manifest = Manifest.model_validate_json(manifest_json)
@@ -247,7 +247,7 @@ def _read_manifest(name: str, version: str, version_dir: Path) -> tuple[Manifest
     return manifest, manifest_json
 
 
-def _read_calibration(version_dir: Path, manifest: Manifest) -> dict[str, NDArray[np.float64]]:
+def read_calibration(version_dir: Path, manifest: Manifest) -> dict[str, NDArray[np.float64]]:
     spec = manifest.calibration
     try:
         scores = np.load(version_dir / spec.file, allow_pickle=False)
@@ -265,7 +265,7 @@ def _read_calibration(version_dir: Path, manifest: Manifest) -> dict[str, NDArra
     return {kind: np.ascontiguousarray(columns[:, i]) for i, kind in enumerate(spec.score_kinds)}
 
 
-def _read_second_stage(version_dir: Path, manifest: Manifest) -> SecondStage | None:
+def read_second_stage(version_dir: Path, manifest: Manifest) -> SecondStage | None:
     spec = manifest.second_stage
     if spec is None:
         return None
