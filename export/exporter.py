@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 from pydantic import ValidationError
 from torch import nn
 
+from latentwatch.bias import REFERENCE_FILE, LatentReference
 from latentwatch.export.calibration import calibration_scores, scorer_outputs, warn_if_small
 from latentwatch.export.errors import ExportError
 from latentwatch.export.graphs import GraphDef, build_graphs, run_torch, score_kinds
@@ -45,6 +46,7 @@ from latentwatch.manifest import (
     Parity,
     Preprocessing,
     Provenance,
+    ReferenceSpec,
     SecondStageSpec,
     TensorSpec,
     next_version,
@@ -223,6 +225,7 @@ def _build_version(
         stage, stage_spec = _fit_second_stage(inputs, staging)
     kinds = [*graph_kinds, SECOND_STAGE_KIND] if stage is not None else graph_kinds
     default_kind, default_reason = _default_kind(kinds)
+    reference_spec = _write_reference(inputs, staging) if inputs.train_rows is not None else None
 
     logger.info("step %d/%d: calibrating on %d held-out rows", len(graphs) + 3, len(graphs) + 3,
                 len(inputs.calibration_rows))
@@ -255,6 +258,7 @@ def _build_version(
             default_score_kind=default_kind,
             default_score_reason=default_reason,
             second_stage=stage_spec,
+            reference=reference_spec,
             calibration=Calibration(
                 file=CALIBRATION_FILE,
                 size=len(scores),
@@ -359,6 +363,25 @@ def _fit_second_stage(inputs: ExportInputs, staging: Path) -> tuple[SecondStage,
     logger.info("second stage: %s over %s, fitted on %s", spec.combine,
                 ", ".join(statistics), fit_split)
     return stage, spec
+
+
+def _write_reference(inputs: ExportInputs, staging: Path) -> ReferenceSpec:
+    """Encodes the run's training rows with the exported encoder (as the service will) and
+    writes their latent reference for bias reports: histograms, deciles and moments."""
+    assert inputs.train_rows is not None
+    graph = "encoder.onnx" if (staging / "encoder.onnx").is_file() else "scorer.onnx"
+    session = cpu_session(staging / graph)
+    names = [o.name for o in session.get_outputs()]
+    wanted = [n for n in ("latent_mu", "latent_logvar") if n in names]
+    outputs = scorer_outputs(session, inputs.train_rows, wanted, "latent reference")
+    reference = LatentReference.from_latents(outputs["latent_mu"], outputs.get("latent_logvar"))
+    reference.save(staging / REFERENCE_FILE)
+    logger.info("latent reference: %d training rows, %d of %d latent dimensions active",
+                reference.n_rows, int(reference.active.sum()), reference.latent_dim)
+    return ReferenceSpec(
+        file=REFERENCE_FILE, n_rows=reference.n_rows,
+        fit_split=f"{reference.n_rows} training rows, encoded by {graph}",
+    )
 
 
 def _check_all_parity(

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from latentwatch.manifest import Preprocessing
 
-VAE_KINDS = ("vae", "beta-vae")
+VAE_KINDS = ("vae", "beta-vae", "dbvae")
 VAE_SCORE_KINDS = ("neg_elbo", "iwae_nll", "recon_error", "kl", "recon_prob_nll")
 AE_SCORE_KINDS = ("recon_error",)
 

@@ -16,7 +16,9 @@ from latentwatch.errors import LatentwatchError
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train an autoencoder or VAE on a data source")
     p.add_argument("--data", required=True, help="digits, or a .npy/.npz/.csv/IDX .gz file")
-    p.add_argument("--model", required=True, choices=["ae", "vae", "beta-vae"])
+    p.add_argument("--model", required=True, choices=["ae", "vae", "beta-vae", "dbvae"],
+                   help="dbvae: a VAE trained with adaptive resampling towards sparse latent "
+                        "regions (DB-VAE)")
     p.add_argument("--out", required=True, type=Path, help="run directory to create")
     p.add_argument("--body", default="auto", choices=["auto", "mlp", "conv"],
                    help="auto: conv for images, mlp for tabular rows")
@@ -39,6 +41,20 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="share of rows held out for early stopping")
     p.add_argument("--max-rows", type=int, default=None, help="use at most this many rows")
     p.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("dbvae", "resampling and classifier head (--model dbvae only)")
+    g.add_argument("--debias-bins", type=int, default=None,
+                   help="histogram bins per latent dimension (default 10)")
+    g.add_argument("--debias-alpha", type=float, default=None,
+                   help="density smoothing: smaller favours sparse rows more (default 0.001)")
+    g.add_argument("--debias-mode", default=None, choices=["paper", "max"],
+                   help="paper: product over dimensions; max: the sparsest dimension decides "
+                        "(default max)")
+    g.add_argument("--debias-warmup-epochs", type=int, default=None,
+                   help="plain epochs before resampling starts (default 1)")
+    g.add_argument("--classifier", action="store_true", default=None,
+                   help="train a classifier head on the latent means jointly (needs labels)")
+    g.add_argument("--classifier-weight", type=float, default=None,
+                   help="weight of the classifier's cross-entropy in the loss (default 1)")
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -82,11 +98,40 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
                    help="kind for score, p-values and decisions (default: the model's)")
 
 
+def _add_bias_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bias-report",
+        help="latent-density bias report of a data source (JSON and/or self-contained HTML)",
+    )
+    p.add_argument("--server", required=True, help="HOST:PORT")
+    p.add_argument("--model", required=True)
+    p.add_argument("--version", default="", help="model version (default: latest)")
+    p.add_argument("--data", required=True, help="digits, or a .npy/.npz/.csv/IDX .gz file")
+    p.add_argument("--groups", type=Path, default=None,
+                   help="CSV with a header, one line per data row: group label columns and an "
+                        "optional `id` column")
+    p.add_argument("--html", type=Path, default=None, help="HTML report to write")
+    p.add_argument("--json", type=Path, default=None, help="JSON report to write")
+    p.add_argument("--bins", type=int, default=None, help="histogram bins per latent dimension")
+    p.add_argument("--alpha", type=float, default=None, help="density smoothing (default 0.001)")
+    p.add_argument("--mode", default=None,
+                   help="paper (product over dimensions, default) or max (lab weighting)")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="sparsest and densest rows to name (default 20)")
+    p.add_argument("--sparse-fraction", type=float, default=None,
+                   help="share of rows, sparsest first, that group ratios compare (default 0.1)")
+    p.add_argument("--n-decoded", type=int, default=None,
+                   help="sparsest and densest rows to decode for the HTML (default: the server's)")
+    p.add_argument("--chunk-rows", type=int, default=4096, help="rows per request chunk")
+    p.add_argument("--max-rows", type=int, default=None, help="use at most this many rows")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latentwatch", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_export, _add_bootstrap, _add_serve, _add_score):
+    for add in (_add_train, _add_export, _add_bootstrap, _add_serve, _add_score,
+                _add_bias_report):
         add(sub)
     return parser
 
@@ -121,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
             from latentwatch.score_cli import score_from_args
 
             score_from_args(args)
+        elif args.command == "bias-report":
+            from latentwatch.bias_cli import bias_report_from_args
+
+            bias_report_from_args(args)
     except LatentwatchError as err:
         print(f"latentwatch {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -5,6 +5,9 @@
         result = client.score("digits-vae", X, alpha=0.01)
         flagged_rows = np.flatnonzero(result.is_outlier)
 
+        report = client.bias_report("digits-vae", X, ids=row_ids, groups={"label": y})
+        under_represented = [report.id_of(p) for p in report.sparsest]
+
 Server errors arrive as `latentwatch.errors` exceptions chosen by gRPC status code, with the
 server's message as their text. Importing this module never imports torch or onnx.
 """
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
 from typing import NoReturn
@@ -23,6 +26,8 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from numpy.typing import NDArray
 
+from latentwatch.bias import BiasReport
+from latentwatch.bias_wire import bias_requests, options_to_proto, report_from_response, row_labels
 from latentwatch.catalog import ModelInfo, ModelSummary, TensorInfo
 from latentwatch.client_types import FdrResult, ScoreResult, benjamini_hochberg
 from latentwatch.errors import InvalidInput, LatentwatchError, ModelNotFound, NotReady, QueueFull
@@ -32,6 +37,7 @@ from latentwatch.tensors import V2_DTYPES, from_tensor, to_tensor
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "BiasReport",
     "FdrResult",
     "LatentwatchClient",
     "ModelInfo",
@@ -114,8 +120,8 @@ def _tensor_info(spec: pb.TensorSpec) -> TensorInfo:
 class LatentwatchClient:
     """A synchronous client over one gRPC channel; safe to share across threads.
 
-    `timeout_s` is the deadline of each unary call. Streams (`score_stream`, and `score` with
-    `batch_rows`) have no overall deadline, since their length depends on the data.
+    `timeout_s` is the deadline of each unary call. Streams (`score_stream`, `bias_report`, and
+    `score` with `batch_rows`) have no overall deadline, since their length depends on the data.
     """
 
     def __init__(
@@ -311,6 +317,59 @@ class LatentwatchClient:
         if response.HasField("latent_logvar"):
             logvar = from_tensor(response.latent_logvar, what="latent_logvar")
         return mu, logvar
+
+    def bias_report(
+        self,
+        model: str,
+        X: NDArray,
+        *,
+        version: str = "",
+        ids: Sequence[object] | None = None,
+        groups: Mapping[str, Sequence[object]] | None = None,
+        bins: int | None = None,
+        alpha: float | None = None,
+        mode: str | None = None,
+        top_k: int | None = None,
+        sparse_fraction: float | None = None,
+        n_decoded: int | None = None,
+        chunk_rows: int = 4096,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> BiasReport:
+        """Latent-density bias report over rows (N, F) or images, streamed in chunks.
+
+        `ids` (N, str() of each) name the rows in `report.id_of`; `groups` maps a column name to
+        N labels (str() of each) for per-group statistics. Options left None take the server's
+        defaults (see latentwatch.bias). `progress(rows_sent, total)` follows the upload.
+        """
+        rows = _as_rows(X)
+        n = rows.shape[0]
+        if chunk_rows < 1:
+            raise InvalidInput(f"chunk_rows must be at least 1, got {chunk_rows}")
+        id_list, columns = row_labels(n, ids, groups)
+        options = options_to_proto(
+            bins=bins, alpha=alpha, mode=mode, top_k=top_k, sparse_fraction=sparse_fraction,
+            n_decoded=n_decoded,
+        )
+        # An exception inside the request iterator reaches us only as CANCELLED; keep it.
+        failures: list[Exception] = []
+
+        def requests() -> Iterator[pb.BiasReportRequest]:
+            try:
+                yield from bias_requests(
+                    model, rows, version=version, ids=id_list, groups=columns, options=options,
+                    chunk_rows=chunk_rows, progress=progress,
+                )
+            except Exception as err:
+                failures.append(err)
+                raise
+
+        try:
+            response = self._stub.BiasReport(requests())
+        except grpc.RpcError as err:
+            if failures:
+                raise failures[0] from err
+            _raise_rpc_error(err)
+        return report_from_response(response, id_list)
 
     def list_models(self) -> list[ModelSummary]:
         try:

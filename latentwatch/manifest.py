@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
 
-ModelKind = Literal["ae", "vae", "beta-vae"]
+ModelKind = Literal["ae", "vae", "beta-vae", "dbvae"]
 DecoderKind = Literal["bernoulli", "gaussian", "gaussian-hetero"]
 
 
@@ -111,6 +111,16 @@ class SecondStageSpec(_Strict):
     fit_split: str  # which rows fitted the standardisation, in words
 
 
+class ReferenceSpec(_Strict):
+    """The training data's latent reference for bias reports (latentwatch.bias.LatentReference):
+    per-dimension histograms and deciles of the encoder means, their moments, and the mean
+    posterior variance; drift and the reference plots of a bias report compare against it."""
+
+    file: str = "reference.npz"
+    n_rows: int = Field(gt=1)
+    fit_split: str  # which rows were encoded, in words
+
+
 class Parity(_Strict):
     """ONNX Runtime vs PyTorch on fixed inputs; export fails when a tolerance is not met."""
 
@@ -158,6 +168,8 @@ class Manifest(_Strict):
     default_score_reason: str = ""
     # Present when one score kind is computed by the service after the scorer graph.
     second_stage: SecondStageSpec | None = None
+    # The latent reference of the training rows; absent in versions exported before it existed.
+    reference: ReferenceSpec | None = None
     calibration: Calibration
     parity: Parity
     onnx: OnnxInfo

@@ -1,7 +1,9 @@
 """Self-describing checkpoints: a plain dict of tensors, numbers, strings, lists and dicts.
 
 Saved with torch.save and loaded with `weights_only=True`, so nothing pickled is executed.
-Rebuilt with `ModelConfig(**ckpt["config"])`.
+Rebuilt with `ModelConfig(**ckpt["config"])`. A DB-VAE run may add its classifier head under
+"classifier" (config and weights, read by load_classifier) and its resampling settings under
+"debias"; neither is part of the model that export reads.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from latentwatch.errors import DataError
 from latentwatch.manifest import Preprocessing, Provenance
 from latentwatch.models.base import LatentModel
 from latentwatch.models.config import ModelConfig
+from latentwatch.models.dbvae import ClassifierHead, HeadConfig
 from latentwatch.models.factory import build_model
 
 CHECKPOINT_FORMAT_VERSION = 1
@@ -37,6 +40,10 @@ class Checkpoint:
     # How the rows were split (seed, fractions, counts); empty for checkpoints saved without it.
     split: dict[str, Any] = field(default_factory=dict)
     format_version: int = CHECKPOINT_FORMAT_VERSION
+    # dbvae: the resampling settings (bins, alpha, mode, warmup_epochs, classifier_weight), and
+    # the classifier head's HeadConfig fields when it has one; empty / None otherwise.
+    debias: dict[str, Any] = field(default_factory=dict)
+    classifier: dict[str, Any] | None = None
 
 
 def save_checkpoint(
@@ -47,6 +54,8 @@ def save_checkpoint(
     history: list[dict[str, Any]],
     *,
     split: dict[str, Any] | None = None,
+    classifier: ClassifierHead | None = None,
+    debias: dict[str, Any] | None = None,
 ) -> None:
     # Validate against the manifest contract now rather than at export time.
     preprocessing = Preprocessing.model_validate(preprocessing).model_dump(mode="json")
@@ -62,7 +71,13 @@ def save_checkpoint(
         "image_shape": image_shape,
         "history": [dict(epoch) for epoch in history],
         "split": dict(split or {}),
+        "debias": dict(debias or {}),
     }
+    if classifier is not None:
+        payload["classifier"] = {
+            "config": {**asdict(classifier.config), "classes": list(classifier.config.classes)},
+            "state_dict": {k: v.detach().cpu().clone() for k, v in classifier.state_dict().items()},
+        }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -70,9 +85,7 @@ def save_checkpoint(
     tmp.replace(path)  # never leave a half-written checkpoint behind
 
 
-def load_checkpoint(path: Path) -> tuple[LatentModel, Checkpoint]:
-    """The model (eval mode, CPU) and its description."""
-    path = Path(path)
+def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint file")
     try:
@@ -81,6 +94,13 @@ def load_checkpoint(path: Path) -> tuple[LatentModel, Checkpoint]:
         raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from err
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: expected a dict, found {type(payload).__name__}")
+    return payload
+
+
+def load_checkpoint(path: Path) -> tuple[LatentModel, Checkpoint]:
+    """The model (eval mode, CPU) and its description."""
+    path = Path(path)
+    payload = _read(path)
     missing = [k for k in REQUIRED_KEYS if k not in payload]
     if missing:
         raise CheckpointError(f"{path}: missing keys {missing}")
@@ -112,5 +132,21 @@ def load_checkpoint(path: Path) -> tuple[LatentModel, Checkpoint]:
         image_shape=tuple(image_shape) if image_shape is not None else None,  # type: ignore[arg-type]
         split=dict(payload.get("split") or {}),
         format_version=payload["format_version"],
+        debias=dict(payload.get("debias") or {}),
+        classifier=dict(payload["classifier"]["config"]) if payload.get("classifier") else None,
     )
     return model, checkpoint
+
+
+def load_classifier(path: Path) -> ClassifierHead | None:
+    """A dbvae run's classifier head (eval mode, CPU), or None when the run trained none."""
+    path = Path(path)
+    stored = _read(path).get("classifier")
+    if not stored:
+        return None
+    try:
+        head = ClassifierHead(HeadConfig(**stored["config"]))
+        head.load_state_dict(stored["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: invalid classifier head: {err}") from err
+    return head.eval()

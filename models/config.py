@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-ModelKind = Literal["ae", "vae", "beta-vae"]
+# dbvae: a VAE trained on rows resampled towards sparse latent regions (models/dbvae.py).
+ModelKind = Literal["ae", "vae", "beta-vae", "dbvae"]
 BodyKind = Literal["mlp", "conv"]
 # gaussian: one learned variance per feature; gaussian-hetero: the decoder predicts a variance
 # per row and feature alongside the mean.

@@ -35,6 +35,14 @@ TABULAR_MAX_EPOCHS = 1000  # tiny tables: bounds the time spent on validation pa
 TABULAR_PATIENCE_STEPS = 800
 TABULAR_MIN_PATIENCE = 5
 TABULAR_MIN_BATCH, TABULAR_MAX_BATCH = 64, 256
+# DB-VAE resampling (models/dbvae.py). "max" by default: "paper" multiplies the weights of all
+# latent dimensions, so a few rows take nearly all the probability. Measured on Fashion-MNIST
+# with one class kept at 2% (12,000 rows, latent 16): paper's effective sample size fell to 1-16
+# of 7,500 rows and the model got worse everywhere; max kept 500-2,500 and cut the rare
+# class's reconstruction-error gap by about a quarter.
+DEBIAS_MODE = "max"
+# Plain epochs before resampling starts: the weights of a random encoder mean nothing.
+DEBIAS_WARMUP_EPOCHS = 1
 
 
 def default_mlp_widths(n_features: int) -> tuple[int, int]:

@@ -6,15 +6,14 @@ Run directory layout::
     RUN_DIR/calibration_rows.npy   (n_calibration, F) float32 raw rows, never trained on
     RUN_DIR/splits.npz             row indices of train / validation / calibration (int64)
     RUN_DIR/metrics.json           per-epoch losses, best epoch, the resolved configs
+    RUN_DIR/sample_weights.csv     dbvae only: row,weight,log_density per training row
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,22 +24,33 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 import latentwatch
+from latentwatch.bias import DEFAULT_ALPHA, DEFAULT_BINS, BiasOptions
 from latentwatch.data import Dataset, load_source
-from latentwatch.errors import InvalidInput, LatentwatchError
+from latentwatch.errors import InvalidInput
 from latentwatch.models.base import LatentModel
 from latentwatch.models.checkpoint import save_checkpoint
 from latentwatch.models.config import BodyKind, DecoderKind, ModelConfig, ModelKind
+from latentwatch.models.dbvae import (
+    WEIGHTS_FILE,
+    ClassifierHead,
+    HeadConfig,
+    class_indices,
+    weights_for,
+    write_sample_weights,
+)
 from latentwatch.models.defaults import (
+    DEBIAS_MODE,
+    DEBIAS_WARMUP_EPOCHS,
     TrainSchedule,
     resolve_model_config,
     resolve_preprocessing,
     resolve_schedule,
 )
-from latentwatch.models.factory import build_model, model_loss
+from latentwatch.models.factory import build_model
+from latentwatch.models.fit import TrainingError as TrainingError  # raised by the loop
+from latentwatch.models.fit import fit
 from latentwatch.models.preprocessing import preprocess
 from latentwatch.models.splits import Split, split_rows
 
@@ -55,15 +65,8 @@ VALIDATION_ROWS_FILE = "validation_rows.npy"
 # At most this many of each are kept: the second stage uses a bounded reference.
 MAX_KEPT_ROWS = 8192
 METRICS_FILE = "metrics.json"
-MAX_GRAD_NORM = 10.0  # guards the Gaussian decoder's early steps against blow-ups
-EVAL_BATCH_ROWS = 4096
-DECODER_LOGVAR_LR_FACTOR = 10.0
 # Below this mean KL (nats per row) the encoder carries almost no information about the input.
 COLLAPSED_KL_NATS = 0.1
-
-
-class TrainingError(LatentwatchError):
-    """Training could not produce a usable model (e.g. the loss became NaN)."""
 
 
 @dataclass(frozen=True)
@@ -91,9 +94,18 @@ class TrainConfig:
     # and lose up to 10x when the cores are shared with other processes (measured).
     n_threads: int = 1
     progress: bool = True  # tqdm bar on stderr
+    # model "dbvae" only: resampling by latent density (latentwatch.bias), recomputed each epoch
+    # after `debias_warmup_epochs` plain ones, and an optional classifier head on the means.
+    debias_bins: int = DEFAULT_BINS
+    debias_alpha: float = DEFAULT_ALPHA
+    debias_mode: str = DEBIAS_MODE
+    debias_warmup_epochs: int = DEBIAS_WARMUP_EPOCHS
+    classifier: bool = False
+    classifier_weight: float = 1.0  # loss = VAE loss + classifier_weight * cross-entropy
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
+        self._check_dbvae_fields()
         if self.hidden is not None:
             object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         for name in ("epochs", "batch_size", "patience"):
@@ -103,6 +115,22 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.n_threads < 1:
             raise ValueError(f"n_threads must be >= 1, got {self.n_threads}")
+
+    def _check_dbvae_fields(self) -> None:
+        defaults = {name: f.default for name, f in self.__dataclass_fields__.items()
+                    if name.startswith(("debias_", "classifier"))}
+        changed = [name for name, value in defaults.items() if getattr(self, name) != value]
+        if self.model != "dbvae" and changed:
+            raise ValueError(f"{', '.join(changed)}: only for model 'dbvae', not {self.model!r}")
+        self.debias_options()  # InvalidInput names the bad value
+        if self.debias_warmup_epochs < 0:
+            raise ValueError(f"debias_warmup_epochs must be >= 0, got {self.debias_warmup_epochs}")
+        if not (np.isfinite(self.classifier_weight) and self.classifier_weight > 0):
+            raise ValueError(f"classifier_weight must be > 0, got {self.classifier_weight}")
+
+    def debias_options(self) -> BiasOptions:
+        return BiasOptions(bins=self.debias_bins, alpha=self.debias_alpha,
+                           mode=self.debias_mode).validated()
 
 
 @dataclass(frozen=True)
@@ -115,6 +143,8 @@ class TrainResult:
     final_losses: dict[str, float]
     train_s: float
     schedule: TrainSchedule
+    sample_weights: Path | None = None  # dbvae: the per-row weights file
+    effective_sample_size: float | None = None  # dbvae: of the final weights
 
 
 def train(config: TrainConfig) -> Path:
@@ -149,6 +179,10 @@ def run_training(config: TrainConfig) -> TrainResult:
     )
     x_train = torch.from_numpy(preprocess(dataset.X[split.train], preprocessing))
     x_val = torch.from_numpy(preprocess(dataset.X[split.validation], preprocessing))
+    labels, classes = None, ()
+    if config.classifier:
+        index, classes = class_indices(dataset.y, dataset.source)
+        labels = (torch.from_numpy(index[split.train]), torch.from_numpy(index[split.validation]))
     schedule = resolve_schedule(
         int(split.train.size), dataset.is_image,
         epochs=config.epochs, batch_size=config.batch_size, patience=config.patience,
@@ -159,12 +193,16 @@ def run_training(config: TrainConfig) -> TrainResult:
     with _torch_settings(config.n_threads):
         torch.manual_seed(config.seed)
         model = build_model(model_config)
-        history, best_epoch = _fit(model, x_train, x_val, config, schedule)
+        head = ClassifierHead(HeadConfig(model_config.latent_dim, classes)) if labels else None
+        history, best_epoch = fit(model, x_train, x_val, config, schedule, head, labels)
+        # dbvae: the weights a user gets come from the final encoder, as the last epoch's would.
+        final_weights = (weights_for(model, x_train, config.debias_options())
+                         if config.model == "dbvae" else None)
     train_s = time.perf_counter() - start_s
 
     best = next(h for h in history if h["epoch"] == best_epoch)
     final_losses = {
-        k: v for k, v in best.items() if k not in ("epoch", "seconds") and v is not None
+        k: v for k, v in best.items() if k.startswith(("train_", "val_")) and v is not None
     }
     if model_config.is_variational and final_losses["train_kl"] < COLLAPSED_KL_NATS:
         logger.warning(
@@ -172,7 +210,13 @@ def run_training(config: TrainConfig) -> TrainResult:
             "(beta %g may be too large for this data; try a smaller --beta)",
             final_losses["train_kl"], model_config.beta,
         )
-    _write_run_dir(config, dataset, split, model, preprocessing, history, final_losses)
+    _write_run_dir(config, dataset, split, model, preprocessing, history, final_losses, head)
+    weights_path, ess = None, None
+    if final_weights is not None:
+        weights_path = config.out / WEIGHTS_FILE
+        ess = write_sample_weights(weights_path, split.train, *final_weights)
+        logger.info("final weights: effective sample size %.0f of %d rows; %s", ess,
+                    split.train.size, weights_path)
     metrics = {
         "train_config": {**asdict(config), "out": str(config.out)},
         "model_config": asdict(model_config),
@@ -184,6 +228,8 @@ def run_training(config: TrainConfig) -> TrainResult:
         "final_losses": final_losses,
         "train_seconds": round(train_s, 3),
     }
+    if ess is not None:
+        metrics |= {"effective_sample_size": ess, "sample_weights": WEIGHTS_FILE}
     (config.out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     return TrainResult(
         run_dir=config.out,
@@ -194,6 +240,8 @@ def run_training(config: TrainConfig) -> TrainResult:
         final_losses=final_losses,
         train_s=train_s,
         schedule=schedule,
+        sample_weights=weights_path,
+        effective_sample_size=ess,
     )
 
 
@@ -211,118 +259,6 @@ def _torch_settings(n_threads: int) -> Iterator[None]:
         torch.set_num_threads(previous_threads)
 
 
-def _fit(
-    model: LatentModel,
-    x_train: torch.Tensor,
-    x_val: torch.Tensor,
-    config: TrainConfig,
-    schedule: TrainSchedule,
-) -> tuple[list[dict[str, Any]], int]:
-    """Adam with early stopping on the validation loss; leaves the best weights in `model`."""
-    optimizer = torch.optim.Adam(_parameter_groups(model, config.lr))
-    shuffle = torch.Generator().manual_seed(config.seed)
-    noise = torch.Generator().manual_seed(config.seed + 1)
-    history: list[dict[str, Any]] = []
-    best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(model.state_dict())
-    bar = tqdm(range(1, schedule.epochs + 1), desc="train", unit="epoch", file=sys.stderr,
-               disable=None if config.progress else True, leave=False)
-    # Small tables run up to 1000 short epochs: log about 30 of them, and always the first.
-    log_every = max(1, schedule.epochs // 30)
-    with logging_redirect_tqdm():
-        for epoch in bar:
-            epoch_start_s = time.perf_counter()
-            train_terms = _train_epoch(model, optimizer, x_train, schedule.batch_size, shuffle,
-                                       noise)
-            val_terms = _evaluate(model, x_val, config.seed + 2) if len(x_val) else None
-            entry = {
-                "epoch": epoch,
-                "train_loss": train_terms[0], "train_recon": train_terms[1],
-                "train_kl": train_terms[2],
-                "val_loss": val_terms[0] if val_terms else None,
-                "val_recon": val_terms[1] if val_terms else None,
-                "val_kl": val_terms[2] if val_terms else None,
-                "seconds": round(time.perf_counter() - epoch_start_s, 4),
-            }
-            history.append(entry)
-            if not np.isfinite(entry["train_loss"]):
-                raise TrainingError(
-                    f"training diverged at epoch {epoch} (loss {entry['train_loss']}); "
-                    "try a smaller --lr"
-                )
-            logger.log(
-                logging.INFO if epoch == 1 or epoch % log_every == 0 else logging.DEBUG,
-                "epoch %d/%d train_loss=%.4f val_loss=%s recon=%.4f kl=%.4f",
-                epoch, schedule.epochs, entry["train_loss"],
-                "n/a" if val_terms is None else f"{entry['val_loss']:.4f}",
-                entry["train_recon"], entry["train_kl"],
-            )
-            bar.set_postfix(train=f"{entry['train_loss']:.3f}",
-                            val="n/a" if val_terms is None else f"{entry['val_loss']:.3f}")
-            # Without a validation split, the last epoch is kept.
-            monitored = entry["val_loss"] if val_terms else -float(epoch)
-            if monitored < best_loss:
-                best_loss, best_epoch = monitored, epoch
-                best_state = copy.deepcopy(model.state_dict())
-            elif epoch - best_epoch >= schedule.patience:
-                logger.info("early stop at epoch %d: no better validation loss since epoch %d",
-                            epoch, best_epoch)
-                break
-    bar.close()
-    model.load_state_dict(best_state)
-    model.eval()
-    return history, best_epoch
-
-
-def _parameter_groups(model: LatentModel, lr: float) -> list[dict[str, Any]]:
-    """The Gaussian decoder's log-variance gets a larger step: Adam moves each parameter by
-    about lr per step, and the log-variance often has to travel several units (a noise std
-    of 0.05 on standardised data is a log-variance of -6), which at the network's lr would take
-    thousands of steps."""
-    logvar = model.decoder_logvar
-    others = [p for p in model.parameters() if p is not logvar]
-    groups: list[dict[str, Any]] = [{"params": others, "lr": lr}]
-    if logvar is not None:
-        groups.append({"params": [logvar], "lr": lr * DECODER_LOGVAR_LR_FACTOR})
-    return groups
-
-
-def _train_epoch(
-    model: LatentModel,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    batch_size: int,
-    shuffle: torch.Generator,
-    noise: torch.Generator,
-) -> tuple[float, float, float]:
-    """One pass in shuffled batches; row-weighted mean (total, recon, kl)."""
-    model.train()
-    sums = np.zeros(3)
-    order = torch.randperm(len(x), generator=shuffle)
-    for start in range(0, len(x), batch_size):
-        batch = x[order[start : start + batch_size]]
-        terms = model_loss(model, batch, noise)
-        optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
-        optimizer.step()
-        sums += len(batch) * np.array([t.item() for t in terms])
-    total, recon, kl = (sums / len(x)).tolist()
-    return total, recon, kl
-
-
-@torch.no_grad()
-def _evaluate(model: LatentModel, x: torch.Tensor, noise_seed: int) -> tuple[float, float, float]:
-    """Mean loss terms with the same noise every epoch, so epochs compare fairly."""
-    model.eval()
-    noise = torch.Generator().manual_seed(noise_seed)
-    sums = np.zeros(3)
-    for start in range(0, len(x), EVAL_BATCH_ROWS):
-        batch = x[start : start + EVAL_BATCH_ROWS]
-        sums += len(batch) * np.array([t.item() for t in model_loss(model, batch, noise)])
-    total, recon, kl = (sums / len(x)).tolist()
-    return total, recon, kl
-
-
 def _write_run_dir(
     config: TrainConfig,
     dataset: Dataset,
@@ -331,6 +267,7 @@ def _write_run_dir(
     preprocessing: dict[str, Any],
     history: list[dict[str, Any]],
     final_losses: dict[str, float],
+    head: ClassifierHead | None = None,
 ) -> None:
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
@@ -351,8 +288,13 @@ def _write_run_dir(
         "validation_fraction": config.validation_fraction,
         **split.describe(),
     }
+    debias = None
+    if config.model == "dbvae":
+        debias = {"bins": config.debias_bins, "alpha": config.debias_alpha,
+                  "mode": config.debias_mode, "warmup_epochs": config.debias_warmup_epochs,
+                  "classifier_weight": config.classifier_weight if head is not None else None}
     save_checkpoint(out / CHECKPOINT_FILE, model, preprocessing, provenance, history,
-                    split=split_info)
+                    split=split_info, classifier=head, debias=debias)
     # Raw rows as loaded: export applies the model's preprocessing itself.
     rng = np.random.default_rng(config.seed)
     for name, index in ((TRAIN_ROWS_FILE, split.train), (VALIDATION_ROWS_FILE, split.validation)):
@@ -390,6 +332,20 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "max_rows": args.max_rows,
         "seed": args.seed,
     }
+    # DB-VAE flags default to None, so that giving one with another model is an error.
+    dbvae = {
+        "debias_bins": getattr(args, "debias_bins", None),
+        "debias_alpha": getattr(args, "debias_alpha", None),
+        "debias_mode": getattr(args, "debias_mode", None),
+        "debias_warmup_epochs": getattr(args, "debias_warmup_epochs", None),
+        "classifier": getattr(args, "classifier", None) or None,
+        "classifier_weight": getattr(args, "classifier_weight", None),
+    }
+    dbvae = {k: v for k, v in dbvae.items() if v is not None}
+    if dbvae and args.model != "dbvae":
+        flags = ", ".join("--" + name.replace("_", "-") for name in dbvae)
+        raise InvalidInput(f"{flags}: only with --model dbvae (got --model {args.model})")
+    given |= dbvae
     try:
         return TrainConfig(
             data=args.data,
@@ -420,4 +376,8 @@ def train_from_args(args: argparse.Namespace) -> None:
     print(f"epochs: {result.epochs_run} of at most {sched.epochs} (best {result.best_epoch}), "
           f"batch {sched.batch_size}, {result.epochs_run * sched.steps_per_epoch} steps "
           f"in {result.train_s:.1f} s; {losses}")
+    if result.sample_weights is not None and result.effective_sample_size is not None:
+        print(f"sample weights (row,weight,log_density; {config.debias_mode} mode, effective "
+              f"sample size {result.effective_sample_size:.0f} of {result.split['n_train']} "
+              f"rows): {result.sample_weights}")
     print(f"run directory: {result.run_dir}")

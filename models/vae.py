@@ -1,4 +1,5 @@
-"""VAE and β-VAE: Gaussian encoder q(z|x), standard normal prior, Bernoulli/Gaussian decoder."""
+"""VAE, β-VAE and DB-VAE: Gaussian encoder q(z|x), standard normal prior, Bernoulli/Gaussian
+decoder. DB-VAE is the same network; only its training differs (models/dbvae.py)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from latentwatch.models.losses import LossTerms
 # Encoder log-variance range: keeps exp() finite early in training and in exported graphs.
 ENCODER_LOGVAR_MIN = -12.0
 ENCODER_LOGVAR_MAX = 8.0
+VAE_KINDS = ("vae", "beta-vae", "dbvae")
 
 
 class VAE(LatentModel):
     def __init__(self, config: ModelConfig) -> None:
-        if config.kind not in ("vae", "beta-vae"):
-            raise ValueError(f"VAE takes kind 'vae' or 'beta-vae', got {config.kind!r}")
+        if config.kind not in VAE_KINDS:
+            raise ValueError(f"VAE takes kind {' or '.join(map(repr, VAE_KINDS))}, "
+                             f"got {config.kind!r}")
         super().__init__(config)
         self.encoder = build_encoder(config, 2 * config.latent_dim)
 
@@ -42,9 +45,16 @@ def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
 
 def vae_loss(model: VAE, x: Tensor, generator: torch.Generator | None = None) -> LossTerms:
     """Batch means of recon = -log p(x|z) at one reparameterised draw, and β-weighted KL."""
+    return vae_loss_and_means(model, x, generator)[0]
+
+
+def vae_loss_and_means(
+    model: VAE, x: Tensor, generator: torch.Generator | None = None
+) -> tuple[LossTerms, Tensor]:
+    """vae_loss, and the encoder means (B, Z) it used: a head on μ trains from the same pass."""
     mu, logvar = model.encode(x)
     z = reparameterize(mu, logvar, generator)
     recon = -model.log_px(x, model.decode(z))  # (B,)
     kl = kl_divergence(mu, logvar)  # (B,)
     total = recon + model.config.beta * kl
-    return LossTerms(total=total.mean(), recon=recon.mean(), kl=kl.mean())
+    return LossTerms(total=total.mean(), recon=recon.mean(), kl=kl.mean()), mu

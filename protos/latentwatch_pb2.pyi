@@ -177,3 +177,157 @@ class ModelInfo(_message.Message):
     manifest_json: str
     max_batch_rows: int
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., model_kind: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., image_shape: _Optional[_Iterable[int]] = ..., score_kinds: _Optional[_Iterable[str]] = ..., default_score_kind: _Optional[str] = ..., calibration_size: _Optional[int] = ..., default_alpha: _Optional[float] = ..., min_alpha: _Optional[float] = ..., latent_dim: _Optional[int] = ..., execution_provider: _Optional[str] = ..., manifest_json: _Optional[str] = ..., max_batch_rows: _Optional[int] = ...) -> None: ...
+
+class GroupColumn(_message.Message):
+    __slots__ = ("name", "values")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BiasReportOptions(_message.Message):
+    __slots__ = ("bins", "alpha", "mode", "top_k", "sparse_fraction", "n_decoded")
+    BINS_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    N_DECODED_FIELD_NUMBER: _ClassVar[int]
+    bins: int
+    alpha: float
+    mode: str
+    top_k: int
+    sparse_fraction: float
+    n_decoded: int
+    def __init__(self, bins: _Optional[int] = ..., alpha: _Optional[float] = ..., mode: _Optional[str] = ..., top_k: _Optional[int] = ..., sparse_fraction: _Optional[float] = ..., n_decoded: _Optional[int] = ...) -> None: ...
+
+class BiasReportRequest(_message.Message):
+    __slots__ = ("model_name", "model_version", "input", "ids", "groups", "options")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    input: Tensor
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    groups: _containers.RepeatedCompositeFieldContainer[GroupColumn]
+    options: BiasReportOptions
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., input: _Optional[_Union[Tensor, _Mapping]] = ..., ids: _Optional[_Iterable[str]] = ..., groups: _Optional[_Iterable[_Union[GroupColumn, _Mapping]]] = ..., options: _Optional[_Union[BiasReportOptions, _Mapping]] = ...) -> None: ...
+
+class DimensionHistogram(_message.Message):
+    __slots__ = ("edges", "counts")
+    EDGES_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    edges: _containers.RepeatedScalarFieldContainer[float]
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, edges: _Optional[_Iterable[float]] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ReferenceComparison(_message.Message):
+    __slots__ = ("edges", "reference_share", "share", "below", "above")
+    EDGES_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    BELOW_FIELD_NUMBER: _ClassVar[int]
+    ABOVE_FIELD_NUMBER: _ClassVar[int]
+    edges: Tensor
+    reference_share: Tensor
+    share: Tensor
+    below: _containers.RepeatedScalarFieldContainer[float]
+    above: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, edges: _Optional[_Union[Tensor, _Mapping]] = ..., reference_share: _Optional[_Union[Tensor, _Mapping]] = ..., share: _Optional[_Union[Tensor, _Mapping]] = ..., below: _Optional[_Iterable[float]] = ..., above: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class GroupStats(_message.Message):
+    __slots__ = ("column", "value", "n_rows", "share", "sparse_share", "representation_ratio", "mean_weight", "flagged")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    N_ROWS_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    REPRESENTATION_RATIO_FIELD_NUMBER: _ClassVar[int]
+    MEAN_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    value: str
+    n_rows: int
+    share: float
+    sparse_share: float
+    representation_ratio: float
+    mean_weight: float
+    flagged: bool
+    def __init__(self, column: _Optional[str] = ..., value: _Optional[str] = ..., n_rows: _Optional[int] = ..., share: _Optional[float] = ..., sparse_share: _Optional[float] = ..., representation_ratio: _Optional[float] = ..., mean_weight: _Optional[float] = ..., flagged: bool = ...) -> None: ...
+
+class Drift(_message.Message):
+    __slots__ = ("overall", "level", "psi", "mean_shift", "active", "max_psi", "max_psi_dimension", "gaussian_kl", "reference_rows")
+    OVERALL_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    PSI_FIELD_NUMBER: _ClassVar[int]
+    MEAN_SHIFT_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    MAX_PSI_FIELD_NUMBER: _ClassVar[int]
+    MAX_PSI_DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    GAUSSIAN_KL_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    overall: float
+    level: str
+    psi: _containers.RepeatedScalarFieldContainer[float]
+    mean_shift: _containers.RepeatedScalarFieldContainer[float]
+    active: _containers.RepeatedScalarFieldContainer[bool]
+    max_psi: float
+    max_psi_dimension: int
+    gaussian_kl: float
+    reference_rows: int
+    def __init__(self, overall: _Optional[float] = ..., level: _Optional[str] = ..., psi: _Optional[_Iterable[float]] = ..., mean_shift: _Optional[_Iterable[float]] = ..., active: _Optional[_Iterable[bool]] = ..., max_psi: _Optional[float] = ..., max_psi_dimension: _Optional[int] = ..., gaussian_kl: _Optional[float] = ..., reference_rows: _Optional[int] = ...) -> None: ...
+
+class BiasReportResponse(_message.Message):
+    __slots__ = ("model_name", "model_version", "n_rows", "latent_dim", "mode", "bins", "alpha", "sparse_fraction", "top_k", "log_density", "weight", "effective_sample_size", "sparsest", "densest", "histograms", "reference", "groups", "worst_group_ratio", "drift", "kl_to_prior", "reference_kl_to_prior", "decoded_sparsest", "decoded_densest")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    N_ROWS_FIELD_NUMBER: _ClassVar[int]
+    LATENT_DIM_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    BINS_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    LOG_DENSITY_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_SAMPLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SPARSEST_FIELD_NUMBER: _ClassVar[int]
+    DENSEST_FIELD_NUMBER: _ClassVar[int]
+    HISTOGRAMS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    WORST_GROUP_RATIO_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
+    KL_TO_PRIOR_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_KL_TO_PRIOR_FIELD_NUMBER: _ClassVar[int]
+    DECODED_SPARSEST_FIELD_NUMBER: _ClassVar[int]
+    DECODED_DENSEST_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    n_rows: int
+    latent_dim: int
+    mode: str
+    bins: int
+    alpha: float
+    sparse_fraction: float
+    top_k: int
+    log_density: Tensor
+    weight: Tensor
+    effective_sample_size: float
+    sparsest: _containers.RepeatedScalarFieldContainer[int]
+    densest: _containers.RepeatedScalarFieldContainer[int]
+    histograms: _containers.RepeatedCompositeFieldContainer[DimensionHistogram]
+    reference: ReferenceComparison
+    groups: _containers.RepeatedCompositeFieldContainer[GroupStats]
+    worst_group_ratio: float
+    drift: Drift
+    kl_to_prior: _containers.RepeatedScalarFieldContainer[float]
+    reference_kl_to_prior: _containers.RepeatedScalarFieldContainer[float]
+    decoded_sparsest: Tensor
+    decoded_densest: Tensor
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., n_rows: _Optional[int] = ..., latent_dim: _Optional[int] = ..., mode: _Optional[str] = ..., bins: _Optional[int] = ..., alpha: _Optional[float] = ..., sparse_fraction: _Optional[float] = ..., top_k: _Optional[int] = ..., log_density: _Optional[_Union[Tensor, _Mapping]] = ..., weight: _Optional[_Union[Tensor, _Mapping]] = ..., effective_sample_size: _Optional[float] = ..., sparsest: _Optional[_Iterable[int]] = ..., densest: _Optional[_Iterable[int]] = ..., histograms: _Optional[_Iterable[_Union[DimensionHistogram, _Mapping]]] = ..., reference: _Optional[_Union[ReferenceComparison, _Mapping]] = ..., groups: _Optional[_Iterable[_Union[GroupStats, _Mapping]]] = ..., worst_group_ratio: _Optional[float] = ..., drift: _Optional[_Union[Drift, _Mapping]] = ..., kl_to_prior: _Optional[_Iterable[float]] = ..., reference_kl_to_prior: _Optional[_Iterable[float]] = ..., decoded_sparsest: _Optional[_Union[Tensor, _Mapping]] = ..., decoded_densest: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...

@@ -59,6 +59,11 @@ class LatentwatchStub(object):
                 request_serializer=latentwatch__pb2.GetModelRequest.SerializeToString,
                 response_deserializer=latentwatch__pb2.ModelInfo.FromString,
                 _registered_method=True)
+        self.BiasReport = channel.stream_unary(
+                '/latentwatch.v1.Latentwatch/BiasReport',
+                request_serializer=latentwatch__pb2.BiasReportRequest.SerializeToString,
+                response_deserializer=latentwatch__pb2.BiasReportResponse.FromString,
+                _registered_method=True)
 
 
 class LatentwatchServicer(object):
@@ -99,6 +104,15 @@ class LatentwatchServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BiasReport(self, request_iterator, context):
+        """Latent-density bias report (DB-VAE) over a dataset sent as a stream of chunks of rows:
+        resampling weights, the most under-represented rows, group disparities and drift against
+        the training reference. Memory on the server grows with rows x latent_dim only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LatentwatchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +140,11 @@ def add_LatentwatchServicer_to_server(servicer, server):
                     servicer.GetModel,
                     request_deserializer=latentwatch__pb2.GetModelRequest.FromString,
                     response_serializer=latentwatch__pb2.ModelInfo.SerializeToString,
+            ),
+            'BiasReport': grpc.stream_unary_rpc_method_handler(
+                    servicer.BiasReport,
+                    request_deserializer=latentwatch__pb2.BiasReportRequest.FromString,
+                    response_serializer=latentwatch__pb2.BiasReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +282,33 @@ class Latentwatch(object):
             '/latentwatch.v1.Latentwatch/GetModel',
             latentwatch__pb2.GetModelRequest.SerializeToString,
             latentwatch__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BiasReport(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/latentwatch.v1.Latentwatch/BiasReport',
+            latentwatch__pb2.BiasReportRequest.SerializeToString,
+            latentwatch__pb2.BiasReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

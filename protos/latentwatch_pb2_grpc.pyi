@@ -45,6 +45,11 @@ class LatentwatchStub:
     """Every loaded model with its versions."""
     GetModel: _grpc.UnaryUnaryMultiCallable[_latentwatch_pb2.GetModelRequest, _latentwatch_pb2.ModelInfo]
     """One model version in detail: inputs, outputs, score kinds, calibration, provider."""
+    BiasReport: _grpc.StreamUnaryMultiCallable[_latentwatch_pb2.BiasReportRequest, _latentwatch_pb2.BiasReportResponse]
+    """Latent-density bias report (DB-VAE) over a dataset sent as a stream of chunks of rows:
+    resampling weights, the most under-represented rows, group disparities and drift against
+    the training reference. Memory on the server grows with rows x latent_dim only.
+    """
 
 @_typing.type_check_only
 class LatentwatchAsyncStub(LatentwatchStub):
@@ -59,6 +64,11 @@ class LatentwatchAsyncStub(LatentwatchStub):
     """Every loaded model with its versions."""
     GetModel: _aio.UnaryUnaryMultiCallable[_latentwatch_pb2.GetModelRequest, _latentwatch_pb2.ModelInfo]  # type: ignore[assignment]
     """One model version in detail: inputs, outputs, score kinds, calibration, provider."""
+    BiasReport: _aio.StreamUnaryMultiCallable[_latentwatch_pb2.BiasReportRequest, _latentwatch_pb2.BiasReportResponse]  # type: ignore[assignment]
+    """Latent-density bias report (DB-VAE) over a dataset sent as a stream of chunks of rows:
+    resampling weights, the most under-represented rows, group disparities and drift against
+    the training reference. Memory on the server grows with rows x latent_dim only.
+    """
 
 class LatentwatchServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -100,5 +110,16 @@ class LatentwatchServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_latentwatch_pb2.ModelInfo, _abc.Awaitable[_latentwatch_pb2.ModelInfo]]:
         """One model version in detail: inputs, outputs, score kinds, calibration, provider."""
+
+    @_abc_1.abstractmethod
+    def BiasReport(
+        self,
+        request_iterator: _MaybeAsyncIterator[_latentwatch_pb2.BiasReportRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_latentwatch_pb2.BiasReportResponse, _abc.Awaitable[_latentwatch_pb2.BiasReportResponse]]:
+        """Latent-density bias report (DB-VAE) over a dataset sent as a stream of chunks of rows:
+        resampling weights, the most under-represented rows, group disparities and drift against
+        the training reference. Memory on the server grows with rows x latent_dim only.
+        """
 
 def add_LatentwatchServicer_to_server(servicer: LatentwatchServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

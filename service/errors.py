@@ -60,7 +60,8 @@ StreamHandler = Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[Any
 
 
 def unary_rpc(method: str) -> Callable[[Handler], Handler]:
-    """Decorates a servicer method `(self, request, context)`; `self.metrics` is used."""
+    """Decorates a servicer method with one response: unary `(self, request, context)` or
+    client-streaming `(self, request_iterator, context)`; `self.metrics` is used."""
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
 import numpy as np
@@ -23,6 +25,8 @@ from prometheus_client.core import (
     InfoMetricFamily,
     Metric,
 )
+
+from latentwatch.bias import BiasReport
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +71,21 @@ def score_buckets(sorted_calibration: NDArray[np.float64]) -> tuple[float, ...]:
     return tuple(float(q) for q in np.unique(quantiles))
 
 
+@dataclass(frozen=True)
+class BiasGauges:
+    """What the last bias report of a version left in the gauges (replaced whole, never torn)."""
+
+    effective_sample_size: float
+    effective_sample_fraction: float
+    worst_group_ratio: float | None  # None: the report had no groups
+    drift: float | None  # None: the version has no training reference
+    rows: int
+    timestamp_s: float  # Unix time the report finished
+
+
 class VersionMetrics:
-    """Per model version; score metrics are written by its batch worker, one batch at a time."""
+    """Per model version; score metrics are written by its batch worker, one batch at a time,
+    bias metrics by the event loop."""
 
     def __init__(self, score_bounds: Sequence[float]) -> None:
         self.rows_scored = 0
@@ -77,6 +94,19 @@ class VersionMetrics:
         self.score = Histogram(score_bounds)
         self.p_value = Histogram(P_VALUE_BUCKETS)
         self.queued_rows: Callable[[], int] = lambda: 0  # read at scrape time
+        self.bias_rows = 0
+        self.bias: BiasGauges | None = None
+
+    def observe_bias(self, report: BiasReport) -> None:
+        self.bias_rows += report.n_rows
+        self.bias = BiasGauges(
+            effective_sample_size=report.effective_sample_size,
+            effective_sample_fraction=report.effective_sample_fraction,
+            worst_group_ratio=report.worst_group_ratio,
+            drift=None if report.drift is None else report.drift.overall,
+            rows=report.n_rows,
+            timestamp_s=time.time(),
+        )
 
 
 class ServiceMetrics:
@@ -190,3 +220,50 @@ class ServiceMetrics:
         for (model, version), name in list(self._providers.items()):
             provider.add_metric([model, version], {"provider": name})
         yield from (rows, outliers, queue, batch, score, p_value, loaded, provider)
+        yield from self._collect_bias()
+
+    def _collect_bias(self) -> Iterable[Metric]:
+        mv = ["model", "version"]
+        rows_total = CounterMetricFamily(
+            "latentwatch_bias_rows", "Rows taken into bias reports", labels=mv
+        )
+        gauges = {
+            "effective_sample_size": GaugeMetricFamily(
+                "latentwatch_bias_effective_sample_size",
+                "Effective sample size of the resampling weights of the last bias report",
+                labels=mv,
+            ),
+            "effective_sample_fraction": GaugeMetricFamily(
+                "latentwatch_bias_effective_sample_fraction",
+                "Effective sample size / rows of the last bias report", labels=mv,
+            ),
+            "worst_group_ratio": GaugeMetricFamily(
+                "latentwatch_bias_worst_group_ratio",
+                "Representation ratio farthest from 1 in the last bias report with groups",
+                labels=mv,
+            ),
+            "drift": GaugeMetricFamily(
+                "latentwatch_bias_drift",
+                "Mean PSI of the last bias report's latent means against the training reference",
+                labels=mv,
+            ),
+            "rows": GaugeMetricFamily(
+                "latentwatch_bias_report_rows", "Rows in the last bias report", labels=mv
+            ),
+            "timestamp_s": GaugeMetricFamily(
+                "latentwatch_bias_report_timestamp_seconds",
+                "Unix time the last bias report finished", labels=mv,
+            ),
+        }
+        for (model, version), m in list(self._versions.items()):
+            labels = [model, version]
+            rows_total.add_metric(labels, m.bias_rows)
+            last = m.bias
+            if last is None:
+                continue
+            for key, family in gauges.items():
+                value = getattr(last, key)
+                if value is not None:  # no groups or no reference: no sample, not a fake 0
+                    family.add_metric(labels, float(value))
+        yield rows_total
+        yield from gauges.values()

@@ -1,9 +1,9 @@
 """The model repository: every version found, verified, loaded and warmed up, or refused.
 
 A version is refused (with a logged reason) when its manifest is unreadable or describes another
-directory, a file does not match its sha256 (or is not listed at all), the calibration scores do
-not fit the manifest, or a graph does not load or does not give what the manifest promises.
-The other versions keep serving.
+directory, a file does not match its sha256 (or is not listed at all), the calibration scores or
+the latent reference do not fit the manifest, or a graph does not load or does not give what the
+manifest promises. The other versions keep serving.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from latentwatch.bias import LatentReference
 from latentwatch.errors import ModelNotFound
 from latentwatch.manifest import MANIFEST_FILE, Manifest, verify_files
 from latentwatch.second_stage import KIND as STAGE_KIND
@@ -50,6 +51,10 @@ class ModelVersion:
     scorer: MicroBatcher
     encoder: MicroBatcher  # the encoder graph, or the scorer when there is none
     metrics: VersionMetrics
+    # latent (k, Z) -> decoder means (k, F) in model space; None without a decoder graph.
+    decoder: Runtime | None = None
+    # The training data's latent summary for bias-report drift; None when not exported.
+    reference: LatentReference | None = None
 
 
 @dataclass(frozen=True)
@@ -146,12 +151,18 @@ def load_version(
 ) -> ModelVersion:
     manifest, manifest_json = read_manifest(name, version, version_dir)
     calibration = read_calibration(version_dir, manifest)
+    reference = read_reference(version_dir, manifest)
     try:
         scorer = OrtRuntime(version_dir / manifest.graphs["scorer"].file, settings.intra_op_threads)
         encoder = (
             OrtRuntime(version_dir / manifest.graphs["encoder"].file, settings.intra_op_threads)
             if "encoder" in manifest.graphs
             else scorer
+        )
+        decoder = (
+            OrtRuntime(version_dir / manifest.graphs["decoder"].file, settings.intra_op_threads)
+            if "decoder" in manifest.graphs
+            else None
         )
     except Exception as err:  # onnxruntime raises several unrelated types for bad graphs
         raise VersionRefused(f"ONNX Runtime cannot load a graph: {err}") from err
@@ -160,10 +171,14 @@ def load_version(
     needed = list(dict.fromkeys([*graph_kinds, *(stage.needs_outputs if stage else ())]))
     _check_graph("scorer", scorer, manifest, needed)
     _check_graph("encoder", encoder, manifest, ["latent_mu"])
+    if decoder is not None:
+        _check_decoder(decoder, manifest)
     if settings.warmup:
         _warm_up(scorer, manifest, graph_kinds, stage)
         if encoder is not scorer:
             _warm_up(encoder, manifest, [])
+        if decoder is not None:
+            _warm_up_decoder(decoder, manifest)
 
     label = f"{name}:{version}"
     default_calibration = calibration[manifest.default_score_kind]
@@ -219,6 +234,8 @@ def load_version(
         scorer=score_batcher,
         encoder=encode_batcher,
         metrics=version_metrics,
+        decoder=decoder,
+        reference=reference,
     )
 
 
@@ -238,6 +255,8 @@ def read_manifest(name: str, version: str, version_dir: Path) -> tuple[Manifest,
     used = [g.file for g in manifest.graphs.values() if g.file] + [manifest.calibration.file]
     if manifest.second_stage is not None:
         used.append(manifest.second_stage.file)
+    if manifest.reference is not None:
+        used.append(manifest.reference.file)
     unlisted = sorted(set(used) - set(manifest.sha256))
     if unlisted:
         raise VersionRefused(f"files without a sha256 in {MANIFEST_FILE}: {unlisted}")
@@ -263,6 +282,23 @@ def read_calibration(version_dir: Path, manifest: Manifest) -> dict[str, NDArray
         raise VersionRefused(f"{spec.file} holds NaN or infinite scores")
     columns = np.sort(scores.astype(np.float64), axis=0)  # sorted once, searched per batch
     return {kind: np.ascontiguousarray(columns[:, i]) for i, kind in enumerate(spec.score_kinds)}
+
+
+def read_reference(version_dir: Path, manifest: Manifest) -> LatentReference | None:
+    """The training latent reference the manifest lists (its sha256 is already verified)."""
+    spec = manifest.reference
+    if spec is None:
+        return None
+    try:
+        reference = LatentReference.load(version_dir / spec.file)
+    except (OSError, ValueError) as err:  # a zip that is not one raises BadZipFile, an OSError
+        raise VersionRefused(f"{spec.file} cannot be used: {err}") from err
+    if reference.latent_dim != manifest.latent_dim:
+        raise VersionRefused(
+            f"{spec.file} describes {reference.latent_dim} latent dimensions; the model has "
+            f"{manifest.latent_dim}"
+        )
+    return reference
 
 
 def read_second_stage(version_dir: Path, manifest: Manifest) -> SecondStage | None:
@@ -296,6 +332,36 @@ def _check_graph(what: str, runtime: Runtime, manifest: Manifest, outputs: list[
     missing = sorted(set(outputs) - set(runtime.output_names))
     if missing:
         raise VersionRefused(f"{what} graph lacks outputs {missing}")
+
+
+def _check_decoder(runtime: Runtime, manifest: Manifest) -> None:
+    spec = manifest.graphs["decoder"]
+    if len(runtime.input_names) != 1 or not spec.outputs:
+        raise VersionRefused(
+            f"decoder graph takes inputs {list(runtime.input_names)} and the manifest lists "
+            f"outputs {[t.name for t in spec.outputs]}; expected one latent input and an output"
+        )
+    if spec.outputs[0].name not in runtime.output_names:
+        raise VersionRefused(f"decoder graph lacks output {spec.outputs[0].name!r}")
+
+
+def decode(runtime: Runtime, manifest: Manifest, latent: NDArray) -> NDArray[np.float32]:
+    """(k, Z) latent points -> (k, F) decoder means in model space (blocking; any thread)."""
+    z = np.ascontiguousarray(latent, dtype=np.float32)
+    outputs = runtime.run({runtime.input_names[0]: z})
+    return np.asarray(outputs[manifest.graphs["decoder"].outputs[0].name], dtype=np.float32)
+
+
+def _warm_up_decoder(runtime: Runtime, manifest: Manifest) -> None:
+    try:
+        out = decode(runtime, manifest, np.zeros((WARMUP_ROWS, manifest.latent_dim)))
+    except Exception as err:
+        raise VersionRefused(f"decoder warm-up run failed: {err}") from err
+    if out.shape != (WARMUP_ROWS, manifest.n_features):
+        raise VersionRefused(
+            f"decoder output has shape {list(out.shape)} for {WARMUP_ROWS} latent points; "
+            f"expected [{WARMUP_ROWS}, {manifest.n_features}]"
+        )
 
 
 def _warm_up(

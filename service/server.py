@@ -77,7 +77,11 @@ async def start_server(settings: Settings) -> RunningServer:
     executor = ThreadPoolExecutor(
         max_workers=max(2, 2 * len(found)), thread_name_prefix="latentwatch-run"
     )
-    core = ScoringCore(settings.max_batch_rows)
+    core = ScoringCore(
+        settings.max_batch_rows,
+        bias_max_rows=settings.bias_max_rows,
+        max_queue_rows=settings.max_queue_rows,
+    )
     server = grpc.aio.server(
         options=[
             ("grpc.max_send_message_length", settings.max_message_bytes),

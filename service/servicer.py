@@ -4,6 +4,10 @@ ScoreStream answers every request with one response, in request order. Up to STR
 requests of one stream are scored concurrently (so they can share batches); the first request
 that fails ends the stream with its status (INVALID_ARGUMENT, NOT_FOUND, ...), and requests
 after it get no response. A client that wants to go on opens a new stream.
+
+BiasReport reads the model, version and options from its first message and hands the rows of
+every message to the core as they arrive; later messages may repeat the model and version but
+not change them.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ from collections.abc import AsyncIterator
 import grpc
 from numpy.typing import NDArray
 
+from latentwatch.bias_wire import options_from_proto, response_from_report
 from latentwatch.catalog import ModelInfo
 from latentwatch.errors import InvalidInput
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
-from latentwatch.service.core import EncodeResult, ScoreResult, ScoringCore
+from latentwatch.service.core import BiasChunk, EncodeResult, ScoreResult, ScoringCore
 from latentwatch.service.errors import observed, stream_rpc, unary_rpc
 from latentwatch.service.metrics import ServiceMetrics
 from latentwatch.tensors import from_tensor, to_tensor
@@ -105,6 +110,23 @@ class LatentwatchServicer(pb_grpc.LatentwatchServicer):
     ) -> pb.ModelInfo:
         return model_info(self._core.get_model(request.model_name, request.model_version))
 
+    @unary_rpc("BiasReport")
+    async def BiasReport(
+        self,
+        request_iterator: AsyncIterator[pb.BiasReportRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> pb.BiasReportResponse:
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        if first is None:
+            raise InvalidInput("empty stream: send BiasReportRequest chunks of rows")
+        options, n_decoded = options_from_proto(first.options)
+        result = await self._core.bias_report(
+            first.model_name, first.model_version, _bias_chunks(first, requests), options,
+            n_decoded,
+        )
+        return response_from_report(result.report, result.model_name, result.model_version)
+
     async def _score(self, request: pb.ScoreRequest) -> pb.ScoreResponse:
         result = await self._core.score(
             request.model_name,
@@ -116,6 +138,33 @@ class LatentwatchServicer(pb_grpc.LatentwatchServicer):
             score_kind=request.score_kind or None,
         )
         return score_response(result, request.request_id)
+
+
+async def _bias_chunks(
+    first: pb.BiasReportRequest, rest: AsyncIterator[pb.BiasReportRequest]
+) -> AsyncIterator[BiasChunk]:
+    yield _bias_chunk(first)
+    async for request in rest:
+        for field in ("model_name", "model_version"):
+            value, expected = getattr(request, field), getattr(first, field)
+            if value and value != expected:
+                raise InvalidInput(
+                    f"{field}: {value!r} in a later chunk, but the stream is for {expected!r}; "
+                    "one stream reports on one model version"
+                )
+        yield _bias_chunk(request)
+
+
+def _bias_chunk(request: pb.BiasReportRequest) -> BiasChunk:
+    groups = {column.name: column.values for column in request.groups}
+    if len(groups) != len(request.groups):
+        names = [column.name for column in request.groups]
+        raise InvalidInput(f"groups: column names repeat in one chunk: {names}")
+    return BiasChunk(
+        array=from_tensor(request.input) if request.HasField("input") else None,
+        ids=request.ids or None,
+        groups=groups or None,
+    )
 
 
 def _input_array(request: pb.ScoreRequest | pb.EncodeRequest) -> NDArray:

@@ -29,3 +29,7 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(256 * 2**20, gt=0, description="largest gRPC message")
     log_level: str = Field("INFO", description="logging level of the server process")
     warmup: bool = Field(True, description="run every graph once before reporting SERVING")
+    bias_max_rows: int = Field(
+        2_000_000, gt=0,
+        description="most rows in one BiasReport; memory about rows x latent_dim x 4 bytes + ids",
+    )

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from latentwatch.bias import LatentReference
 from latentwatch.cli import main
 from latentwatch.export.errors import ExportError
 from latentwatch.export.exporter import export_inputs, export_run, load_run
@@ -36,7 +37,8 @@ def test_manifest_validates_and_its_hashes_match_the_files(
     assert manifest.model_kind == kind
     files = {p.name for p in version_dir.iterdir()} - {MANIFEST_FILE}
     assert set(manifest.sha256) == files == {
-        "scorer.onnx", "encoder.onnx", "decoder.onnx", "calibration.npy", "second_stage.npz"
+        "scorer.onnx", "encoder.onnx", "decoder.onnx", "calibration.npy", "second_stage.npz",
+        "reference.npz",
     }
     assert verify_files(version_dir, manifest) == []
     assert all(manifest.sha256[name] == sha256_file(version_dir / name) for name in files)
@@ -193,3 +195,23 @@ def test_cli_export_prints_where_it_exported(
     assert str(repo / "cli-ae" / "1") in capsys.readouterr().out
     assert main(["export", str(tmp_path / "missing"), "--repo", str(repo), "--name", "x"]) == 2
     assert "checkpoint.pt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_reference_holds_the_training_rows_latent_means(
+    exported: dict[str, Exported], kind: str
+) -> None:
+    version_dir, run_dir = exported[kind].version_dir, exported[kind].run_dir
+    manifest = Manifest.read(version_dir)
+    assert manifest.reference is not None
+    reference = LatentReference.load(version_dir / manifest.reference.file)
+    rows = np.load(run_dir / "train_rows.npy", allow_pickle=False)
+    assert reference.n_rows == manifest.reference.n_rows == len(rows)
+    assert reference.latent_dim == manifest.latent_dim
+    graph = "encoder.onnx" if "encoder" in manifest.graphs else "scorer.onnx"
+    mu = run_session(cpu_session(version_dir / graph), "input", rows)["latent_mu"]
+    np.testing.assert_allclose(reference.mean, mu.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(reference.share.sum(axis=1), 1.0)
+    np.testing.assert_allclose(reference.psi_share.sum(axis=1), 1.0)
+    # Autoencoders have no posterior variance; VAEs do.
+    assert (reference.sigma2_mean > 0).all() == (manifest.model_kind != "ae")

@@ -4,6 +4,9 @@ The graphs compute simple, checkable functions of the raw rows x (batch, F):
     score = neg_elbo = sum(x**2),  iwae_nll = sum(x**2) / 2,  recon_error = sum(|x|),
     kl = max(x),  latent_mu = x @ W,  latent_logvar = x @ W / 10
 A plain autoencoder ("ae") has score = recon_error = sum(|x|) and latent_mu only.
+With `with_decoder=True` a decoder graph maps latent z (batch, Z) to reconstruction = z @ W.T,
+and with `with_reference=True` reference.npz summarises the latents of REFERENCE_ROWS standard
+normal rows.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import onnx
 from numpy.typing import NDArray
 from onnx import TensorProto, helper, numpy_helper
 
+from latentwatch.bias import REFERENCE_FILE, LatentReference
 from latentwatch.manifest import (
     Calibration,
     GraphSpec,
@@ -24,6 +28,7 @@ from latentwatch.manifest import (
     Parity,
     Preprocessing,
     Provenance,
+    ReferenceSpec,
     TensorSpec,
     sha256_file,
 )
@@ -32,6 +37,7 @@ OPSET = 17
 IR_VERSION = 9  # onnxruntime 1.31 reads IR <= 13
 VAE_KINDS = ["neg_elbo", "iwae_nll", "recon_error", "kl"]
 AE_KINDS = ["recon_error"]
+REFERENCE_ROWS = 500
 
 
 def reference_outputs(x: NDArray, kind: str, latent_dim: int) -> dict[str, NDArray]:
@@ -55,6 +61,34 @@ def reference_outputs(x: NDArray, kind: str, latent_dim: int) -> dict[str, NDArr
 
 def _weights(n_features: int, latent_dim: int) -> NDArray[np.float32]:
     return np.random.default_rng(7).normal(size=(n_features, latent_dim)).astype(np.float32)
+
+
+def reference_decode(z: NDArray, n_features: int) -> NDArray[np.float64]:
+    """What the synthetic decoder graph computes, in numpy (float64)."""
+    z = np.asarray(z, dtype=np.float64)
+    return z @ _weights(n_features, z.shape[1]).astype(np.float64).T
+
+
+def reference_rows(n_features: int, seed: int) -> NDArray[np.float32]:
+    """The rows whose latents reference.npz summarises."""
+    rows = np.random.default_rng(seed + 1000).normal(size=(REFERENCE_ROWS, n_features))
+    return rows.astype(np.float32)
+
+
+def build_decoder(n_features: int, latent_dim: int) -> onnx.ModelProto:
+    w_t = np.ascontiguousarray(_weights(n_features, latent_dim).T)  # (Z, F)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["latent", "w_t"], ["reconstruction"])],
+        "synthetic_decoder",
+        [helper.make_tensor_value_info("latent", TensorProto.FLOAT, ["batch", latent_dim])],
+        [helper.make_tensor_value_info(
+            "reconstruction", TensorProto.FLOAT, ["batch", n_features]
+        )],
+        initializer=[numpy_helper.from_array(w_t, "w_t")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    return model
 
 
 def build_graph(kind: str, n_features: int, latent_dim: int, outputs: list[str]) -> onnx.ModelProto:
@@ -125,8 +159,11 @@ def build_version(
     n_calibration: int = 99,
     default_alpha: float = 0.05,
     seed: int = 0,
+    with_decoder: bool = False,
+    with_reference: bool = False,
 ) -> Path:
-    """Writes <repo>/<name>/<version>/ with scorer, encoder, calibration and manifest."""
+    """Writes <repo>/<name>/<version>/ with scorer, encoder, calibration and manifest (and a
+    decoder graph and latent reference when asked)."""
     version_dir = repo / name / version
     version_dir.mkdir(parents=True)
     kinds = AE_KINDS if kind == "ae" else VAE_KINDS
@@ -146,6 +183,36 @@ def build_version(
         return [TensorSpec(name=n, shape=[-1, latent_dim] if n in latent else [-1]) for n in names]
 
     files = ["scorer.onnx", "encoder.onnx", "calibration.npy"]
+    graphs = {
+        "scorer": GraphSpec(
+            file="scorer.onnx",
+            inputs=[TensorSpec(name="input", shape=[-1, n_features])],
+            outputs=spec(scorer_outputs),
+        ),
+        "encoder": GraphSpec(
+            file="encoder.onnx",
+            inputs=[TensorSpec(name="input", shape=[-1, n_features])],
+            outputs=spec(latent),
+        ),
+    }
+    if with_decoder:
+        onnx.save(build_decoder(n_features, latent_dim), version_dir / "decoder.onnx")
+        files.append("decoder.onnx")
+        graphs["decoder"] = GraphSpec(
+            file="decoder.onnx",
+            inputs=[TensorSpec(name="latent", shape=[-1, latent_dim])],
+            outputs=[TensorSpec(name="reconstruction", shape=[-1, n_features])],
+        )
+    reference_spec = None
+    if with_reference:
+        train = reference_outputs(reference_rows(n_features, seed), kind, latent_dim)
+        LatentReference.from_latents(train["latent_mu"], train.get("latent_logvar")).save(
+            version_dir / REFERENCE_FILE
+        )
+        files.append(REFERENCE_FILE)
+        reference_spec = ReferenceSpec(
+            n_rows=REFERENCE_ROWS, fit_split=f"synthetic standard normal rows, seed {seed + 1000}"
+        )
     manifest = Manifest(
         name=name,
         version=version,
@@ -161,18 +228,8 @@ def build_version(
                 kind="standardize", shift=[0.0] * n_features, scale=[1.0] * n_features
             ),
         ),
-        graphs={
-            "scorer": GraphSpec(
-                file="scorer.onnx",
-                inputs=[TensorSpec(name="input", shape=[-1, n_features])],
-                outputs=spec(scorer_outputs),
-            ),
-            "encoder": GraphSpec(
-                file="encoder.onnx",
-                inputs=[TensorSpec(name="input", shape=[-1, n_features])],
-                outputs=spec(latent),
-            ),
-        },
+        graphs=graphs,
+        reference=reference_spec,
         score_kinds=kinds,
         default_score_kind=kinds[0],
         calibration=Calibration(

@@ -1,0 +1,201 @@
+"""`latentwatch bias-report`: a latent-density bias report of a data source, as JSON and/or HTML.
+
+The data travels to a running server in chunks; the report comes back as one BiasReport. With
+--groups, a CSV gives per-row group labels (every column but `id`) and optionally row ids (the
+`id` column), one line per data row in data order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from latentwatch.bias import BiasOptions, BiasReport
+from latentwatch.bias_html import Examples, RegionExamples, render_html, write_html
+from latentwatch.bias_report import ReportContext, report_to_dict, summary, write_json
+from latentwatch.catalog import ModelInfo
+from latentwatch.client import LatentwatchClient
+from latentwatch.data import Dataset
+from latentwatch.errors import DataError, InvalidInput
+from latentwatch.manifest import Manifest
+
+logger = logging.getLogger(__name__)
+
+ID_COLUMN = "id"
+# Rows per region shown without decoded means; with them, as many as the server decoded.
+MAX_SHOWN = 64
+PROGRESS_EVERY_S = 2.0
+READY_TIMEOUT_S = 30.0
+
+
+def read_groups(
+    path: Path, n_rows: int, *, cut: bool
+) -> tuple[list[str] | None, dict[str, list[str]] | None]:
+    """(ids, group columns) from a CSV with a header, one line per data row.
+
+    With `cut` (the data was cut to its first n_rows rows), a longer file is cut the same way.
+    """
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                raise DataError(f"{path}: empty; expected a header line, then one line per row")
+            names = [name.strip() for name in header]
+            if any(not name for name in names):
+                raise DataError(f"{path}: the header has an empty column name: {header}")
+            if len(set(names)) != len(names):
+                raise DataError(f"{path}: the header repeats a column name: {names}")
+            lines: list[list[str]] = []
+            for cells in reader:
+                if not cells:
+                    continue  # a blank line, e.g. at the end of the file
+                if len(cells) != len(names):
+                    raise DataError(
+                        f"{path}: line {reader.line_num} has {len(cells)} columns, "
+                        f"the header {len(names)}"
+                    )
+                lines.append([cell.strip() for cell in cells])
+    except OSError as err:
+        raise DataError(f"{path}: cannot read: {err.strerror or err}") from err
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({err.reason})") from err
+    if cut and len(lines) > n_rows:
+        lines = lines[:n_rows]
+    if len(lines) != n_rows:
+        raise DataError(
+            f"{path}: {len(lines)} rows, but the data has {n_rows}; give one line per data row, "
+            "in data order"
+        )
+    columns = {name: [line[i] for line in lines] for i, name in enumerate(names)}
+    ids = columns.pop(ID_COLUMN, None)
+    if ids is not None:
+        seen: set[str] = set()
+        for i, row_id in enumerate(ids):
+            if row_id in seen:
+                raise DataError(f"{path}: id {row_id!r} (data row {i}) appears twice")
+            seen.add(row_id)
+    return ids, (columns or None)
+
+
+def _options(args: argparse.Namespace) -> None:
+    """Checks the options before any data is read; the server applies its own defaults."""
+    default = BiasOptions()
+    BiasOptions(
+        bins=default.bins if args.bins is None else args.bins,
+        alpha=default.alpha if args.alpha is None else args.alpha,
+        mode=args.mode or default.mode,
+        top_k=default.top_k if args.top_k is None else args.top_k,
+        sparse_fraction=(
+            default.sparse_fraction if args.sparse_fraction is None else args.sparse_fraction
+        ),
+    ).validated()
+    if args.chunk_rows < 1:
+        raise InvalidInput(f"--chunk-rows must be at least 1, got {args.chunk_rows}")
+    if args.n_decoded is not None and args.n_decoded < 0:
+        raise InvalidInput(f"--n-decoded must be 0 or more, got {args.n_decoded}")
+
+
+def _progress_printer(n_rows: int) -> Callable[[int, int], None]:
+    start_s = last_s = time.perf_counter()
+
+    def report(done: int, total: int) -> None:
+        nonlocal last_s
+        now_s = time.perf_counter()
+        if now_s - last_s >= PROGRESS_EVERY_S and done < total:
+            last_s = now_s
+            print(
+                f"sent {done:,}/{total:,} rows ({100 * done / max(total, 1):.0f}%), "
+                f"{done / (now_s - start_s):.0f} rows/s",
+                file=sys.stderr, flush=True,
+            )
+
+    return report
+
+
+def _region(
+    positions: NDArray[np.int64], decoded: NDArray | None, inputs: NDArray[np.float64]
+) -> RegionExamples:
+    # The server decodes the first k' of the named rows: show the same ones (or a few inputs).
+    k = min(decoded.shape[0] if decoded is not None else 8, inputs.shape[0])
+    return RegionExamples(
+        positions=positions[:k],
+        inputs=inputs[:k],
+        decoded=None if decoded is None else np.asarray(decoded, dtype=np.float64),
+    )
+
+
+def examples_for_display(report: BiasReport, dataset: Dataset, info: ModelInfo) -> Examples:
+    """Inputs and decoded means of the densest and sparsest rows, in units a person reads.
+
+    Images: both in model space, [0, 1] (the decoder's Bernoulli means). Tables: inputs as given,
+    decoded rows un-standardised with the manifest's preprocessing (x = z / scale + shift).
+    """
+    preprocessing = Manifest.model_validate_json(info.manifest_json).input.preprocessing
+    decoded_sparsest: NDArray | None = report.decoded_sparsest
+    decoded_densest: NDArray | None = report.decoded_densest
+    # Only the shown rows are converted: the data may be large.
+    sparsest = dataset.X[report.sparsest[:MAX_SHOWN]]  # (k, F) raw
+    densest = dataset.X[report.densest[:MAX_SHOWN]]
+    image_shape = tuple(info.image_shape) or None
+    if image_shape is not None and int(np.prod(image_shape)) == dataset.n_features:
+        sparsest, densest = preprocessing.apply(sparsest), preprocessing.apply(densest)
+    else:
+        image_shape = None
+        shift = np.asarray(preprocessing.shift, dtype=np.float64)
+        scale = np.asarray(preprocessing.scale, dtype=np.float64)
+        if decoded_sparsest is not None:
+            decoded_sparsest = decoded_sparsest / scale + shift
+        if decoded_densest is not None:
+            decoded_densest = decoded_densest / scale + shift
+    return Examples(
+        image_shape=image_shape,
+        densest=_region(report.densest, decoded_densest, densest.astype(np.float64)),
+        sparsest=_region(report.sparsest, decoded_sparsest, sparsest.astype(np.float64)),
+    )
+
+
+def bias_report_from_args(args: argparse.Namespace) -> None:
+    from latentwatch.data import load_source
+
+    if args.html is None and args.json is None:
+        raise InvalidInput("nothing to write: give --html FILE, --json FILE, or both")
+    _options(args)
+    dataset = load_source(args.data, max_rows=args.max_rows)
+    ids, groups = None, None
+    if args.groups is not None:
+        ids, groups = read_groups(args.groups, dataset.n_rows, cut=args.max_rows is not None)
+    logger.info("read %d rows of %d features from %s", dataset.n_rows, dataset.n_features,
+                args.data)
+    with LatentwatchClient(args.server) as client:
+        client.wait_ready(READY_TIMEOUT_S)
+        info = client.get_model(args.model, args.version)
+        start_s = time.perf_counter()
+        # Pinned to the version just described, in case a newer one loads meanwhile.
+        report = client.bias_report(
+            args.model, dataset.X, version=info.version, ids=ids, groups=groups,
+            bins=args.bins, alpha=args.alpha, mode=args.mode, top_k=args.top_k,
+            sparse_fraction=args.sparse_fraction, n_decoded=args.n_decoded,
+            chunk_rows=args.chunk_rows, progress=_progress_printer(dataset.n_rows),
+        )
+        elapsed_s = time.perf_counter() - start_s
+    context = ReportContext(model_name=info.name, model_version=info.version, source=args.data)
+    print(f"bias report of {report.n_rows:,} rows with {info.name} version {info.version} "
+          f"in {elapsed_s:.2f} s ({report.options.mode} weighting, {report.options.bins} bins)")
+    for sentence in summary(report):
+        print(f"  {sentence}")
+    if args.json is not None:
+        write_json(args.json, report_to_dict(report, context))
+        print(f"wrote {args.json}")
+    if args.html is not None:
+        write_html(args.html, render_html(report, context, examples_for_display(report, dataset,
+                                                                                  info)))
+        print(f"wrote {args.html}")
