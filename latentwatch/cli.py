@@ -115,7 +115,8 @@ def _add_bias_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bins", type=int, default=None, help="histogram bins per latent dimension")
     p.add_argument("--alpha", type=float, default=None, help="density smoothing (default 0.001)")
     p.add_argument("--mode", default=None,
-                   help="paper (product over dimensions, default) or max (lab weighting)")
+                   help="max (the sparsest dimension decides; default) or paper (product over "
+                        "the dimensions)")
     p.add_argument("--top-k", type=int, default=None,
                    help="sparsest and densest rows to name (default 20)")
     p.add_argument("--sparse-fraction", type=float, default=None,

@@ -73,7 +73,7 @@ def test_json_has_every_row_in_order_with_positions_as_ids(tmp_path: Path) -> No
     assert loaded["model"] == {"name": "digits-vae", "version": "3"}
     assert loaded["data"] == "rows.csv" and loaded["created_at"] == "2026-01-02T03:04:05Z"
     assert (loaded["n_rows"], loaded["latent_dim"]) == (300, Z)
-    assert (loaded["mode"], loaded["bins"], loaded["alpha"]) == ("paper", 10, 1e-3)
+    assert (loaded["mode"], loaded["bins"], loaded["alpha"]) == ("max", 10, 1e-3)
     assert len(loaded["rows"]) == 300
     assert [r["id"] for r in loaded["rows"]] == list(range(300))
     np.testing.assert_allclose([r["weight"] for r in loaded["rows"]], report.weight)
@@ -286,7 +286,7 @@ def test_html_is_self_contained_and_has_every_section(
     assert "training reference" in page  # the per-dimension legend
     # Densest: 3 inputs and 3 decoded; sparsest: 3 inputs, no decoded means.
     assert page.count("data:image/png;base64,") == 3 + 3 + 3
-    assert "mode paper · bins 10 · alpha 0.001" in page and "2026-01-02T03:04:05Z" in page
+    assert "mode max · bins 10 · alpha 0.001" in page and "2026-01-02T03:04:05Z" in page
 
 
 def test_html_escapes_labels_ids_and_names() -> None:

@@ -179,7 +179,7 @@ def test_digits_report_equals_the_accumulator_on_encoded_means_for_any_chunking(
     for chunk_rows in (len(x), 500, 97):
         reply = call(digits_server, chunked(VAE, x, chunk_rows))
         assert reply.model_name == VAE and reply.n_rows == len(x)
-        assert (reply.mode, reply.bins, reply.top_k) == ("paper", 10, 20)
+        assert (reply.mode, reply.bins, reply.top_k) == ("max", 10, 20)
         assert reply.log_density.datatype == "FP64" and list(reply.weight.shape) == [len(x)]
         report = report_from_response(reply)
         assert_same_report(report, expected)
@@ -229,7 +229,7 @@ def test_options_change_the_weights_and_are_echoed(
     variants = {
         "bins": (pb.BiasReportOptions(bins=4), BiasOptions(bins=4)),
         "alpha": (pb.BiasReportOptions(alpha=0.5), BiasOptions(alpha=0.5)),
-        "max": (pb.BiasReportOptions(mode="max"), BiasOptions(mode="max")),
+        "paper": (pb.BiasReportOptions(mode="paper"), BiasOptions(mode="paper")),
     }
     for name, (wire, options) in variants.items():
         reply = call(digits_server, chunked(VAE, x, 300, options=wire))
