@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from pydantic import ValidationError
 from torch import nn
 
-from latentwatch.bias import REFERENCE_FILE, LatentReference
+from latentwatch.drift import REFERENCE_FILE, LatentReference
 from latentwatch.export.calibration import calibration_scores, scorer_outputs, warn_if_small
 from latentwatch.export.errors import ExportError
 from latentwatch.export.graphs import GraphDef, build_graphs, run_torch, score_kinds

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from latentwatch.bias import DISPARITY_BAND, PSI_SIGNIFICANT, BiasReport, GroupStats
+from latentwatch.bias import DISPARITY_BAND, BiasReport, GroupStats
 from latentwatch.bias_report import fmt_count, fmt_num, fmt_percent, group_label
+from latentwatch.drift import PSI_SIGNIFICANT
 
 MAX_DIMENSION_PANELS = 32
 WEIGHT_BINS = 40

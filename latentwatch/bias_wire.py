@@ -12,14 +12,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from latentwatch.bias import (
-    BiasOptions,
-    BiasReport,
-    DimensionHistogram,
-    Drift,
-    GroupStats,
-    ReferenceComparison,
-)
+from latentwatch.bias import BiasOptions, BiasReport, DimensionHistogram, GroupStats
+from latentwatch.drift import Drift, ReferenceComparison
 from latentwatch.errors import InvalidInput, LatentwatchError
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.tensors import from_tensor, to_tensor

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from latentwatch.bias import LatentReference
+from latentwatch.drift import LatentReference
 from latentwatch.errors import ModelNotFound
 from latentwatch.manifest import MANIFEST_FILE, Manifest, verify_files
 from latentwatch.second_stage import KIND as STAGE_KIND

@@ -1,4 +1,4 @@
-"""The bias-report math (latentwatch/bias.py) against direct computations."""
+"""The bias-report math (latentwatch/bias.py, latentwatch/drift.py) against direct computations."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from latentwatch.bias import (
     BiasAccumulator,
     BiasOptions,
-    LatentReference,
     effective_sample_size,
     resampling_log_weights,
 )
+from latentwatch.drift import LatentReference
 from latentwatch.errors import InvalidInput
 
 

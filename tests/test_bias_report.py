@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from latentwatch.bias import BiasAccumulator, BiasOptions, BiasReport, LatentReference
+from latentwatch.bias import BiasAccumulator, BiasOptions, BiasReport
 from latentwatch.bias_charts import image_uri, log_ticks, nice_ticks, png_bytes
 from latentwatch.bias_html import Examples, RegionExamples, render_html
 from latentwatch.bias_report import (
@@ -24,6 +24,7 @@ from latentwatch.bias_report import (
     summary,
     write_json,
 )
+from latentwatch.drift import LatentReference
 
 Z = 6
 CONTEXT = ReportContext("digits-vae", "3", "rows.csv", created_at="2026-01-02T03:04:05Z")

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from latentwatch.bias import LatentReference
 from latentwatch.cli import main
+from latentwatch.drift import LatentReference
 from latentwatch.export.errors import ExportError
 from latentwatch.export.exporter import export_inputs, export_run, load_run
 from latentwatch.export.parity import ParityConfig, compare

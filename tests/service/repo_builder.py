@@ -18,7 +18,7 @@ import onnx
 from numpy.typing import NDArray
 from onnx import TensorProto, helper, numpy_helper
 
-from latentwatch.bias import REFERENCE_FILE, LatentReference
+from latentwatch.drift import REFERENCE_FILE, LatentReference
 from latentwatch.manifest import (
     Calibration,
     GraphSpec,

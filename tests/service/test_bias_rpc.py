@@ -17,9 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from repo_builder import build_version, reference_decode
 from server_harness import ServerThread, server_settings
 
-from latentwatch.bias import BiasAccumulator, BiasOptions, BiasReport, LatentReference
+from latentwatch.bias import BiasAccumulator, BiasOptions, BiasReport
 from latentwatch.bias_wire import report_from_response
 from latentwatch.client import LatentwatchClient
+from latentwatch.drift import LatentReference
 from latentwatch.errors import InvalidInput
 from latentwatch.manifest import Manifest, sha256_file
 from latentwatch.protos import latentwatch_pb2 as pb
