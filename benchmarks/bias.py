@@ -114,6 +114,24 @@ def per_class_recon(
     return np.array([error[y == c].mean() for c in range(10)])
 
 
+def per_class_recall(
+    client: LatentwatchClient, model: str, run_dir: Path, X: NDArray, y: NDArray[np.int64]
+) -> NDArray[np.float64] | None:
+    """Recall per class (10,) of the DB-VAE's classifier head on the served encoder's means;
+    None when the run trained no head."""
+    import torch
+
+    from latentwatch.models.checkpoint import load_classifier
+
+    head = load_classifier(run_dir / "checkpoint.pt")
+    if head is None:
+        return None
+    mu = np.concatenate([client.encode(model, X[s : s + 4096])[0] for s in range(0, len(X), 4096)])
+    with torch.no_grad():
+        predicted = head(torch.from_numpy(mu)).argmax(dim=1).numpy()
+    return np.array([(predicted[y == c] == c).mean() for c in range(10)])
+
+
 def gap(per_class: NDArray[np.float64], rare: int) -> float:
     return float(per_class[rare] - np.delete(per_class, rare).mean())
 
@@ -228,6 +246,14 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "rest_recon_vae": float(np.delete(vae, rare).mean()),
                 "rest_recon_dbvae": float(np.delete(dbvae, rare).mean()),
             }
+            recall = per_class_recall(client, f"dbvae-{key}", work / f"run-dbvae-{key}",
+                                      X_test, y_test)
+            if recall is not None:
+                results["debias"][key].update({
+                    "per_class_recall_dbvae": recall.tolist(),
+                    "recall_rare_dbvae": float(recall[rare]),
+                    "recall_rest_dbvae": float(np.delete(recall, rare).mean()),
+                })
         first = args.rare[0]
         matched = plant_bias(y_test, first, args.keep, SEED + 1)
         results["drift"] = drift_figures(client, f"vae-rare{first}", {
@@ -262,6 +288,10 @@ def print_tables(results: dict[str, Any], args: argparse.Namespace) -> None:
         print(f"{key:<10}{d['per_class_recon_vae'][rare]:>10.2f}{d['rest_recon_vae']:>10.2f}"
               f"{d['gap_vae']:>9.2f}{d['per_class_recon_dbvae'][rare]:>9.2f}"
               f"{d['rest_recon_dbvae']:>9.2f}{d['gap_dbvae']:>8.2f}{d['gap_reduction']:>8.0%}")
+    for key, d in results["debias"].items():
+        if "recall_rare_dbvae" in d:
+            print(f"{key}: DB-VAE classifier head recall, rare class {d['recall_rare_dbvae']:.3f}, "
+                  f"the rest {d['recall_rest_dbvae']:.3f}")
     print("\nDrift against the training reference (plain VAE of the first run)")
     print(f"{'split':<22}{'rows':>7}{'PSI':>8}{'level':>13}{'max PSI':>9}{'gauss KL':>10}")
     for name, d in results["drift"].items():

@@ -45,6 +45,7 @@ def test_quick_run_measures_every_figure(bias_bench: ModuleType, tmp_path: Path)
     debias = results["debias"]["rare8"]
     assert len(debias["per_class_recon_vae"]) == len(debias["per_class_recon_dbvae"]) == 10
     assert np.isfinite(debias["gap_reduction"])
+    assert len(debias["per_class_recall_dbvae"]) == 10  # the head trains by default
     drift = results["drift"]
     # Even two epochs on 6,000 rows tell MNIST from Fashion-MNIST.
     assert drift["MNIST test split"]["overall"] > 5 * drift["matched test split"]["overall"]
