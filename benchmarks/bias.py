@@ -40,7 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 from processes import start_latentwatch
 
-from latentwatch.client import LatentwatchClient
+from latentwatch.client.client import LatentwatchClient
 
 logger = logging.getLogger("bias")
 

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from latentwatch.client import LatentwatchClient
+from latentwatch.client.client import LatentwatchClient
 
 logger = logging.getLogger(__name__)
 

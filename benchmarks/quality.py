@@ -164,7 +164,7 @@ def calibration_metrics(
     y: NDArray[np.integer], p: NDArray[np.floating], n_calibration: int
 ) -> dict[str, Any]:
     """Observed false-alarm rate on the normals at each alpha, and BH's observed FDR at q."""
-    from latentwatch.service.scoring import benjamini_hochberg
+    from latentwatch.scoring.contract import benjamini_hochberg
 
     p = np.asarray(p, dtype=np.float64).reshape(-1)  # (N,)
     normal = np.asarray(y) == 0
@@ -215,8 +215,8 @@ def latentwatch_scores(
     """Train a VAE on `source` (a file latentwatch.data reads), export it into a repository under
     `work`, and score `test` (N, F) with the exported version, as a user of the product would."""
     from latentwatch.export.exporter import export_run
-    from latentwatch.manifest import Manifest
     from latentwatch.models.training import TrainConfig, run_training
+    from latentwatch.repository.manifest import Manifest
     from latentwatch.service.offline import OfflineScorer
 
     run_dir = work / f"run-{name}"

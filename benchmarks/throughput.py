@@ -42,9 +42,9 @@ from grpc_load import PeakRss, call_once, run_load
 from numpy.typing import NDArray
 from processes import start_latentwatch, start_noop
 
-from latentwatch.client import LatentwatchClient
+from latentwatch.client.client import LatentwatchClient
 from latentwatch.protos import latentwatch_pb2 as pb
-from latentwatch.tensors import to_tensor
+from latentwatch.wire.tensors import to_tensor
 
 logger = logging.getLogger("throughput")
 

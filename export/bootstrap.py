@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from latentwatch.export.exporter import export_run
-from latentwatch.manifest import MANIFEST_FILE
+from latentwatch.repository.manifest import MANIFEST_FILE
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from latentwatch.export.sessions import run_session
-from latentwatch.manifest import Preprocessing
-from latentwatch.second_stage import KIND as SECOND_STAGE_KIND
-from latentwatch.second_stage import SecondStage
+from latentwatch.repository.manifest import Preprocessing
+from latentwatch.scoring.second_stage import KIND as SECOND_STAGE_KIND
+from latentwatch.scoring.second_stage import SecondStage
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from pydantic import ValidationError
 from torch import nn
 
-from latentwatch.drift import REFERENCE_FILE, LatentReference
+from latentwatch.bias.drift import REFERENCE_FILE, LatentReference
 from latentwatch.export.calibration import calibration_scores, scorer_outputs, warn_if_small
 from latentwatch.export.errors import ExportError
 from latentwatch.export.graphs import GraphDef, build_graphs, run_torch, score_kinds
@@ -36,7 +36,7 @@ from latentwatch.export.onnx_file import export_onnx
 from latentwatch.export.parity import ParityConfig, check_parity, parity_rows
 from latentwatch.export.sessions import cpu_session
 from latentwatch.export.triton import write_triton_config
-from latentwatch.manifest import (
+from latentwatch.repository.manifest import (
     MANIFEST_FILE,
     Calibration,
     GraphSpec,
@@ -52,9 +52,9 @@ from latentwatch.manifest import (
     next_version,
     sha256_file,
 )
-from latentwatch.second_stage import FILE as SECOND_STAGE_FILE
-from latentwatch.second_stage import KIND as SECOND_STAGE_KIND
-from latentwatch.second_stage import (
+from latentwatch.scoring.second_stage import FILE as SECOND_STAGE_FILE
+from latentwatch.scoring.second_stage import KIND as SECOND_STAGE_KIND
+from latentwatch.scoring.second_stage import (
     MAX_REFERENCE_ROWS,
     SecondStage,
     fit_second_stage,

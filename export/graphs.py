@@ -17,7 +17,7 @@ from typing import Protocol, cast
 import torch
 from torch import Tensor, nn
 
-from latentwatch.manifest import Preprocessing
+from latentwatch.repository.manifest import Preprocessing
 
 VAE_KINDS = ("vae", "beta-vae", "dbvae")
 VAE_SCORE_KINDS = ("neg_elbo", "iwae_nll", "recon_error", "kl", "recon_prob_nll")

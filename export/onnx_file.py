@@ -11,7 +11,7 @@ import torch
 
 from latentwatch.export.errors import ExportError
 from latentwatch.export.graphs import GraphDef
-from latentwatch.manifest import OnnxInfo
+from latentwatch.repository.manifest import OnnxInfo
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from latentwatch.manifest import Manifest
+from latentwatch.repository.manifest import Manifest
 
 CONFIG_FILE = "config.pbtxt"
 MAX_BATCH_SIZE = 1024

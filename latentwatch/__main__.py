@@ -1,5 +1,5 @@
 import sys
 
-from latentwatch.cli import main
+from latentwatch.cli.main import main
 
 sys.exit(main())

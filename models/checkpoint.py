@@ -16,11 +16,11 @@ import torch
 from pydantic import ValidationError
 
 from latentwatch.errors import DataError
-from latentwatch.manifest import Preprocessing, Provenance
 from latentwatch.models.base import LatentModel
 from latentwatch.models.config import ModelConfig
 from latentwatch.models.dbvae import ClassifierHead, HeadConfig
 from latentwatch.models.factory import build_model
+from latentwatch.repository.manifest import Preprocessing, Provenance
 
 CHECKPOINT_FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "config", "state_dict", "preprocessing", "provenance", "history")
@@ -33,8 +33,8 @@ class CheckpointError(DataError):
 @dataclass(frozen=True)
 class Checkpoint:
     config: ModelConfig
-    preprocessing: dict[str, Any]  # the fields of latentwatch.manifest.Preprocessing
-    provenance: dict[str, Any]  # the fields of latentwatch.manifest.Provenance
+    preprocessing: dict[str, Any]  # the fields of latentwatch.repository.manifest.Preprocessing
+    provenance: dict[str, Any]  # the fields of latentwatch.repository.manifest.Provenance
     history: list[dict[str, Any]]  # one dict of losses per epoch
     image_shape: tuple[int, int, int] | None = None
     # How the rows were split (seed, fractions, counts); empty for checkpoints saved without it.

@@ -19,7 +19,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from latentwatch.bias import BiasOptions, effective_sample_size, resampling_log_weights
+from latentwatch.bias.density import BiasOptions, effective_sample_size, resampling_log_weights
 from latentwatch.errors import InvalidInput
 from latentwatch.models.base import LatentModel
 

@@ -1,6 +1,6 @@
 """Preprocessing in NumPy: x_model = clip((x_raw - shift) * scale), per feature.
 
-The dict form has exactly the fields of `latentwatch.manifest.Preprocessing`; export bakes the
+The dict form has exactly the fields of the manifest's `Preprocessing`; export bakes the
 same arithmetic into the ONNX graphs, so this is the reference for parity checks.
 """
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 import latentwatch
-from latentwatch.bias import DEFAULT_ALPHA, DEFAULT_BINS, BiasOptions
+from latentwatch.bias.density import DEFAULT_ALPHA, DEFAULT_BINS, BiasOptions
 from latentwatch.data import Dataset, load_source
 from latentwatch.errors import InvalidInput
 from latentwatch.models.base import LatentModel

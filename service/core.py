@@ -14,12 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from latentwatch.bias import BiasAccumulator, BiasOptions, BiasReport
-from latentwatch.catalog import ModelInfo, ModelSummary, TensorInfo
+from latentwatch.bias.density import BiasAccumulator, BiasOptions, BiasReport
 from latentwatch.errors import InvalidInput, NotReady, QueueFull
-from latentwatch.service.batcher import Outputs
-from latentwatch.service.repository import P_VALUE, ModelRepository, ModelVersion, decode
-from latentwatch.service.scoring import (
+from latentwatch.repository.catalog import ModelInfo, ModelSummary, TensorInfo
+from latentwatch.scoring.contract import (
     benjamini_hochberg,
     check_alpha,
     check_fdr,
@@ -28,6 +26,8 @@ from latentwatch.service.scoring import (
     resolve_score_kind,
     validate_rows,
 )
+from latentwatch.service.batcher import Outputs
+from latentwatch.service.repository import P_VALUE, ModelRepository, ModelVersion, decode
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class ScoringCore:
         options: BiasOptions | None = None,
         n_decoded: int | None = None,
     ) -> BiasResult:
-        """Encodes every chunk's rows (in order), then builds the report with latentwatch.bias.
+        """Encodes every chunk's rows (in order), then builds the report (latentwatch.bias).
 
         `n_decoded` of the sparsest and densest rows are decoded at their latent means when the
         version has a decoder graph (default DEFAULT_N_DECODED, at most options.top_k).

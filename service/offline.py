@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from latentwatch.manifest import Manifest
-from latentwatch.second_stage import KIND as STAGE_KIND
-from latentwatch.second_stage import SecondStage
+from latentwatch.repository.manifest import Manifest
+from latentwatch.scoring.contract import InputContract, p_values, validate_rows
+from latentwatch.scoring.second_stage import KIND as STAGE_KIND
+from latentwatch.scoring.second_stage import SecondStage
 from latentwatch.service.repository import (
     VersionRefused,
     read_calibration,
@@ -23,7 +24,6 @@ from latentwatch.service.repository import (
     read_second_stage,
 )
 from latentwatch.service.runtime import OrtRuntime
-from latentwatch.service.scoring import InputContract, p_values, validate_rows
 
 # Rows per ONNX Runtime run: bounds memory for large inputs (K decoder passes per row).
 CHUNK_ROWS = 1024

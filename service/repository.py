@@ -16,15 +16,15 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from latentwatch.drift import LatentReference
+from latentwatch.bias.drift import LatentReference
 from latentwatch.errors import ModelNotFound
-from latentwatch.manifest import MANIFEST_FILE, Manifest, verify_files
-from latentwatch.second_stage import KIND as STAGE_KIND
-from latentwatch.second_stage import SecondStage
+from latentwatch.repository.manifest import MANIFEST_FILE, Manifest, verify_files
+from latentwatch.scoring.contract import InputContract, p_values
+from latentwatch.scoring.second_stage import KIND as STAGE_KIND
+from latentwatch.scoring.second_stage import SecondStage
 from latentwatch.service.batcher import MicroBatcher, Outputs
 from latentwatch.service.metrics import ServiceMetrics, VersionMetrics, score_buckets
 from latentwatch.service.runtime import OrtRuntime, Runtime
-from latentwatch.service.scoring import InputContract, p_values
 from latentwatch.service.settings import Settings
 
 log = logging.getLogger(__name__)

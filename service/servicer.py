@@ -18,15 +18,15 @@ from collections.abc import AsyncIterator
 import grpc
 from numpy.typing import NDArray
 
-from latentwatch.bias_wire import options_from_proto, response_from_report
-from latentwatch.catalog import ModelInfo
 from latentwatch.errors import InvalidInput
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
+from latentwatch.repository.catalog import ModelInfo
 from latentwatch.service.core import BiasChunk, EncodeResult, ScoreResult, ScoringCore
 from latentwatch.service.errors import observed, stream_rpc, unary_rpc
 from latentwatch.service.metrics import ServiceMetrics
-from latentwatch.tensors import from_tensor, to_tensor
+from latentwatch.wire.bias import options_from_proto, response_from_report
+from latentwatch.wire.tensors import from_tensor, to_tensor
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Latentwatch"].full_name
 STREAM_WINDOW = 64

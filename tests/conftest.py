@@ -27,7 +27,7 @@ def shared_data() -> Callable[..., Path]:
 @pytest.fixture(scope="session")
 def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A repository with real digits-vae and digits-ae, trained briefly through the CLI."""
-    from latentwatch.cli import main
+    from latentwatch.cli.main import main
 
     root = tmp_path_factory.mktemp("latentwatch")
     repo = root / "repo"

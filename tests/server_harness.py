@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from latentwatch.manifest import Manifest
+from latentwatch.repository.manifest import Manifest
 from latentwatch.service.server import RunningServer, start_server
 from latentwatch.service.settings import Settings
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from latentwatch.cli import main
-from latentwatch.client import LatentwatchClient
+from latentwatch.cli.main import main
+from latentwatch.client.client import LatentwatchClient
 
 N_TRAIN, N_HELD_OUT, N_FEATURES = 8000, 4000, 12
 

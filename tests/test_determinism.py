@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latentwatch.client import LatentwatchClient
+from latentwatch.client.client import LatentwatchClient
 from latentwatch.data import load_source
 
 

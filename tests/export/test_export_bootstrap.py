@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from latentwatch.export import bootstrap
-from latentwatch.manifest import Manifest, verify_files
 from latentwatch.models import training
+from latentwatch.repository.manifest import Manifest, verify_files
 
 if TYPE_CHECKING:
     from conftest import Exported

@@ -14,8 +14,8 @@ from torch.distributions import Normal
 from latentwatch.export.exporter import load_run
 from latentwatch.export.graphs import GraphDef, build_graphs, fixed_noise, run_torch
 from latentwatch.export.sessions import cpu_session, run_session
-from latentwatch.manifest import Manifest
 from latentwatch.models.checkpoint import load_checkpoint
+from latentwatch.repository.manifest import Manifest
 
 if TYPE_CHECKING:
     from conftest import Exported

@@ -12,13 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-from latentwatch.cli import main
-from latentwatch.drift import LatentReference
+from latentwatch.bias.drift import LatentReference
+from latentwatch.cli.main import main
 from latentwatch.export.errors import ExportError
 from latentwatch.export.exporter import export_inputs, export_run, load_run
 from latentwatch.export.parity import ParityConfig, compare
 from latentwatch.export.sessions import cpu_session, run_session
-from latentwatch.manifest import MANIFEST_FILE, Manifest, sha256_file, verify_files
+from latentwatch.repository.manifest import MANIFEST_FILE, Manifest, sha256_file, verify_files
 from latentwatch.service.offline import OfflineScorer
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from latentwatch.manifest import Manifest
+from latentwatch.repository.manifest import Manifest
 
 if TYPE_CHECKING:
     from conftest import Exported

@@ -14,9 +14,9 @@ import torch
 from latentwatch.export.exporter import export_run
 from latentwatch.export.graphs import GraphDef, build_graphs, fixed_noise, run_torch
 from latentwatch.export.sessions import cpu_session, run_session
-from latentwatch.manifest import Manifest, Preprocessing
 from latentwatch.models import ModelConfig, build_model, load_checkpoint
 from latentwatch.models.training import TrainConfig, train
+from latentwatch.repository.manifest import Manifest, Preprocessing
 
 F, Z, K = 12, 3, 16
 SCORER_OUTPUTS = ["score", "neg_elbo", "iwae_nll", "recon_error", "kl", "recon_prob_nll",

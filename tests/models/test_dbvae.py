@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from latentwatch.bias import BiasOptions, effective_sample_size
-from latentwatch.cli import main as cli_main
+from latentwatch.bias.density import BiasOptions, effective_sample_size
+from latentwatch.cli.main import main as cli_main
 from latentwatch.data import load_source
-from latentwatch.manifest import Manifest
 from latentwatch.models import load_checkpoint, preprocess
 from latentwatch.models.checkpoint import load_classifier
 from latentwatch.models.dbvae import encoder_means, epoch_sample
 from latentwatch.models.training import TrainConfig, run_training
+from latentwatch.repository.manifest import Manifest
 
 # Small conv channels keep these runs to a second or two.
 FAST = ["--hidden", "8,16"]

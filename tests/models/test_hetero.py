@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from latentwatch.cli import main as cli_main
+from latentwatch.cli.main import main as cli_main
 from latentwatch.models import ModelConfig, build_model, load_checkpoint, save_checkpoint
 from latentwatch.models.likelihood import DECODER_LOGVAR_MAX, DECODER_LOGVAR_MIN, bounded_logvar
 from latentwatch.models.training import TrainConfig, run_training

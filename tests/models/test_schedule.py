@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latentwatch.cli import main as cli_main
+from latentwatch.cli.main import main as cli_main
 from latentwatch.models.defaults import (
     IMAGE_BATCH_SIZE,
     IMAGE_EPOCHS,
@@ -93,7 +93,7 @@ def test_train_config_leaves_unset_values_to_the_data() -> None:
 def _parsed(flags: list[str]) -> TrainConfig:
     import argparse
 
-    from latentwatch.cli import build_parser
+    from latentwatch.cli.main import build_parser
 
     args = build_parser().parse_args(["train", "--data", "x.csv", "--model", "vae", "--out", "r",
                                       *flags])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from latentwatch.cli import main as cli_main
+from latentwatch.cli.main import main as cli_main
 from latentwatch.data import load_source
 from latentwatch.models import kl_divergence, load_checkpoint, preprocess
 from latentwatch.models.training import TrainConfig, TrainingError, train

@@ -18,8 +18,8 @@ import onnx
 from numpy.typing import NDArray
 from onnx import TensorProto, helper, numpy_helper
 
-from latentwatch.drift import REFERENCE_FILE, LatentReference
-from latentwatch.manifest import (
+from latentwatch.bias.drift import REFERENCE_FILE, LatentReference
+from latentwatch.repository.manifest import (
     Calibration,
     GraphSpec,
     InputSpec,

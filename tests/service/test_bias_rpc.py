@@ -17,17 +17,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from repo_builder import build_version, reference_decode
 from server_harness import ServerThread, server_settings
 
-from latentwatch.bias import BiasAccumulator, BiasOptions, BiasReport
-from latentwatch.bias_wire import report_from_response
-from latentwatch.client import LatentwatchClient
-from latentwatch.drift import LatentReference
+from latentwatch.bias.density import BiasAccumulator, BiasOptions, BiasReport
+from latentwatch.bias.drift import LatentReference
+from latentwatch.client.client import LatentwatchClient
 from latentwatch.errors import InvalidInput
-from latentwatch.manifest import Manifest, sha256_file
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
+from latentwatch.repository.manifest import Manifest, sha256_file
 from latentwatch.service.metrics import ServiceMetrics
 from latentwatch.service.repository import find_versions, load_repository
-from latentwatch.tensors import to_tensor
+from latentwatch.wire.bias import report_from_response
+from latentwatch.wire.tensors import to_tensor
 
 VAE = "digits-vae"
 WIDE, PLAIN = "wide-vae", "plain-vae"  # synthetic: Z = 128 with decoder and reference; Z = 3
@@ -116,7 +116,7 @@ def direct(
     groups: dict[str, Sequence[str]] | None = None,
     reference: LatentReference | None = None,
 ) -> tuple[BiasReport, NDArray[np.float32]]:
-    """The report latentwatch.bias gives on the Encode RPC's means, and those means."""
+    """The report latentwatch.bias.density gives on the Encode RPC's means, and those means."""
     reply = stub(server).Encode(pb.EncodeRequest(model_name=name, input=to_tensor(x)), timeout=30)
     mu = np.frombuffer(reply.latent_mu.raw_data, np.float32).reshape(len(x), -1)
     logvar = None

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
-from latentwatch.tensors import to_tensor
+from latentwatch.wire.tensors import to_tensor
 
 N_IN_FLIGHT = 40
 FORBIDDEN = ("torch", "onnx")  # never on the serving path (onnxruntime is fine)

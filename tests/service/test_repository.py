@@ -16,14 +16,14 @@ from repo_builder import build_graph, build_version
 from server_harness import ServerThread, server_settings
 
 from latentwatch.errors import ModelNotFound, NotReady
-from latentwatch.manifest import Manifest, sha256_file
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
+from latentwatch.repository.manifest import Manifest, sha256_file
 from latentwatch.service.metrics import ServiceMetrics
 from latentwatch.service.repository import find_versions, load_repository
 from latentwatch.service.runtime import CUDA
 from latentwatch.service.server import start_server
-from latentwatch.tensors import to_tensor
+from latentwatch.wire.tensors import to_tensor
 
 
 def rewrite_manifest(version_dir: Path, **changes: object) -> None:

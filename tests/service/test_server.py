@@ -15,10 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from repo_builder import reference_outputs
 from server_harness import MAX_REQUEST_ROWS, RepoUnderTest, ServerThread
 
-from latentwatch.manifest import Manifest
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
-from latentwatch.tensors import to_tensor
+from latentwatch.repository.manifest import Manifest
+from latentwatch.wire.tensors import to_tensor
 
 SERVICE = "latentwatch.v1.Latentwatch"
 METRIC_NAMES = [

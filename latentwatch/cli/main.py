@@ -164,11 +164,11 @@ def main(argv: list[str] | None = None) -> int:
 
             serve_from_args(args)
         elif args.command == "score":
-            from latentwatch.score_cli import score_from_args
+            from latentwatch.cli.score import score_from_args
 
             score_from_args(args)
         elif args.command == "bias-report":
-            from latentwatch.bias_cli import bias_report_from_args
+            from latentwatch.cli.bias_report import bias_report_from_args
 
             bias_report_from_args(args)
     except LatentwatchError as err:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from latentwatch.client import LatentwatchClient, ScoreResult, benjamini_hochberg
+from latentwatch.client.client import LatentwatchClient, ScoreResult, benjamini_hochberg
 from latentwatch.errors import InvalidInput
 
 logger = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from latentwatch.errors import InvalidInput
-from latentwatch.manifest import Manifest
-from latentwatch.tensors import v2_name
+from latentwatch.repository.manifest import Manifest
+from latentwatch.wire.tensors import v2_name
 
 
 @dataclass(frozen=True)

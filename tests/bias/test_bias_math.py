@@ -1,4 +1,4 @@
-"""The bias-report math (latentwatch/bias.py, latentwatch/drift.py) against direct computations."""
+"""The bias-report math (latentwatch/bias/) against direct computations."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latentwatch.bias import (
+from latentwatch.bias.density import (
     BiasAccumulator,
     BiasOptions,
     effective_sample_size,
     resampling_log_weights,
 )
-from latentwatch.drift import LatentReference
+from latentwatch.bias.drift import LatentReference
 from latentwatch.errors import InvalidInput
 
 

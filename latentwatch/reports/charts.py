@@ -1,4 +1,4 @@
-"""Inline SVG charts and a small PNG encoder for the HTML bias report (latentwatch.bias_html).
+"""Inline SVG charts and a small PNG encoder for the HTML bias report (bias_html).
 
 Plain strings, no plotting library: the page must open anywhere without fetching anything.
 """
@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from latentwatch.bias import DISPARITY_BAND, BiasReport, GroupStats
-from latentwatch.bias_report import fmt_count, fmt_num, fmt_percent, group_label
-from latentwatch.drift import PSI_SIGNIFICANT
+from latentwatch.bias.density import DISPARITY_BAND, BiasReport, GroupStats
+from latentwatch.bias.drift import PSI_SIGNIFICANT
+from latentwatch.reports.bias_json import fmt_count, fmt_num, fmt_percent, group_label
 
 MAX_DIMENSION_PANELS = 32
 WEIGHT_BINS = 40

@@ -2,7 +2,7 @@
 
 `LatentReference` (reference.npz) summarises the encoder means of the training rows: plotting
 histograms, deciles for the population stability index, moments, and the mean posterior
-variance. Bias reports (latentwatch.bias) compare a dataset's means against it.
+variance. Bias reports (latentwatch.bias.density) compare a dataset's means against it.
 """
 
 from __future__ import annotations

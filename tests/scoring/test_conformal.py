@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from latentwatch.errors import InvalidInput
-from latentwatch.service.scoring import (
+from latentwatch.scoring.contract import (
     InputContract,
     benjamini_hochberg,
     check_alpha,

@@ -14,22 +14,22 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from latentwatch.bias import DISPARITY_BAND, BiasReport, GroupStats
-from latentwatch.bias_charts import (
-    MAX_DIMENSION_PANELS,
-    dimension_panels,
-    esc,
-    group_chart,
-    image_uri,
-    weight_chart,
-)
-from latentwatch.bias_report import (
+from latentwatch.bias.density import DISPARITY_BAND, BiasReport, GroupStats
+from latentwatch.reports.bias_json import (
     ReportContext,
     fmt_count,
     fmt_num,
     fmt_percent,
     row_id,
     summary,
+)
+from latentwatch.reports.charts import (
+    MAX_DIMENSION_PANELS,
+    dimension_panels,
+    esc,
+    group_chart,
+    image_uri,
+    weight_chart,
 )
 
 logger = logging.getLogger(__name__)

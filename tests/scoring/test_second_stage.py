@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latentwatch.second_stage import SecondStage, fit_second_stage, knn_distance
+from latentwatch.scoring.second_stage import SecondStage, fit_second_stage, knn_distance
 
 
 def _brute_knn(reference: np.ndarray, queries: np.ndarray, k: int, skip: int = 0) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""BiasReport on the wire: latentwatch.bias dataclasses <-> latentwatch.v1 messages.
+"""BiasReport on the wire: latentwatch.bias.density dataclasses <-> latentwatch.v1 messages.
 
 Shared by the servicer (report -> response) and the client (response -> report), so that both
 directions stay one mapping. Per-row arrays travel as FP64 tensors (compact for millions of
@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from latentwatch.bias import BiasOptions, BiasReport, DimensionHistogram, GroupStats
-from latentwatch.drift import Drift, ReferenceComparison
+from latentwatch.bias.density import BiasOptions, BiasReport, DimensionHistogram, GroupStats
+from latentwatch.bias.drift import Drift, ReferenceComparison
 from latentwatch.errors import InvalidInput, LatentwatchError
 from latentwatch.protos import latentwatch_pb2 as pb
-from latentwatch.tensors import from_tensor, to_tensor
+from latentwatch.wire.tensors import from_tensor, to_tensor
 
 DEFAULT_N_DECODED = 8  # sparsest and densest rows decoded when the request leaves it unset
 

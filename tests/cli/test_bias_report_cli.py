@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latentwatch.bias_cli import examples_for_display, read_groups
-from latentwatch.cli import main
-from latentwatch.client import LatentwatchClient
+from latentwatch.cli.bias_report import examples_for_display, read_groups
+from latentwatch.cli.main import main
+from latentwatch.client.client import LatentwatchClient
 from latentwatch.data import load_source
 from latentwatch.errors import DataError
 

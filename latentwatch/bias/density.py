@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from latentwatch.drift import (
+from latentwatch.bias.drift import (
     Drift,
     LatentReference,
     ReferenceComparison,

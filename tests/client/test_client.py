@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from latentwatch.cli import main
-from latentwatch.client import LatentwatchClient, ScoreResult, benjamini_hochberg
+from latentwatch.cli.main import main
+from latentwatch.client.client import LatentwatchClient, ScoreResult, benjamini_hochberg
 from latentwatch.errors import InvalidInput, ModelNotFound, NotReady
-from latentwatch.manifest import Manifest
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
-from latentwatch.tensors import to_tensor
+from latentwatch.repository.manifest import Manifest
+from latentwatch.wire.tensors import to_tensor
 
 VAE, AE = "digits-vae", "digits-ae"
 
@@ -243,9 +243,9 @@ def test_score_cli_writes_one_csv_row_per_input(
     client: LatentwatchClient, target: str, digits: NDArray, tmp_path: Path,
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import latentwatch.score_cli
+    import latentwatch.cli.score
 
-    monkeypatch.setattr(latentwatch.score_cli, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(latentwatch.cli.score, "PROGRESS_EVERY_S", 0.0)
     out = tmp_path / "scores.csv"
     argv = ["score", "--server", target, "--model", VAE, "--data", "digits", "--out", str(out),
             "--fdr", "0.1", "--batch-rows", "500"]
@@ -285,7 +285,7 @@ def test_score_cli_reports_an_unknown_model(
 
 def test_client_and_score_cli_import_neither_torch_nor_onnx() -> None:
     code = (
-        "import sys, latentwatch.client, latentwatch.score_cli; "
+        "import sys, latentwatch.client.client, latentwatch.cli.score; "
         "print(sorted(m for m in ('torch', 'onnx') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from latentwatch.bias import BiasOptions, BiasReport
-from latentwatch.bias_html import Examples, RegionExamples, render_html, write_html
-from latentwatch.bias_report import ReportContext, report_to_dict, summary, write_json
-from latentwatch.catalog import ModelInfo
-from latentwatch.client import LatentwatchClient
+from latentwatch.bias.density import BiasOptions, BiasReport
+from latentwatch.client.client import LatentwatchClient
 from latentwatch.data import Dataset
 from latentwatch.errors import DataError, InvalidInput
-from latentwatch.manifest import Manifest
+from latentwatch.reports.bias_html import Examples, RegionExamples, render_html, write_html
+from latentwatch.reports.bias_json import ReportContext, report_to_dict, summary, write_json
+from latentwatch.repository.catalog import ModelInfo
+from latentwatch.repository.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 

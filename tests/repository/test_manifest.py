@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from latentwatch.errors import InvalidInput
-from latentwatch.manifest import next_version, sha256_file, verify_files
-from latentwatch.tensors import V2_DTYPES, from_tensor, to_tensor
+from latentwatch.repository.manifest import next_version, sha256_file, verify_files
+from latentwatch.wire.tensors import V2_DTYPES, from_tensor, to_tensor
 
 
 @pytest.mark.parametrize("name", sorted(V2_DTYPES))
@@ -47,7 +47,7 @@ def test_versions_count_up(tmp_path) -> None:
 
 
 def test_verify_files_reports_tampering(tmp_path) -> None:
-    from latentwatch.manifest import Manifest
+    from latentwatch.repository.manifest import Manifest
 
     class _Stub:
         sha256: dict[str, str]

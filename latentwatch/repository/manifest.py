@@ -97,7 +97,7 @@ class Calibration(_Strict):
 class SecondStageSpec(_Strict):
     """The second-stage score kind, computed by the service from scorer outputs (numpy).
 
-    See latentwatch.second_stage: each statistic is standardised with `file`'s mean and std
+    See latentwatch.scoring.second_stage: each statistic is standardised with `file`'s mean and std
     (fitted on `fit_split`), kNN statistics measure distances to `file`'s reference rows, and
     `combine` ("max" or "sum") turns the standardised statistics into one score.
     """
@@ -112,7 +112,7 @@ class SecondStageSpec(_Strict):
 
 
 class ReferenceSpec(_Strict):
-    """The training data's latent reference for bias reports (latentwatch.bias.LatentReference):
+    """The training data's latent reference for bias reports (bias.drift.LatentReference):
     per-dimension histograms and deciles of the encoder means, their moments, and the mean
     posterior variance; drift and the reference plots of a bias report compare against it."""
 

@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from latentwatch.bias import BiasAccumulator, BiasOptions, BiasReport
-from latentwatch.bias_charts import image_uri, log_ticks, nice_ticks, png_bytes
-from latentwatch.bias_html import Examples, RegionExamples, render_html
-from latentwatch.bias_report import (
+from latentwatch.bias.density import BiasAccumulator, BiasOptions, BiasReport
+from latentwatch.bias.drift import LatentReference
+from latentwatch.reports.bias_html import Examples, RegionExamples, render_html
+from latentwatch.reports.bias_json import (
     ReportContext,
     report_to_dict,
     sparse_weight_share,
     summary,
     write_json,
 )
-from latentwatch.drift import LatentReference
+from latentwatch.reports.charts import image_uri, log_ticks, nice_ticks, png_bytes
 
 Z = 6
 CONTEXT = ReportContext("digits-vae", "3", "rows.csv", created_at="2026-01-02T03:04:05Z")

@@ -26,14 +26,14 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from numpy.typing import NDArray
 
-from latentwatch.bias import BiasReport
-from latentwatch.bias_wire import bias_requests, options_to_proto, report_from_response, row_labels
-from latentwatch.catalog import ModelInfo, ModelSummary, TensorInfo
-from latentwatch.client_types import FdrResult, ScoreResult, benjamini_hochberg
+from latentwatch.bias.density import BiasReport
+from latentwatch.client.types import FdrResult, ScoreResult, benjamini_hochberg
 from latentwatch.errors import InvalidInput, LatentwatchError, ModelNotFound, NotReady, QueueFull
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
-from latentwatch.tensors import V2_DTYPES, from_tensor, to_tensor
+from latentwatch.repository.catalog import ModelInfo, ModelSummary, TensorInfo
+from latentwatch.wire.bias import bias_requests, options_to_proto, report_from_response, row_labels
+from latentwatch.wire.tensors import V2_DTYPES, from_tensor, to_tensor
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -339,7 +339,7 @@ class LatentwatchClient:
 
         `ids` (N, str() of each) name the rows in `report.id_of`; `groups` maps a column name to
         N labels (str() of each) for per-group statistics. Options left None take the server's
-        defaults (see latentwatch.bias). `progress(rows_sent, total)` follows the upload.
+        defaults (see latentwatch.bias.density). `progress(rows_sent, total)` follows the upload.
         """
         rows = _as_rows(X)
         n = rows.shape[0]
