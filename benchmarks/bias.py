@@ -41,6 +41,7 @@ from numpy.typing import NDArray
 from processes import start_latentwatch
 
 from latentwatch.client.client import LatentwatchClient
+from latentwatch.families import family
 
 logger = logging.getLogger("bias")
 
@@ -84,13 +85,13 @@ def train_and_export(
         options["epochs"] = args.epochs
     if args.hidden:
         options["hidden"] = tuple(int(h) for h in args.hidden.split(","))
-    if kind == "dbvae":
+    if family(kind).resamples:  # the DB-VAE's resampling and classifier-head options
         options["debias_mode"] = args.debias_mode
         options["classifier"] = args.classifier
         if args.classifier:
             options["classifier_weight"] = args.classifier_weight
     start_s = time.perf_counter()
-    result = run_training(TrainConfig(data=str(data_file), model=kind,  # type: ignore[arg-type]
+    result = run_training(TrainConfig(data=str(data_file), model=kind,
                                       out=work / f"run-{name}", **options))
     train_s = time.perf_counter() - start_s
     export_run(work / f"run-{name}", repo, name)

@@ -44,6 +44,8 @@ from processes import start_latentwatch, start_noop
 
 from latentwatch.client.client import LatentwatchClient
 from latentwatch.protos import latentwatch_pb2 as pb
+from latentwatch.repository.layout import SCORER_FILE
+from latentwatch.repository.manifest import Manifest
 from latentwatch.wire.tensors import to_tensor
 
 logger = logging.getLogger("throughput")
@@ -137,10 +139,11 @@ def _in_process(name: str, calls: int, times_s: list[float]) -> dict:
 
 def _raw_ort(repo: Path, X: NDArray[np.float32], threads: int, warmup_s: float,
              duration_s: float) -> dict:
-    from latentwatch.service.runtime import OrtRuntime
+    from latentwatch.service.ort_runtime import OrtRuntime
 
-    scorer = next(repo.glob(f"{MODEL_NAME}/*/scorer.onnx"))
+    scorer = next(repo.glob(f"{MODEL_NAME}/*/{SCORER_FILE}"))
     runtime = OrtRuntime(scorer, intra_op_threads=threads)
+    runtime.load()
     batches = [X[i : i + BATCH_ROWS] for i in range(0, X.shape[0] - BATCH_ROWS + 1, BATCH_ROWS)]
     state = {"i": 0}
 
@@ -201,7 +204,7 @@ def _service(
     with server:
         with LatentwatchClient(target) as client:
             info = client.get_model(MODEL_NAME)
-            manifest = json.loads(info.manifest_json)
+            manifest = Manifest.model_validate_json(info.manifest_json)
             score_kind = score_kind or info.default_score_kind
             check = client.score(MODEL_NAME, X[:BATCH_ROWS], score_kind=score_kind)
             assert len(check) == BATCH_ROWS and check.score_kind == score_kind
@@ -233,7 +236,7 @@ def _service(
         "model": {"default_score_kind": info.default_score_kind, "score_kind": score_kind,
                   "execution_provider": info.execution_provider,
                   "calibration_size": info.calibration_size,
-                  "n_importance_samples": manifest.get("n_importance_samples")},
+                  "n_importance_samples": manifest.require_latent().n_importance_samples},
         "a": raw,
         "b": {"what": "service, 256-row Score x4", **batched.as_dict()},
         "c": {"what": "service, 1-row Score x64", **single.as_dict()},

@@ -8,22 +8,13 @@ import time
 from pathlib import Path
 
 from latentwatch.export.exporter import export_run
-from latentwatch.repository.manifest import MANIFEST_FILE
+from latentwatch.repository.layout import published_versions
 
 logger = logging.getLogger(__name__)
 
 # (model name in the repository, model kind), trained on the built-in digits data.
 DEFAULT_MODELS = (("digits-vae", "vae"), ("digits-ae", "ae"))
 DEFAULT_DATA = "digits"
-
-
-def existing_versions(repo: Path) -> list[Path]:
-    """Published version directories (<repo>/<model>/<integer>/ with a manifest)."""
-    if not repo.is_dir():
-        return []
-    return sorted(
-        p.parent for p in repo.glob(f"*/*/{MANIFEST_FILE}") if p.parent.name.isdigit()
-    )
 
 
 def ensure_default_models(repo: Path) -> list[Path]:
@@ -34,7 +25,7 @@ def ensure_default_models(repo: Path) -> list[Path]:
     from latentwatch.models.training import TrainConfig, train
 
     repo = Path(repo)
-    found = existing_versions(repo)
+    found = published_versions(repo)
     if found:
         logger.info(
             "%s already holds %d model version(s); skipping the default models", repo, len(found)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 
 import numpy as np
@@ -11,8 +10,9 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from latentwatch.export.sessions import run_session
-from latentwatch.repository.manifest import Preprocessing
-from latentwatch.scoring.second_stage import KIND as SECOND_STAGE_KIND
+from latentwatch.scoring.conformal import min_rows_for_alpha
+from latentwatch.scoring.pipeline import ScoringPipeline
+from latentwatch.scoring.preprocessing import Preprocessing
 from latentwatch.scoring.second_stage import SecondStage
 
 logger = logging.getLogger(__name__)
@@ -53,19 +53,10 @@ def calibration_scores(
     Scored with the very graph (and second stage) the service runs, so calibration and serving
     agree exactly.
     """
-    graph_kinds = [k for k in score_kinds if second_stage is None or k != SECOND_STAGE_KIND]
-    needed = list(dict.fromkeys(graph_kinds + list(second_stage.needs_outputs if second_stage
-                                                   else ())))
-    outputs = scorer_outputs(session, rows, needed, "calibration")
-    if second_stage is not None:
-        assert preprocessing is not None, "the second stage needs the preprocessing"
-        outputs[SECOND_STAGE_KIND] = second_stage.score(outputs, preprocessing.apply(rows))
-    return np.stack([outputs[kind] for kind in score_kinds], axis=1).astype(np.float64)
-
-
-def min_rows_for_alpha(alpha: float) -> int:
-    """Fewest calibration rows for which p = (1 + #{s_i >= s}) / (n + 1) can reach alpha."""
-    return max(1, math.ceil(1.0 / alpha - 1.0 - 1e-9))
+    pipeline = ScoringPipeline(tuple(score_kinds), preprocessing, second_stage)
+    outputs = scorer_outputs(session, rows, list(pipeline.graph_outputs), "calibration")
+    scores = pipeline.scores(outputs, rows, pipeline.kinds)
+    return np.stack([scores[kind] for kind in score_kinds], axis=1)
 
 
 def warn_if_small(n_rows: int, alpha: float) -> None:

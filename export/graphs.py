@@ -17,11 +17,10 @@ from typing import Protocol, cast
 import torch
 from torch import Tensor, nn
 
-from latentwatch.repository.manifest import Preprocessing
-
-VAE_KINDS = ("vae", "beta-vae", "dbvae")
-VAE_SCORE_KINDS = ("neg_elbo", "iwae_nll", "recon_error", "kl", "recon_prob_nll")
-AE_SCORE_KINDS = ("recon_error",)
+from latentwatch.families import family
+from latentwatch.models.preprocessing import Preprocess
+from latentwatch.repository.layout import graph_file
+from latentwatch.scoring.preprocessing import Preprocessing
 
 
 class ScorableModel(Protocol):
@@ -50,26 +49,7 @@ class GraphDef:
 
     @property
     def file(self) -> str:
-        return f"{self.name}.onnx"
-
-
-class Preprocess(nn.Module):
-    """x_model = clip((x_raw - shift) * scale), per feature."""
-
-    shift: Tensor  # (F,)
-    scale: Tensor  # (F,)
-
-    def __init__(self, preprocessing: Preprocessing) -> None:
-        super().__init__()
-        self.register_buffer("shift", torch.tensor(preprocessing.shift, dtype=torch.float32))
-        self.register_buffer("scale", torch.tensor(preprocessing.scale, dtype=torch.float32))
-        self.clip = preprocessing.clip
-
-    def forward(self, x: Tensor) -> Tensor:  # (B, F) -> (B, F)
-        x = (x - self.shift) * self.scale
-        if self.clip is not None:
-            x = x.clamp(self.clip[0], self.clip[1])
-        return x
+        return graph_file(self.name)
 
 
 def fixed_noise(n_samples: int, latent_dim: int, seed: int) -> Tensor:
@@ -202,10 +182,6 @@ class Decoder(_Wrapped):
         return self.net.reconstruct(self.net.decode(z))  # (B, Z) -> (B, F)
 
 
-def score_kinds(model_kind: str) -> tuple[str, ...]:
-    return VAE_SCORE_KINDS if model_kind in VAE_KINDS else AE_SCORE_KINDS
-
-
 def build_graphs(
     model: nn.Module,
     *,
@@ -216,12 +192,12 @@ def build_graphs(
     preprocessing: Preprocessing,
     seed: int,
 ) -> list[GraphDef]:
-    """Scorer, encoder and decoder for one trained model (left in eval mode)."""
+    """Scorer, encoder and decoder for one trained model (left in eval mode); the family
+    (latentwatch.families) says which scorer and which score kinds."""
     model.eval()
-    variational = model_kind in VAE_KINDS
-    latent = {"latent_mu": [latent_dim]}
-    if variational:
-        latent["latent_logvar"] = [latent_dim]
+    fam = family(model_kind)
+    variational = fam.variational
+    latent = {name: [latent_dim] for name in fam.latent_outputs}
     scorer: nn.Module
     if variational:
         eps = fixed_noise(n_importance_samples, latent_dim, seed)
@@ -229,7 +205,7 @@ def build_graphs(
     else:
         scorer = AeScorer(model, preprocessing)
     scalar: list[int] = []
-    scorer_outputs = {name: scalar for name in ("score", *score_kinds(model_kind))} | latent
+    scorer_outputs = {name: scalar for name in ("score", *fam.score_kinds)} | latent
     graphs = [
         GraphDef("scorer", scorer, "input", n_features, scorer_outputs),
         GraphDef("encoder", Encoder(model, preprocessing, variational), "input", n_features,

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from latentwatch.repository.layout import TRITON_CONFIG_FILE, hidden_temp
 from latentwatch.repository.manifest import Manifest
 
-CONFIG_FILE = "config.pbtxt"
 MAX_BATCH_SIZE = 1024
 MAX_QUEUE_DELAY_US = 500
 
@@ -44,8 +44,8 @@ def triton_config(manifest: Manifest) -> str:
 
 def write_triton_config(model_dir: Path, manifest: Manifest) -> Path:
     """Write <repo>/<model>/config.pbtxt for `manifest` (the newest version), atomically."""
-    path = model_dir / CONFIG_FILE
-    tmp = path.with_name(f".{CONFIG_FILE}.tmp")
+    path = model_dir / TRITON_CONFIG_FILE
+    tmp = path.with_name(hidden_temp(TRITON_CONFIG_FILE))
     tmp.write_text(triton_config(manifest))
     os.replace(tmp, path)
     return path

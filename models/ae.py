@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from latentwatch.families import kinds_where
 from latentwatch.models.base import LatentModel
 from latentwatch.models.bodies import build_encoder
 from latentwatch.models.config import ModelConfig
@@ -13,8 +14,9 @@ from latentwatch.models.losses import LossTerms
 
 class AE(LatentModel):
     def __init__(self, config: ModelConfig) -> None:
-        if config.kind != "ae":
-            raise ValueError(f"AE takes kind 'ae', got {config.kind!r}")
+        if config.kind not in (ae_kinds := kinds_where(variational=False)):
+            raise ValueError(f"AE takes kind {' or '.join(map(repr, ae_kinds))}, "
+                             f"got {config.kind!r}")
         super().__init__(config)
         self.encoder = build_encoder(config, config.latent_dim)
 

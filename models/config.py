@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-# dbvae: a VAE trained on rows resampled towards sparse latent regions (models/dbvae.py).
-ModelKind = Literal["ae", "vae", "beta-vae", "dbvae"]
+from latentwatch.families import family, kinds_where
+
+# A key of latentwatch.families.FAMILIES ("what a kind can do" lives there).
+ModelKind = str
 BodyKind = Literal["mlp", "conv"]
 # gaussian: one learned variance per feature; gaussian-hetero: the decoder predicts a variance
 # per row and feature alongside the mean.
@@ -25,7 +27,7 @@ class ModelConfig:
     hidden: tuple[int, ...] = (256, 128)  # mlp widths, or conv channels (one stride-2 conv each)
     latent_dim: int = 8
     decoder: DecoderKind = "bernoulli"
-    beta: float = 1.0  # KL weight; "vae" requires 1.0
+    beta: float = 1.0  # KL weight; a family with fixed_beta (the plain VAE) requires it
     n_importance_samples: int = 16  # K fixed draws used by the exported scorer
 
     def __post_init__(self) -> None:
@@ -37,7 +39,7 @@ class ModelConfig:
         self._validate()
 
     def _validate(self) -> None:
-        _one_of("kind", self.kind, ModelKind)
+        family(self.kind)  # UnknownModelKind (a ValueError) lists the known kinds
         _one_of("body", self.body, BodyKind)
         _one_of("decoder", self.decoder, DecoderKind)
         if self.n_features < 1:
@@ -54,8 +56,13 @@ class ModelConfig:
             )
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
-        if self.kind == "vae" and self.beta != 1.0:
-            raise ValueError(f"kind 'vae' requires beta 1.0 (got {self.beta}); use 'beta-vae'")
+        fixed_beta = family(self.kind).fixed_beta
+        if fixed_beta is not None and self.beta != fixed_beta:
+            free = kinds_where(variational=True, fixed_beta=None, resampling=None)
+            raise ValueError(
+                f"kind {self.kind!r} requires beta {fixed_beta} (got {self.beta}); "
+                f"use {' or '.join(map(repr, free))}"
+            )
         if self.image_shape is not None:
             if len(self.image_shape) != 3 or min(self.image_shape) < 1:
                 raise ValueError(f"image_shape must be (C, H, W), got {self.image_shape}")
@@ -78,7 +85,7 @@ class ModelConfig:
 
     @property
     def is_variational(self) -> bool:
-        return self.kind != "ae"
+        return family(self.kind).variational
 
     @property
     def decoder_outputs_per_feature(self) -> int:

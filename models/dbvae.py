@@ -19,7 +19,8 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from latentwatch.bias.density import BiasOptions, effective_sample_size, resampling_log_weights
+from latentwatch.bias.density import effective_sample_size, resampling_log_weights
+from latentwatch.bias.options import BiasOptions
 from latentwatch.errors import InvalidInput
 from latentwatch.models.base import LatentModel
 

@@ -11,14 +11,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from latentwatch.data import Dataset
+from latentwatch.families import family
 from latentwatch.models.config import MIN_CONV_SIDE, BodyKind, DecoderKind, ModelConfig, ModelKind
-from latentwatch.models.preprocessing import scale_preprocessing, standardize_preprocessing
+from latentwatch.models.preprocessing import (
+    min_max_preprocessing,
+    scale_preprocessing,
+    standardize_preprocessing,
+)
 
 logger = logging.getLogger(__name__)
 
 CONV_CHANNELS = (32, 64)
-# beta = 4 collapses the posterior on digits (KL ~0.01 nats per row); 2 keeps ~0.7 nats.
-BETA_VAE_BETA = 2.0
 
 # Images (digits, MNIST): a fixed epoch count. Digits has ~20 steps per epoch, MNIST ~650, so
 # both train well within it and the default `make run` bootstrap stays a few seconds.
@@ -149,10 +152,11 @@ def resolve_model_config(
         hidden = CONV_CHANNELS if body == "conv" else default_mlp_widths(dataset.n_features)
     if latent_dim is None:
         latent_dim = default_latent_dim(dataset.n_features, dataset.is_image)
-    if kind == "ae" and beta is not None:
+    has_kl = family(kind).variational
+    if not has_kl and beta is not None:
         logger.warning("beta=%s ignored: an autoencoder has no KL term", beta)
-    if beta is None or kind == "ae":
-        beta = BETA_VAE_BETA if kind == "beta-vae" else 1.0
+    if beta is None or not has_kl:
+        beta = family(kind).default_beta
     return ModelConfig(
         kind=kind,
         n_features=dataset.n_features,
@@ -175,8 +179,5 @@ def resolve_preprocessing(
         assert dataset.max_value is not None  # load_source sets it for every image source
         return scale_preprocessing(dataset.n_features, dataset.max_value)
     if config.decoder == "bernoulli":
-        low = x_train.min(axis=0).astype(np.float64)
-        span = np.maximum(x_train.max(axis=0).astype(np.float64) - low, 1e-6)
-        return {"kind": "scale", "shift": low.tolist(), "scale": (1.0 / span).tolist(),
-                "clip": [0.0, 1.0]}
+        return min_max_preprocessing(x_train)
     return standardize_preprocessing(x_train)

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor
 
-from latentwatch.models.ae import AE, ae_loss
+from latentwatch.families import family, resolve
 from latentwatch.models.base import LatentModel
 from latentwatch.models.config import ModelConfig
 from latentwatch.models.losses import LossTerms
-from latentwatch.models.vae import VAE, vae_loss
 
 
 def build_model(config: ModelConfig) -> LatentModel:
-    return AE(config) if config.kind == "ae" else VAE(config)
+    """The family's model class (latentwatch.families), built from `config`."""
+    return cast(LatentModel, resolve(family(config.kind).model_class)(config))
 
 
 def model_loss(
     model: LatentModel, x: Tensor, generator: torch.Generator | None = None
 ) -> LossTerms:
-    if isinstance(model, VAE):
-        return vae_loss(model, x, generator)
-    if isinstance(model, AE):
-        return ae_loss(model, x, generator)
-    raise TypeError(f"no loss for {type(model).__name__}")
+    """The family's training loss for one batch (model.config.kind picks the family)."""
+    return cast(LossTerms, resolve(family(model.config.kind).loss)(model, x, generator))

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from latentwatch.errors import LatentwatchError
+from latentwatch.families import family
 from latentwatch.models.base import LatentModel
 from latentwatch.models.dbvae import ClassifierHead, classifier_loss, epoch_sample
 from latentwatch.models.defaults import TrainSchedule
@@ -63,7 +64,7 @@ def fit(
             epoch_start_s = time.perf_counter()
             order = torch.randperm(len(x_train), generator=shuffle)
             debias: dict[str, Any] = {}
-            if config.model == "dbvae":
+            if family(config.model).resamples:
                 # Uniform rows during the warm-up: their effective sample size is every row.
                 debias = {"resampled": False, "ess": float(len(x_train))}
                 if epoch > config.debias_warmup_epochs:

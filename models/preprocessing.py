@@ -1,7 +1,8 @@
-"""Preprocessing in NumPy: x_model = clip((x_raw - shift) * scale), per feature.
+"""Preprocessing for training and export: the checkpoint's dict form and the torch twin.
 
-The dict form has exactly the fields of the manifest's `Preprocessing`; export bakes the
-same arithmetic into the ONNX graphs, so this is the reference for parity checks.
+The one definition is latentwatch.scoring.preprocessing (numpy, the manifest's `Preprocessing`).
+Checkpoints store its JSON fields as a dict; `Preprocess` computes the same arithmetic in torch
+so that export can bake it into the scorer and encoder graphs.
 """
 
 from __future__ import annotations
@@ -9,48 +10,56 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
+from torch import Tensor, nn
 
-# Standardisation divides by max(std, floor); the floor is relative to the feature's magnitude
-# so that constant features do not blow up into huge z-scores at scoring time.
-STD_FLOOR_RELATIVE = 1e-3
+from latentwatch.scoring.preprocessing import (
+    Preprocessing,
+    image_scaling,
+    min_max_scaling,
+    standardization,
+)
 
 
 def scale_preprocessing(n_features: int, max_value: float) -> dict[str, Any]:
-    """Images: divide by the pixel maximum and clip to [0, 1] (the Bernoulli decoder's range)."""
-    if not max_value > 0:
-        raise ValueError(f"max_value must be > 0, got {max_value}")
-    return {
-        "kind": "scale",
-        "shift": [0.0] * n_features,
-        "scale": [1.0 / float(max_value)] * n_features,
-        "clip": [0.0, 1.0],
-    }
+    """Images, as a checkpoint dict: see latentwatch.scoring.preprocessing.image_scaling."""
+    return image_scaling(n_features, max_value).model_dump(mode="json")
+
+
+def min_max_preprocessing(x_train: NDArray[np.floating]) -> dict[str, Any]:
+    """Bernoulli rows, as a checkpoint dict: see scoring.preprocessing.min_max_scaling."""
+    return min_max_scaling(x_train).model_dump(mode="json")
 
 
 def standardize_preprocessing(x_train: NDArray[np.floating]) -> dict[str, Any]:
-    """Tabular rows: mean and floored std of the training split only."""
-    x = np.asarray(x_train, dtype=np.float64)  # (N, F)
-    mean = x.mean(axis=0)
-    floor = STD_FLOOR_RELATIVE * np.maximum(np.abs(x).max(axis=0), 1.0)
-    std = np.maximum(x.std(axis=0), floor)
-    return {
-        "kind": "standardize",
-        "shift": mean.tolist(),
-        "scale": (1.0 / std).tolist(),
-        "clip": None,
-    }
+    """Tabular rows, as a checkpoint dict: see latentwatch.scoring.preprocessing.standardization."""
+    return standardization(x_train).model_dump(mode="json")
 
 
 def preprocess(x_raw: NDArray, preprocessing: dict[str, Any]) -> NDArray[np.float32]:
-    """(N, F) raw rows -> (N, F) float32 rows in model space."""
-    x = np.asarray(x_raw, dtype=np.float32)
-    shift = np.asarray(preprocessing["shift"], dtype=np.float32)
-    scale = np.asarray(preprocessing["scale"], dtype=np.float32)
-    if x.ndim != 2 or x.shape[1] != shift.shape[0]:
-        raise ValueError(f"expected rows of {shift.shape[0]} features, got shape {x.shape}")
-    out = (x - shift) * scale
-    clip = preprocessing.get("clip")
-    if clip is not None:
-        out = np.clip(out, clip[0], clip[1])
-    return out.astype(np.float32, copy=False)
+    """(N, F) raw rows -> (N, F) float32 rows in model space, from a checkpoint's dict."""
+    pre = Preprocessing.model_validate(preprocessing)
+    x = np.asarray(x_raw)
+    if x.ndim != 2 or x.shape[1] != len(pre.shift):
+        raise ValueError(f"expected rows of {len(pre.shift)} features, got shape {x.shape}")
+    return pre.apply(x)
+
+
+class Preprocess(nn.Module):
+    """The torch twin of Preprocessing.apply: x_model = clip((x_raw - shift) * scale)."""
+
+    shift: Tensor  # (F,)
+    scale: Tensor  # (F,)
+
+    def __init__(self, preprocessing: Preprocessing) -> None:
+        super().__init__()
+        self.register_buffer("shift", torch.tensor(preprocessing.shift, dtype=torch.float32))
+        self.register_buffer("scale", torch.tensor(preprocessing.scale, dtype=torch.float32))
+        self.clip = preprocessing.clip
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, F) -> (B, F)
+        x = (x - self.shift) * self.scale
+        if self.clip is not None:
+            x = x.clamp(self.clip[0], self.clip[1])
+        return x

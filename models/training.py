@@ -11,7 +11,6 @@ Run directory layout::
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -26,9 +25,10 @@ import numpy as np
 import torch
 
 import latentwatch
-from latentwatch.bias.density import DEFAULT_ALPHA, DEFAULT_BINS, BiasOptions
+from latentwatch.bias.options import DEFAULT_ALPHA, DEFAULT_BINS, BiasOptions
 from latentwatch.data import Dataset, load_source
 from latentwatch.errors import InvalidInput
+from latentwatch.families import family, kinds_where
 from latentwatch.models.base import LatentModel
 from latentwatch.models.checkpoint import save_checkpoint
 from latentwatch.models.config import BodyKind, DecoderKind, ModelConfig, ModelKind
@@ -52,19 +52,21 @@ from latentwatch.models.factory import build_model
 from latentwatch.models.fit import TrainingError as TrainingError  # raised by the loop
 from latentwatch.models.fit import fit
 from latentwatch.models.preprocessing import preprocess
+from latentwatch.models.run_dir import (
+    CALIBRATION_ROWS_FILE,
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    SPLITS_FILE,
+    TRAIN_ROWS_FILE,
+    VALIDATION_ROWS_FILE,
+)
 from latentwatch.models.splits import Split, split_rows
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FILE = "checkpoint.pt"
-CALIBRATION_FILE = "calibration_rows.npy"
-SPLITS_FILE = "splits.npz"
-# Raw training and validation rows for export's second stage (kNN reference, standardisation).
-TRAIN_ROWS_FILE = "train_rows.npy"
-VALIDATION_ROWS_FILE = "validation_rows.npy"
-# At most this many of each are kept: the second stage uses a bounded reference.
+# At most this many training (and validation) rows are kept: the second stage uses a bounded
+# reference.
 MAX_KEPT_ROWS = 8192
-METRICS_FILE = "metrics.json"
 # Below this mean KL (nats per row) the encoder carries almost no information about the input.
 COLLAPSED_KL_NATS = 0.1
 
@@ -120,8 +122,9 @@ class TrainConfig:
         defaults = {name: f.default for name, f in self.__dataclass_fields__.items()
                     if name.startswith(("debias_", "classifier"))}
         changed = [name for name, value in defaults.items() if getattr(self, name) != value]
-        if self.model != "dbvae" and changed:
-            raise ValueError(f"{', '.join(changed)}: only for model 'dbvae', not {self.model!r}")
+        if not family(self.model).resamples and changed:
+            only = " or ".join(map(repr, kinds_where(resampling="latent-density")))
+            raise ValueError(f"{', '.join(changed)}: only for model {only}, not {self.model!r}")
         self.debias_options()  # InvalidInput names the bad value
         if self.debias_warmup_epochs < 0:
             raise ValueError(f"debias_warmup_epochs must be >= 0, got {self.debias_warmup_epochs}")
@@ -197,7 +200,7 @@ def run_training(config: TrainConfig) -> TrainResult:
         history, best_epoch = fit(model, x_train, x_val, config, schedule, head, labels)
         # dbvae: the weights a user gets come from the final encoder, as the last epoch's would.
         final_weights = (weights_for(model, x_train, config.debias_options())
-                         if config.model == "dbvae" else None)
+                         if family(config.model).resamples else None)
     train_s = time.perf_counter() - start_s
 
     best = next(h for h in history if h["epoch"] == best_epoch)
@@ -289,7 +292,7 @@ def _write_run_dir(
         **split.describe(),
     }
     debias = None
-    if config.model == "dbvae":
+    if family(config.model).resamples:
         debias = {"bins": config.debias_bins, "alpha": config.debias_alpha,
                   "mode": config.debias_mode, "warmup_epochs": config.debias_warmup_epochs,
                   "classifier_weight": config.classifier_weight if head is not None else None}
@@ -301,83 +304,8 @@ def _write_run_dir(
         if len(index) > MAX_KEPT_ROWS:
             index = np.sort(rng.choice(index, MAX_KEPT_ROWS, replace=False))
         np.save(out / name, dataset.X[index].astype(np.float32), allow_pickle=False)
-    np.save(out / CALIBRATION_FILE, dataset.X[split.calibration].astype(np.float32),
+    np.save(out / CALIBRATION_ROWS_FILE, dataset.X[split.calibration].astype(np.float32),
             allow_pickle=False)
     np.savez(out / SPLITS_FILE, train=split.train, validation=split.validation,
              calibration=split.calibration)
 
-
-def _parse_hidden(text: str | None) -> tuple[int, ...] | None:
-    if text is None or not text.strip():
-        return None
-    try:
-        widths = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise InvalidInput(f"--hidden: expected comma-separated integers, got {text!r}") from None
-    return widths
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """TrainConfig from the `latentwatch train` flags; None (or 'auto') keeps the default."""
-    given = {
-        "hidden": _parse_hidden(getattr(args, "hidden", None)),
-        "latent_dim": args.latent_dim,
-        "beta": args.beta,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "n_importance_samples": args.n_importance_samples,
-        "calibration_fraction": args.calibration_fraction,
-        "validation_fraction": args.validation_fraction,
-        "max_rows": args.max_rows,
-        "seed": args.seed,
-    }
-    # DB-VAE flags default to None, so that giving one with another model is an error.
-    dbvae = {
-        "debias_bins": getattr(args, "debias_bins", None),
-        "debias_alpha": getattr(args, "debias_alpha", None),
-        "debias_mode": getattr(args, "debias_mode", None),
-        "debias_warmup_epochs": getattr(args, "debias_warmup_epochs", None),
-        "classifier": getattr(args, "classifier", None) or None,
-        "classifier_weight": getattr(args, "classifier_weight", None),
-    }
-    dbvae = {k: v for k, v in dbvae.items() if v is not None}
-    if dbvae and args.model != "dbvae":
-        flags = ", ".join("--" + name.replace("_", "-") for name in dbvae)
-        raise InvalidInput(f"{flags}: only with --model dbvae (got --model {args.model})")
-    given |= dbvae
-    try:
-        return TrainConfig(
-            data=args.data,
-            model=args.model,
-            out=Path(args.out),
-            body=args.body or "auto",
-            decoder=args.decoder or "auto",
-            **{k: v for k, v in given.items() if v is not None},
-        )
-    except ValueError as err:
-        raise InvalidInput(str(err)) from err
-
-
-def train_from_args(args: argparse.Namespace) -> None:
-    """`latentwatch train`: train, then print a short summary."""
-    config = config_from_args(args)
-    try:
-        result = run_training(config)
-    except ValueError as err:  # bad combinations of flags, caught by ModelConfig / splits
-        raise InvalidInput(str(err)) from err
-    mc = result.model_config
-    losses = ", ".join(f"{k}={v:.4f}" for k, v in result.final_losses.items())
-    print(f"trained {mc.kind} ({mc.body} body {list(mc.hidden)}, {mc.decoder} decoder, "
-          f"latent {mc.latent_dim}, beta {mc.beta:g}) on {config.data}")
-    print(f"rows: {result.split['n_train']} train, {result.split['n_validation']} validation, "
-          f"{result.split['n_calibration']} calibration (held out)")
-    sched = result.schedule
-    print(f"epochs: {result.epochs_run} of at most {sched.epochs} (best {result.best_epoch}), "
-          f"batch {sched.batch_size}, {result.epochs_run * sched.steps_per_epoch} steps "
-          f"in {result.train_s:.1f} s; {losses}")
-    if result.sample_weights is not None and result.effective_sample_size is not None:
-        print(f"sample weights (row,weight,log_density; {config.debias_mode} mode, effective "
-              f"sample size {result.effective_sample_size:.0f} of {result.split['n_train']} "
-              f"rows): {result.sample_weights}")
-    print(f"run directory: {result.run_dir}")

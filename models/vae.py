@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from latentwatch.families import kinds_where
 from latentwatch.models.base import LatentModel
 from latentwatch.models.bodies import build_encoder
 from latentwatch.models.config import ModelConfig
@@ -14,7 +15,7 @@ from latentwatch.models.losses import LossTerms
 # Encoder log-variance range: keeps exp() finite early in training and in exported graphs.
 ENCODER_LOGVAR_MIN = -12.0
 ENCODER_LOGVAR_MAX = 8.0
-VAE_KINDS = ("vae", "beta-vae", "dbvae")
+VAE_KINDS = kinds_where(variational=True)
 
 
 class VAE(LatentModel):

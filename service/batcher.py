@@ -1,9 +1,13 @@
-"""Adaptive micro-batching: many small requests become one ONNX Runtime run.
+"""Adaptive micro-batching: many small requests become one runtime run.
 
 Requests queue (bounded, counted in rows) until the queued rows fill a batch or the oldest
 request has waited `max_batch_delay_ms`. One run per batcher is in flight at a time; while it
 runs, new requests queue up, so batches grow with load on their own. A request bigger than
 `max_batch_rows` runs as its own batch, split into runs of at most `max_batch_rows` rows.
+
+It turns rows into graph outputs and nothing else: each caller gets a `BatchSlice`, its rows of
+the batch's outputs. What is derived from outputs (score kinds, p-values) is computed after it,
+once per batch, in the batch's `memo` (service/batch_scoring.py).
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Executor
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,16 +27,49 @@ from latentwatch.service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-Outputs = dict[str, NDArray]
+Outputs = Mapping[str, NDArray]
+
+
+@dataclass(eq=False)
+class Batch:
+    """One batch: its rows (B, F) and graph outputs (B, ...); `memo` holds what its callers
+    derived from them, so that work is done once per batch."""
+
+    rows: NDArray[np.float32]
+    outputs: dict[str, NDArray]
+    memo: dict[str, Any] = field(default_factory=dict)
+
+
+class BatchSlice(Mapping[str, NDArray]):
+    """One caller's rows [start, stop) of a batch: output name -> (n, ...) slice."""
+
+    __slots__ = ("batch", "start", "stop")
+
+    def __init__(self, batch: Batch, start: int, stop: int) -> None:
+        self.batch = batch
+        self.start = start
+        self.stop = stop
+
+    def __getitem__(self, name: str) -> NDArray:
+        return self.batch.outputs[name][self.start : self.stop]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.batch.outputs)
+
+    def __len__(self) -> int:
+        return len(self.batch.outputs)
+
+    @property
+    def rows(self) -> NDArray[np.float32]:
+        return self.batch.rows[self.start : self.stop]
 
 
 @dataclass(slots=True)
 class _Pending:
     rows: NDArray[np.float32]  # (n, F)
     n: int
-    future: asyncio.Future[Outputs]
+    future: asyncio.Future[BatchSlice]
     enqueued_at: float  # loop.time()
-    extra: bool  # the caller needs the postprocessing's optional extra work
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -43,9 +80,8 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 class MicroBatcher:
     """Batches `submit` calls for one runtime; every caller gets its own slice of each output.
 
-    `postprocess` runs in the worker thread on each batch's outputs (e.g. p-values for the whole
-    batch at once); `on_run` is told the rows of every runtime run (for a histogram). Both must
-    keep the batch axis first.
+    `on_run` is told the rows of every runtime run (for a histogram); outputs must keep the
+    batch axis first.
     """
 
     def __init__(
@@ -55,21 +91,17 @@ class MicroBatcher:
         max_batch_rows: int = 256,
         max_batch_delay_ms: float = 2.0,
         max_queue_rows: int = 8192,
-        postprocess: Callable[[NDArray[np.float32], Outputs, bool], Outputs] | None = None,
         on_run: Callable[[int], None] | None = None,
-        executor: Executor | None = None,
         name: str = "model",
     ) -> None:
         if max_batch_rows <= 0 or max_queue_rows <= 0 or max_batch_delay_ms < 0:
             raise ValueError("batch and queue limits must be positive, the delay non-negative")
         self._runtime = runtime
-        self._input_name = runtime.input_names[0]
+        self._input_name = runtime.inputs[0].name
         self._max_batch_rows = max_batch_rows
         self._delay_s = max_batch_delay_ms / 1000.0
         self._max_queue_rows = max_queue_rows
-        self._postprocess = postprocess
         self._on_run = on_run
-        self._executor = executor
         self._name = name
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
@@ -82,11 +114,8 @@ class MicroBatcher:
     def queued_rows(self) -> int:
         return self._queued_rows
 
-    async def submit(self, rows: NDArray[np.float32], extra: bool = False) -> Outputs:
-        """Runs `rows` (n, F) in some batch; returns each output's (n, ...) slice.
-
-        `extra` asks the postprocessing for its optional work (e.g. the second stage) on the
-        batch; a batch does it when any of its requests asked."""
+    async def submit(self, rows: NDArray[np.float32]) -> BatchSlice:
+        """Runs `rows` (n, F) in some batch; returns each output's (n, ...) slice."""
         if self._closed:
             raise NotReady(f"{self._name} is shutting down")
         n = rows.shape[0]
@@ -99,8 +128,8 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         if self._worker is None:
             self._worker = loop.create_task(self._work(), name=f"batcher {self._name}")
-        future: asyncio.Future[Outputs] = loop.create_future()
-        self._queue.append(_Pending(rows, n, future, loop.time(), extra))
+        future: asyncio.Future[BatchSlice] = loop.create_future()
+        self._queue.append(_Pending(rows, n, future, loop.time()))
         self._queued_rows += n
         waiter = self._waiter
         if waiter is not None and self._queued_rows >= self._wake_rows and not waiter.done():
@@ -168,11 +197,9 @@ class MicroBatcher:
         return batch, n_rows
 
     async def _run(self, batch: list[_Pending], n_rows: int) -> None:
-        loop = asyncio.get_running_loop()
         try:
             rows = batch[0].rows if len(batch) == 1 else np.concatenate([p.rows for p in batch])
-            extra = any(p.extra for p in batch)
-            outputs = await loop.run_in_executor(self._executor, self._run_sync, rows, extra)
+            outputs = await self._infer(rows)
         except asyncio.CancelledError:
             self._fail(batch, NotReady(f"{self._name} is shutting down"))
             raise
@@ -180,15 +207,12 @@ class MicroBatcher:
             log.error("%s: a batch of %d rows failed: %r", self._name, n_rows, exc)
             self._fail(batch, exc)
             return
-        if len(batch) == 1:
-            if not batch[0].future.done():
-                batch[0].future.set_result(outputs)
-            return
+        done = Batch(rows, outputs)
         start = 0
         for pending in batch:
             stop = start + pending.n
             if not pending.future.done():
-                pending.future.set_result({k: v[start:stop] for k, v in outputs.items()})
+                pending.future.set_result(BatchSlice(done, start, stop))
             start = stop
 
     @staticmethod
@@ -197,20 +221,16 @@ class MicroBatcher:
             if not pending.future.done():
                 pending.future.set_exception(exc)
 
-    def _run_sync(self, rows: NDArray[np.float32], extra: bool = False) -> Outputs:
-        """Worker thread: the runtime run(s) for one batch, then postprocessing."""
+    async def _infer(self, rows: NDArray[np.float32]) -> dict[str, NDArray]:
+        """The runtime run(s) for one batch: runs of at most max_batch_rows rows."""
         n, step = rows.shape[0], self._max_batch_rows
         if n <= step:
-            outputs = self._run_once(rows)
-        else:
-            parts = [self._run_once(rows[i : i + step]) for i in range(0, n, step)]
-            outputs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        if self._postprocess is not None:
-            outputs = self._postprocess(rows, outputs, extra)
-        return outputs
+            return await self._infer_once(rows)
+        parts = [await self._infer_once(rows[i : i + step]) for i in range(0, n, step)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-    def _run_once(self, rows: NDArray[np.float32]) -> Outputs:
-        outputs = self._runtime.run({self._input_name: rows})
+    async def _infer_once(self, rows: NDArray[np.float32]) -> dict[str, NDArray]:
+        outputs = await self._runtime.infer({self._input_name: rows})
         n = rows.shape[0]
         for name, value in outputs.items():
             # A graph that drops or changes the batch axis would hand callers other rows.

@@ -26,7 +26,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from latentwatch.bias.density import BiasReport
+from latentwatch.bias.accumulator import BiasReport
 
 log = logging.getLogger(__name__)
 

@@ -1,35 +1,72 @@
-"""The runtime contract and its ONNX Runtime implementation.
+"""The runtime contract: one loaded graph the batcher and the loader run, whatever executes it.
 
-The batcher and the repository only see `Runtime`; tests use fakes of it (a summing runtime,
-a failing runtime), and a remote inference tier can implement it later.
+ONNX Runtime in this process implements it (service/ort_runtime.py); a remote inference tier
+(Triton) can implement it later. Tests use fakes of it (a summing runtime, a failing runtime).
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import math
 import os
 from collections.abc import Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import onnxruntime as ort
 from numpy.typing import NDArray
 
-log = logging.getLogger(__name__)
+from latentwatch.service.settings import Settings
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output: its name, v2 datatype ("FP32", ...) and shape ("batch" axes)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int | str, ...]
+
+
 class Runtime(Protocol):
-    """One loaded graph. `run` must be safe to call from a worker thread."""
+    """One graph: `load()` once (blocking, off the event loop), `infer` many times, `close()`.
 
-    input_names: tuple[str, ...]
-    output_names: tuple[str, ...]
-    provider: str
+    `infer` is called by one batcher at a time per runtime and must not block the event loop.
+    A runtime that `batches_itself` (a Triton server) gets requests without a batching delay
+    (service/loader.py); the others get the batcher's batches.
+    """
 
-    def run(self, feeds: Mapping[str, NDArray]) -> dict[str, NDArray]: ...
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    provider: str  # where it runs, e.g. CUDA or CPU
+    batches_itself: bool
+
+    def load(self) -> None: ...
+
+    async def infer(self, feeds: Mapping[str, NDArray]) -> dict[str, NDArray]: ...
+
+    def close(self) -> None: ...
+
+
+def input_names(runtime: Runtime) -> tuple[str, ...]:
+    return tuple(spec.name for spec in runtime.inputs)
+
+
+def output_names(runtime: Runtime) -> tuple[str, ...]:
+    return tuple(spec.name for spec in runtime.outputs)
+
+
+def make_runtime(path: Path, settings: Settings, executor: Executor | None = None) -> Runtime:
+    """The runtime for the graph file `path`, loaded. Only ONNX Runtime exists today."""
+    from latentwatch.service.ort_runtime import OrtRuntime  # onnxruntime only when used
+
+    runtime = OrtRuntime(path, settings.intra_op_threads, executor)
+    runtime.load()
+    return runtime
 
 
 def usable_cpu_count() -> int:
@@ -63,37 +100,7 @@ def _cgroup_cpu_quota() -> float | None:
         return None
 
 
-# onnxruntime-gpu lists CUDA as available even on machines without a GPU (or without the CUDA
-# libraries) and then logs an error for every session it falls back on. Once one session has
-# fallen back, later sessions in this process ask for CPU only: the answer will not change.
-_cuda_failed = False
-
-
-class OrtRuntime:
-    """An InferenceSession, CUDA first when this onnxruntime build offers it, else CPU."""
-
-    def __init__(self, path: Path, intra_op_threads: int = 0) -> None:
-        global _cuda_failed
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads or usable_cpu_count()
-        # One run at a time per session (the batcher serialises them): no inter-op pool needed.
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        wanted = [CPU]
-        if CUDA in ort.get_available_providers() and not _cuda_failed:
-            wanted.insert(0, CUDA)
-        self._session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
-        # The first provider is the one actually in use; CUDA silently drops out on failure.
-        self.provider: str = self._session.get_providers()[0]
-        if CUDA in wanted and self.provider != CUDA:
-            _cuda_failed = True
-        self.input_names = tuple(i.name for i in self._session.get_inputs())
-        self.output_names = tuple(o.name for o in self._session.get_outputs())
-        self.path = path
-        self.intra_op_threads: int = options.intra_op_num_threads
-        log.debug("loaded %s on %s", path, self.provider)
-
-    def run(self, feeds: Mapping[str, NDArray]) -> dict[str, NDArray]:
-        outputs = self._session.run(list(self.output_names), dict(feeds))
-        return dict(zip(self.output_names, outputs, strict=True))
+def run_blocking(runtime: Runtime, feeds: Mapping[str, NDArray]) -> dict[str, NDArray]:
+    """`runtime.infer` to completion, from a thread without a running event loop (loading and
+    warm-up, a decode in a worker thread)."""
+    return asyncio.run(runtime.infer(feeds))

@@ -7,7 +7,6 @@ NOT_SERVING at once, stop accepting calls, and give in-flight calls `shutdown_gr
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import signal
@@ -22,10 +21,16 @@ from grpc_reflection.v1alpha import reflection
 from latentwatch.errors import LatentwatchError, NotReady
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
 from latentwatch.service.core import ScoringCore
+from latentwatch.service.interceptor import ErrorsAndMetrics
+from latentwatch.service.loader import load_repository
 from latentwatch.service.metrics import ServiceMetrics
-from latentwatch.service.repository import ModelRepository, find_versions, load_repository
+from latentwatch.service.repository import ModelRepository, find_versions
 from latentwatch.service.runtime import CUDA
-from latentwatch.service.servicer import SERVICE_NAME, LatentwatchServicer
+from latentwatch.service.servicer import (
+    PER_MESSAGE_METHODS,
+    SERVICE_NAME,
+    LatentwatchServicer,
+)
 from latentwatch.service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,13 +88,15 @@ async def start_server(settings: Settings) -> RunningServer:
         max_queue_rows=settings.max_queue_rows,
     )
     server = grpc.aio.server(
+        # Errors -> status codes and request metrics, once, for every servicer on the port.
+        interceptors=[ErrorsAndMetrics(metrics, per_message=PER_MESSAGE_METHODS)],
         options=[
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 0),  # a taken port is an error, not a shared one
         ]
     )
-    pb_grpc.add_LatentwatchServicer_to_server(LatentwatchServicer(core, metrics), server)
+    pb_grpc.add_LatentwatchServicer_to_server(LatentwatchServicer(core), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in HEALTH_SERVICES:
@@ -160,27 +167,9 @@ def _gpu_problem(repository: ModelRepository) -> str:
     return f"a GPU is required (require_gpu) but {CUDA} is not in use for {', '.join(on_cpu)}"
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    """LATENTWATCH_* settings, with the flags that were given (not None) taking precedence."""
-    overrides = {
-        key: value
-        for key in ("repo", "host", "port", "metrics_port")
-        if (value := getattr(args, key, None)) is not None
-    }
-    return Settings(**overrides)
-
-
-def serve_from_args(args: argparse.Namespace) -> None:
-    """`latentwatch serve`: serves until SIGTERM/SIGINT, then returns after a clean stop."""
-    settings = settings_from_args(args)
-    cli_level = getattr(args, "log_level", None)
-    # The CLI's --log-level defaults to INFO; a level other than that was asked for explicitly.
-    level = cli_level if cli_level and cli_level.upper() != "INFO" else settings.log_level
-    logging.getLogger().setLevel(level.upper())
-    asyncio.run(_serve(settings))
-
-
-async def _serve(settings: Settings) -> None:
+async def serve(settings: Settings) -> None:
+    """Serves until SIGTERM or SIGINT, then stops cleanly (in-flight calls get
+    `settings.shutdown_grace_s`)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

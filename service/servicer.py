@@ -1,5 +1,9 @@
 """gRPC adapter for latentwatch.v1.Latentwatch: protobuf in, one core call, protobuf out.
 
+Errors and request metrics are not handled here: the server's interceptor (service/interceptor.py)
+maps exceptions to status codes and counts every call, except ScoreStream's, whose requests are
+counted one by one: each scored message is one "ScoreStream" request (`observed_message`).
+
 ScoreStream answers every request with one response, in request order. Up to STREAM_WINDOW
 requests of one stream are scored concurrently (so they can share batches); the first request
 that fails ends the stream with its status (INVALID_ARGUMENT, NOT_FOUND, ...), and requests
@@ -16,34 +20,37 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
-from numpy.typing import NDArray
 
 from latentwatch.errors import InvalidInput
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
-from latentwatch.repository.catalog import ModelInfo
-from latentwatch.service.core import BiasChunk, EncodeResult, ScoreResult, ScoringCore
-from latentwatch.service.errors import observed, stream_rpc, unary_rpc
-from latentwatch.service.metrics import ServiceMetrics
+from latentwatch.service.core import BiasChunk, ScoringCore
+from latentwatch.service.interceptor import observed_message
 from latentwatch.wire.bias import options_from_proto, response_from_report
-from latentwatch.wire.tensors import from_tensor, to_tensor
+from latentwatch.wire.score import (
+    encode_response,
+    input_array,
+    model_info_message,
+    models_response,
+    score_response,
+)
+from latentwatch.wire.tensors import from_tensor
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Latentwatch"].full_name
+# Methods whose request metrics count each message, not the call (see service/interceptor.py).
+PER_MESSAGE_METHODS = frozenset({f"/{SERVICE_NAME}/ScoreStream"})
 STREAM_WINDOW = 64
 
 
 class LatentwatchServicer(pb_grpc.LatentwatchServicer):
-    def __init__(self, core: ScoringCore, metrics: ServiceMetrics) -> None:
+    def __init__(self, core: ScoringCore) -> None:
         self._core = core
-        self.metrics = metrics  # read by the error/metrics decorators
 
-    @unary_rpc("Score")
     async def Score(
         self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext
     ) -> pb.ScoreResponse:
         return await self._score(request)
 
-    @stream_rpc("ScoreStream")
     async def ScoreStream(
         self, request_iterator: AsyncIterator[pb.ScoreRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ScoreResponse]:
@@ -57,7 +64,7 @@ class LatentwatchServicer(pb_grpc.LatentwatchServicer):
             try:
                 async for request in request_iterator:
                     await window.acquire()
-                    call = observed(self.metrics, "ScoreStream", self._score(request))
+                    call = observed_message(self._score(request))
                     started.put_nowait(asyncio.ensure_future(call))
             except Exception as exc:
                 started.put_nowait(exc)
@@ -79,38 +86,24 @@ class LatentwatchServicer(pb_grpc.LatentwatchServicer):
                 if isinstance(left, asyncio.Future):
                     left.cancel()
 
-    @unary_rpc("Encode")
     async def Encode(
         self, request: pb.EncodeRequest, context: grpc.aio.ServicerContext
     ) -> pb.EncodeResponse:
         result = await self._core.encode(
-            request.model_name, request.model_version, _input_array(request)
+            request.model_name, request.model_version, input_array(request)
         )
         return encode_response(result)
 
-    @unary_rpc("ListModels")
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        return pb.ListModelsResponse(
-            models=[
-                pb.ModelSummary(
-                    name=s.name,
-                    versions=s.versions,
-                    latest_version=s.latest_version,
-                    model_kind=s.model_kind,
-                )
-                for s in self._core.list_models()
-            ]
-        )
+        return models_response(self._core.list_models())
 
-    @unary_rpc("GetModel")
     async def GetModel(
         self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInfo:
-        return model_info(self._core.get_model(request.model_name, request.model_version))
+        return model_info_message(self._core.get_model(request.model_name, request.model_version))
 
-    @unary_rpc("BiasReport")
     async def BiasReport(
         self,
         request_iterator: AsyncIterator[pb.BiasReportRequest],
@@ -120,10 +113,9 @@ class LatentwatchServicer(pb_grpc.LatentwatchServicer):
         first = await anext(requests, None)
         if first is None:
             raise InvalidInput("empty stream: send BiasReportRequest chunks of rows")
-        options, n_decoded = options_from_proto(first.options)
         result = await self._core.bias_report(
-            first.model_name, first.model_version, _bias_chunks(first, requests), options,
-            n_decoded,
+            first.model_name, first.model_version, _bias_chunks(first, requests),
+            options_from_proto(first.options),
         )
         return response_from_report(result.report, result.model_name, result.model_version)
 
@@ -131,7 +123,7 @@ class LatentwatchServicer(pb_grpc.LatentwatchServicer):
         result = await self._core.score(
             request.model_name,
             request.model_version,
-            _input_array(request),
+            input_array(request),
             kinds=request.score_kinds,
             alpha=request.alpha if request.HasField("alpha") else None,
             fdr=request.fdr if request.HasField("fdr") else None,
@@ -164,66 +156,4 @@ def _bias_chunk(request: pb.BiasReportRequest) -> BiasChunk:
         array=from_tensor(request.input) if request.HasField("input") else None,
         ids=request.ids or None,
         groups=groups or None,
-    )
-
-
-def _input_array(request: pb.ScoreRequest | pb.EncodeRequest) -> NDArray:
-    if not request.HasField("input"):
-        raise InvalidInput("input: missing; expected a tensor of rows, batch first")
-    return from_tensor(request.input)
-
-
-def score_response(result: ScoreResult, request_id: str) -> pb.ScoreResponse:
-    response = pb.ScoreResponse(
-        model_name=result.model_name,
-        model_version=result.model_version,
-        request_id=request_id,
-        score_kind=result.score_kind,
-        alpha=result.alpha,
-        score=result.score.tolist(),
-        p_value=result.p_value.tolist(),
-        outlier_probability=result.outlier_probability.tolist(),
-        is_outlier=result.is_outlier.tolist(),
-        scores=[pb.ScoreColumn(kind=k, values=v.tolist()) for k, v in result.scores.items()],
-    )
-    if result.fdr is not None:
-        response.fdr.CopyFrom(
-            pb.FdrDecision(
-                level=result.fdr.level,
-                is_outlier=result.fdr.is_outlier.tolist(),
-                n_flagged=result.fdr.n_flagged,
-                p_value_threshold=result.fdr.p_value_threshold,
-            )
-        )
-    return response
-
-
-def encode_response(result: EncodeResult) -> pb.EncodeResponse:
-    response = pb.EncodeResponse(
-        model_name=result.model_name,
-        model_version=result.model_version,
-        latent_mu=to_tensor(result.latent_mu),
-    )
-    if result.latent_logvar is not None:
-        response.latent_logvar.CopyFrom(to_tensor(result.latent_logvar))
-    return response
-
-
-def model_info(d: ModelInfo) -> pb.ModelInfo:
-    return pb.ModelInfo(
-        name=d.name,
-        version=d.version,
-        model_kind=d.model_kind,
-        inputs=[pb.TensorSpec(name=t.name, datatype=t.datatype, shape=t.shape) for t in d.inputs],
-        outputs=[pb.TensorSpec(name=t.name, datatype=t.datatype, shape=t.shape) for t in d.outputs],
-        image_shape=d.image_shape,
-        score_kinds=d.score_kinds,
-        default_score_kind=d.default_score_kind,
-        calibration_size=d.calibration_size,
-        default_alpha=d.default_alpha,
-        min_alpha=d.min_alpha,
-        latent_dim=d.latent_dim,
-        execution_provider=d.execution_provider,
-        manifest_json=d.manifest_json,
-        max_batch_rows=d.max_batch_rows,
     )

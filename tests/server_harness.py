@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from latentwatch.repository.layout import version_dirs
 from latentwatch.repository.manifest import Manifest
 from latentwatch.service.server import RunningServer, start_server
 from latentwatch.service.settings import Settings
@@ -26,7 +27,7 @@ class RepoUnderTest:
 
     def manifest(self, name: str, version: str = "") -> Manifest:
         model_dir = self.path / name
-        version = version or max((p.name for p in model_dir.iterdir() if p.name.isdigit()), key=int)
+        version = version or version_dirs(model_dir)[-1].name
         return Manifest.read(model_dir / version)
 
     def model_of_kind(self, *kinds: str) -> str | None:

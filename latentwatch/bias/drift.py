@@ -2,7 +2,7 @@
 
 `LatentReference` (reference.npz) summarises the encoder means of the training rows: plotting
 histograms, deciles for the population stability index, moments, and the mean posterior
-variance. Bias reports (latentwatch.bias.density) compare a dataset's means against it.
+variance. Bias reports (latentwatch.bias.accumulator) compare a dataset's means against it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-REFERENCE_FILE = "reference.npz"
 REFERENCE_PLOT_BINS = 40
 PSI_BINS = 10
 # Burda et al. (2016): a latent unit is active when its mean moves with the input,

@@ -18,14 +18,13 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from latentwatch.bias.density import BiasOptions, BiasReport
+from latentwatch.bias.accumulator import BiasReport
 from latentwatch.client.client import LatentwatchClient
 from latentwatch.data import Dataset
 from latentwatch.errors import DataError, InvalidInput
 from latentwatch.reports.bias_html import Examples, RegionExamples, render_html, write_html
 from latentwatch.reports.bias_json import ReportContext, report_to_dict, summary, write_json
 from latentwatch.repository.catalog import ModelInfo
-from latentwatch.repository.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -86,24 +85,6 @@ def read_groups(
     return ids, (columns or None)
 
 
-def _options(args: argparse.Namespace) -> None:
-    """Checks the options before any data is read; the server applies its own defaults."""
-    default = BiasOptions()
-    BiasOptions(
-        bins=default.bins if args.bins is None else args.bins,
-        alpha=default.alpha if args.alpha is None else args.alpha,
-        mode=args.mode or default.mode,
-        top_k=default.top_k if args.top_k is None else args.top_k,
-        sparse_fraction=(
-            default.sparse_fraction if args.sparse_fraction is None else args.sparse_fraction
-        ),
-    ).validated()
-    if args.chunk_rows < 1:
-        raise InvalidInput(f"--chunk-rows must be at least 1, got {args.chunk_rows}")
-    if args.n_decoded is not None and args.n_decoded < 0:
-        raise InvalidInput(f"--n-decoded must be 0 or more, got {args.n_decoded}")
-
-
 def _progress_printer(n_rows: int) -> Callable[[int, int], None]:
     start_s = last_s = time.perf_counter()
 
@@ -134,45 +115,45 @@ def _region(
 
 
 def examples_for_display(report: BiasReport, dataset: Dataset, info: ModelInfo) -> Examples:
-    """Inputs and decoded means of the densest and sparsest rows, in units a person reads.
+    """Inputs and decoded means of the densest and sparsest rows, in the data's units.
 
-    Images: both in model space, [0, 1] (the decoder's Bernoulli means). Tables: inputs as given,
-    decoded rows un-standardised with the manifest's preprocessing (x = z / scale + shift).
+    The server sends the decoded means in the data's units already; images are drawn on the
+    source's pixel scale (0 to its maximum, as training scales them).
     """
-    preprocessing = Manifest.model_validate_json(info.manifest_json).input.preprocessing
-    decoded_sparsest: NDArray | None = report.decoded_sparsest
-    decoded_densest: NDArray | None = report.decoded_densest
-    # Only the shown rows are converted: the data may be large.
-    sparsest = dataset.X[report.sparsest[:MAX_SHOWN]]  # (k, F) raw
-    densest = dataset.X[report.densest[:MAX_SHOWN]]
+    # Only the shown rows are taken: the data may be large.
+    sparsest = dataset.X[report.sparsest[:MAX_SHOWN]].astype(np.float64)  # (k, F) as given
+    densest = dataset.X[report.densest[:MAX_SHOWN]].astype(np.float64)
     image_shape = tuple(info.image_shape) or None
-    if image_shape is not None and int(np.prod(image_shape)) == dataset.n_features:
-        sparsest, densest = preprocessing.apply(sparsest), preprocessing.apply(densest)
-    else:
+    if image_shape is not None and int(np.prod(image_shape)) != dataset.n_features:
         image_shape = None
-        shift = np.asarray(preprocessing.shift, dtype=np.float64)
-        scale = np.asarray(preprocessing.scale, dtype=np.float64)
-        if decoded_sparsest is not None:
-            decoded_sparsest = decoded_sparsest / scale + shift
-        if decoded_densest is not None:
-            decoded_densest = decoded_densest / scale + shift
     return Examples(
         image_shape=image_shape,
-        densest=_region(report.densest, decoded_densest, densest.astype(np.float64)),
-        sparsest=_region(report.sparsest, decoded_sparsest, sparsest.astype(np.float64)),
+        densest=_region(report.densest, report.decoded_densest, densest),
+        sparsest=_region(report.sparsest, report.decoded_sparsest, sparsest),
+        pixel_max=_pixel_max(dataset, report) if image_shape is not None else 1.0,
     )
 
 
-def bias_report_from_args(args: argparse.Namespace) -> None:
+def _pixel_max(dataset: Dataset, report: BiasReport) -> float:
+    """The source's pixel maximum; for a source that does not know it (rows fed to an image
+    model), the largest value shown, at least 1."""
+    if dataset.max_value is not None:
+        return float(dataset.max_value)
+    shown = [dataset.X[report.sparsest[:MAX_SHOWN]], dataset.X[report.densest[:MAX_SHOWN]]]
+    shown += [d for d in (report.decoded_sparsest, report.decoded_densest) if d is not None]
+    return max([1.0] + [float(np.max(a)) for a in shown if a.size])
+
+
+def run(args: argparse.Namespace) -> None:
     from latentwatch.data import load_source
 
     if args.html is None and args.json is None:
         raise InvalidInput("nothing to write: give --html FILE, --json FILE, or both")
-    _options(args)
     dataset = load_source(args.data, max_rows=args.max_rows)
     ids, groups = None, None
     if args.groups is not None:
         ids, groups = read_groups(args.groups, dataset.n_rows, cut=args.max_rows is not None)
+    # Options go to the server as given: it validates them (INVALID_ARGUMENT names the option).
     logger.info("read %d rows of %d features from %s", dataset.n_rows, dataset.n_features,
                 args.data)
     with LatentwatchClient(args.server) as client:

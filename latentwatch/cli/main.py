@@ -1,6 +1,7 @@
 """The `latentwatch` command.
 
-Subcommands import their own modules lazily: `serve` and `score` must never import torch.
+Parsing and dispatch only. Each command is one module of latentwatch.cli with a `run(args)`,
+imported when that command runs: `serve` and `score` must never import torch.
 """
 
 from __future__ import annotations
@@ -8,15 +9,27 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from importlib import import_module
 from pathlib import Path
 
 from latentwatch.errors import LatentwatchError
+from latentwatch.families import KINDS
+
+# Command -> the module whose `run(args)` carries it out.
+COMMANDS = {
+    "train": "latentwatch.cli.train",
+    "export": "latentwatch.cli.export",
+    "bootstrap": "latentwatch.cli.bootstrap",
+    "serve": "latentwatch.cli.serve",
+    "score": "latentwatch.cli.score",
+    "bias-report": "latentwatch.cli.bias_report",
+}
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train an autoencoder or VAE on a data source")
     p.add_argument("--data", required=True, help="digits, or a .npy/.npz/.csv/IDX .gz file")
-    p.add_argument("--model", required=True, choices=["ae", "vae", "beta-vae", "dbvae"],
+    p.add_argument("--model", required=True, choices=list(KINDS),
                    help="dbvae: a VAE trained with adaptive resampling towards sparse latent "
                         "regions (DB-VAE)")
     p.add_argument("--out", required=True, type=Path, help="run directory to create")
@@ -144,33 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.command == "train":
-            from latentwatch.models.training import train_from_args
-
-            train_from_args(args)
-        elif args.command == "export":
-            from latentwatch.export.exporter import export_run
-
-            version_dir = export_run(
-                args.run_dir, args.repo, args.name, default_alpha=args.default_alpha
-            )
-            print(f"exported {args.name} version {version_dir.name} to {version_dir}")
-        elif args.command == "bootstrap":
-            from latentwatch.export.bootstrap import ensure_default_models
-
-            ensure_default_models(args.repo)
-        elif args.command == "serve":
-            from latentwatch.service.server import serve_from_args
-
-            serve_from_args(args)
-        elif args.command == "score":
-            from latentwatch.cli.score import score_from_args
-
-            score_from_args(args)
-        elif args.command == "bias-report":
-            from latentwatch.cli.bias_report import bias_report_from_args
-
-            bias_report_from_args(args)
+        import_module(COMMANDS[args.command]).run(args)
     except LatentwatchError as err:
         print(f"latentwatch {args.command}: error: {err}", file=sys.stderr)
         return 2

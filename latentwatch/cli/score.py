@@ -115,7 +115,7 @@ def _summary(result: ScoreResult, elapsed_s: float, out: Path) -> str:
     return "\n".join(lines)
 
 
-def score_from_args(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> None:
     from latentwatch.data import load_source
 
     if args.batch_rows < 1:

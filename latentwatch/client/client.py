@@ -26,14 +26,21 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from numpy.typing import NDArray
 
-from latentwatch.bias.density import BiasReport
+from latentwatch.bias.accumulator import BiasReport
 from latentwatch.client.types import FdrResult, ScoreResult, benjamini_hochberg
-from latentwatch.errors import InvalidInput, LatentwatchError, ModelNotFound, NotReady, QueueFull
+from latentwatch.errors import InvalidInput, LatentwatchError, NotReady, error_for_status
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
 from latentwatch.repository.catalog import ModelInfo, ModelSummary, TensorInfo
 from latentwatch.wire.bias import bias_requests, options_to_proto, report_from_response, row_labels
-from latentwatch.wire.tensors import V2_DTYPES, from_tensor, to_tensor
+from latentwatch.wire.score import (
+    latents_from_response,
+    model_info_from_message,
+    models_from_response,
+    result_from_response,
+    score_request,
+)
+from latentwatch.wire.tensors import V2_DTYPES, to_tensor
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -50,15 +57,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-
-# The inverse of the service's mapping: status code -> exception class.
-_ERRORS_BY_CODE: dict[grpc.StatusCode, type[LatentwatchError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidInput,
-    grpc.StatusCode.NOT_FOUND: ModelNotFound,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: QueueFull,
-    grpc.StatusCode.UNAVAILABLE: NotReady,
-}
-
 
 def _as_rows(X: NDArray, what: str = "X") -> NDArray:
     """X as a numeric array with a batch axis, in a datatype the wire carries."""
@@ -77,44 +75,10 @@ def _as_rows(X: NDArray, what: str = "X") -> NDArray:
 
 
 def _raise_rpc_error(err: grpc.RpcError) -> NoReturn:
+    """Raises the class latentwatch/errors.py's status table gives the call's status code."""
     code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
     details = (err.details() if isinstance(err, grpc.Call) else None) or str(err)
-    error_class = _ERRORS_BY_CODE.get(code, LatentwatchError)
-    error = error_class(details)
-    if error_class is LatentwatchError:
-        # Keep the real status (DEADLINE_EXCEEDED, CANCELLED, ...) for callers that branch on it.
-        error.code = code
-    raise error from err
-
-
-def _result_from_response(response: pb.ScoreResponse, n_rows: int) -> ScoreResult:
-    score = np.array(response.score, dtype=np.float64)
-    if score.shape[0] != n_rows:
-        raise LatentwatchError(f"server returned {score.shape[0]} scores for {n_rows} rows")
-    fdr = None
-    if response.HasField("fdr"):
-        fdr = FdrResult(
-            level=response.fdr.level,
-            is_outlier=np.array(response.fdr.is_outlier, dtype=bool),
-            n_flagged=int(response.fdr.n_flagged),
-            p_value_threshold=response.fdr.p_value_threshold,
-        )
-    return ScoreResult(
-        model_name=response.model_name,
-        model_version=response.model_version,
-        score_kind=response.score_kind,
-        alpha=response.alpha,
-        score=score,
-        p_value=np.array(response.p_value, dtype=np.float64),
-        outlier_probability=np.array(response.outlier_probability, dtype=np.float64),
-        is_outlier=np.array(response.is_outlier, dtype=bool),
-        scores={c.kind: np.array(c.values, dtype=np.float64) for c in response.scores},
-        fdr=fdr,
-    )
-
-
-def _tensor_info(spec: pb.TensorSpec) -> TensorInfo:
-    return TensorInfo(spec.name, spec.datatype, tuple(spec.shape))
+    raise error_for_status(code, details) from err
 
 
 class LatentwatchClient:
@@ -180,31 +144,6 @@ class LatentwatchClient:
             # Models load and warm up over seconds; polling at 10 Hz costs nothing.
             time.sleep(min(0.1, max(deadline - time.monotonic(), 0.0)))
 
-    def _request(
-        self,
-        model: str,
-        rows: NDArray,
-        version: str,
-        kinds: Sequence[str],
-        alpha: float | None,
-        fdr: float | None,
-        score_kind: str,
-        request_id: str = "",
-    ) -> pb.ScoreRequest:
-        request = pb.ScoreRequest(
-            model_name=model,
-            model_version=version,
-            input=to_tensor(rows),
-            score_kinds=list(kinds),
-            request_id=request_id,
-            score_kind=score_kind,
-        )
-        if alpha is not None:
-            request.alpha = alpha
-        if fdr is not None:
-            request.fdr = fdr
-        return request
-
     def score(
         self,
         model: str,
@@ -233,12 +172,12 @@ class LatentwatchClient:
         if batch_rows is not None and batch_rows < 1:
             raise InvalidInput(f"batch_rows must be at least 1, got {batch_rows}")
         if batch_rows is None or rows.shape[0] <= batch_rows:
-            request = self._request(model, rows, version, kinds, alpha, fdr, score_kind)
+            request = score_request(model, rows, version, kinds, alpha, fdr, score_kind)
             try:
                 response = self._stub.Score(request, timeout=self.timeout_s)
             except grpc.RpcError as err:
                 _raise_rpc_error(err)
-            return _result_from_response(response, rows.shape[0])
+            return result_from_response(response, rows.shape[0])
         chunks = (rows[i : i + batch_rows] for i in range(0, rows.shape[0], batch_rows))
         parts = list(
             self.score_stream(
@@ -276,7 +215,7 @@ class LatentwatchClient:
                 for index, batch in enumerate(batches):
                     rows = _as_rows(batch, what=f"batch {index}")
                     sizes.append(rows.shape[0])
-                    yield self._request(
+                    yield score_request(
                         model, rows, version, kinds, alpha, fdr, score_kind, str(index)
                     )
             except Exception as err:  # not GeneratorExit: gRPC closes us after a server error
@@ -292,7 +231,7 @@ class LatentwatchClient:
                         f"stream out of order: got response {response.request_id!r} "
                         f"for request {index}"
                     )
-                yield _result_from_response(response, sizes[index])
+                yield result_from_response(response, sizes[index])
                 index += 1
         except grpc.RpcError as err:
             if failures:
@@ -312,11 +251,7 @@ class LatentwatchClient:
             response = self._stub.Encode(request, timeout=self.timeout_s)
         except grpc.RpcError as err:
             _raise_rpc_error(err)
-        mu = from_tensor(response.latent_mu, what="latent_mu")
-        logvar = None
-        if response.HasField("latent_logvar"):
-            logvar = from_tensor(response.latent_logvar, what="latent_logvar")
-        return mu, logvar
+        return latents_from_response(response)
 
     def bias_report(
         self,
@@ -339,7 +274,7 @@ class LatentwatchClient:
 
         `ids` (N, str() of each) name the rows in `report.id_of`; `groups` maps a column name to
         N labels (str() of each) for per-group statistics. Options left None take the server's
-        defaults (see latentwatch.bias.density). `progress(rows_sent, total)` follows the upload.
+        defaults (see latentwatch.bias.options). `progress(rows_sent, total)` follows the upload.
         """
         rows = _as_rows(X)
         n = rows.shape[0]
@@ -376,10 +311,7 @@ class LatentwatchClient:
             response = self._stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout_s)
         except grpc.RpcError as err:
             _raise_rpc_error(err)
-        return [
-            ModelSummary(m.name, tuple(m.versions), m.latest_version, m.model_kind)
-            for m in response.models
-        ]
+        return models_from_response(response)
 
     def get_model(self, name: str, version: str = "") -> ModelInfo:
         request = pb.GetModelRequest(model_name=name, model_version=version)
@@ -387,20 +319,4 @@ class LatentwatchClient:
             info = self._stub.GetModel(request, timeout=self.timeout_s)
         except grpc.RpcError as err:
             _raise_rpc_error(err)
-        return ModelInfo(
-            name=info.name,
-            version=info.version,
-            model_kind=info.model_kind,
-            inputs=tuple(_tensor_info(t) for t in info.inputs),
-            outputs=tuple(_tensor_info(t) for t in info.outputs),
-            image_shape=tuple(info.image_shape),
-            score_kinds=tuple(info.score_kinds),
-            default_score_kind=info.default_score_kind,
-            calibration_size=int(info.calibration_size),
-            default_alpha=info.default_alpha,
-            min_alpha=info.min_alpha,
-            latent_dim=int(info.latent_dim),
-            execution_provider=info.execution_provider,
-            max_batch_rows=int(info.max_batch_rows),
-            manifest_json=info.manifest_json,
-        )
+        return model_info_from_message(info)

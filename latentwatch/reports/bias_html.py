@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from latentwatch.bias.density import DISPARITY_BAND, BiasReport, GroupStats
+from latentwatch.bias.accumulator import DISPARITY_BAND, BiasReport, GroupStats
 from latentwatch.reports.bias_json import (
     ReportContext,
     fmt_count,
@@ -78,8 +78,8 @@ class RegionExamples:
     """Rows of one latent region (densest or sparsest), ready to show."""
 
     positions: NDArray[np.int64]  # (k,)
-    inputs: NDArray[np.float64] | None  # (k, F): images in [0, 1], table rows in data units
-    decoded: NDArray[np.float64] | None  # (k, F) decoder means, same units as inputs
+    inputs: NDArray[np.float64] | None  # (k, F) rows in the data's units
+    decoded: NDArray[np.float64] | None  # (k, F) or (k, C, H, W) decoder means, same units
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,6 +87,7 @@ class Examples:
     image_shape: tuple[int, ...] | None  # (C, H, W) for images; None shows tables
     densest: RegionExamples
     sparsest: RegionExamples
+    pixel_max: float = 1.0  # images: the data value drawn white (0 is black)
 
 
 
@@ -185,13 +186,15 @@ def _dimensions_section(report: BiasReport) -> str:
             f"{report.latent_dim} shown.</p>{legend}{dimension_panels(report)}</section>")
 
 
-def _image_region(report: BiasReport, region: RegionExamples, image_shape: Sequence[int]) -> str:
+def _image_region(
+    report: BiasReport, region: RegionExamples, image_shape: Sequence[int], pixel_max: float
+) -> str:
     labels = "".join(f'<span class="lab">{what}</span>' for what, rows in
                      (("input", region.inputs), ("decoded", region.decoded)) if rows is not None)
     cards = [f'<div class="ex">{labels}</div>']
     for i, position in enumerate(region.positions.tolist()):
         images = "".join(
-            f'<img alt="{esc(what)}" src="{image_uri(rows[i], image_shape)}">'
+            f'<img alt="{esc(what)}" src="{image_uri(rows[i] / pixel_max, image_shape)}">'
             for what, rows in (("input", region.inputs), ("decoded", region.decoded))
             if rows is not None and i < rows.shape[0]
         )
@@ -227,7 +230,7 @@ def _examples_section(report: BiasReport, examples: Examples | None) -> str:
         if region.positions.size == 0:
             continue
         if examples.image_shape is not None:
-            content = _image_region(report, region, examples.image_shape)
+            content = _image_region(report, region, examples.image_shape, examples.pixel_max)
         else:
             content = _table_region(report, region)
         parts.append(f"<h3>{esc(title)}</h3>{content}")

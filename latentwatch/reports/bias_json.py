@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from latentwatch.bias.density import DISPARITY_BAND, BiasReport, GroupStats
+from latentwatch.bias.accumulator import DISPARITY_BAND, BiasReport, GroupStats
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def group_label(group: GroupStats) -> str:
 
 def sparse_weight_share(report: BiasReport) -> tuple[int, float]:
     """(rows in the sparsest `sparse_fraction` of the data, their share of the total weight)."""
-    # The same count the group statistics use (latentwatch.bias.density).
+    # The same count the group statistics use (latentwatch.bias.accumulator).
     n_sparse = max(1, int(round(report.options.sparse_fraction * report.n_rows)))
     order = np.argsort(report.log_density, kind="stable")  # lowest density first
     total = float(report.weight.sum())

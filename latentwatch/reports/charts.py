@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from latentwatch.bias.density import DISPARITY_BAND, BiasReport, GroupStats
+from latentwatch.bias.accumulator import DISPARITY_BAND, BiasReport, GroupStats
 from latentwatch.bias.drift import PSI_SIGNIFICANT
 from latentwatch.reports.bias_json import fmt_count, fmt_num, fmt_percent, group_label
 
@@ -48,7 +48,7 @@ def png_bytes(pixels: NDArray[np.uint8]) -> bytes:
 
 
 def image_uri(row: NDArray, image_shape: Sequence[int]) -> str:
-    """A [0, 1] model-space row as a PNG data URI; channels other than 1 or 3 show the first."""
+    """A row of [0, 1] intensities as a PNG data URI; channels other than 1 or 3 show the first."""
     channels, height, width = image_shape
     planes = np.clip(np.asarray(row, dtype=np.float64), 0, 1).reshape(channels, height, width)
     pixels = planes.transpose(1, 2, 0) if channels == 3 else planes[0]

@@ -3,13 +3,7 @@
 Export writes it last (after every other file, with their sha256); the service reads it first
 and trusts nothing it does not list. Pure pydantic: importing this never imports torch or onnx.
 
-Repository layout::
-
-    <repo>/<model>/<version>/manifest.json
-                             scorer.onnx  encoder.onnx  decoder.onnx  calibration.npy
-                             second_stage.npz (when the manifest has `second_stage`)
-
-Versions are positive integers as strings ("1", "2", ...); the latest is the largest.
+Where the files live (names, version directories, the walker): latentwatch.repository.layout.
 """
 
 from __future__ import annotations
@@ -17,43 +11,28 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import numpy as np
-from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MANIFEST_FILE = "manifest.json"
-FORMAT_VERSION = 1
+from latentwatch.families import Capability
+from latentwatch.repository.capabilities import check_capabilities
+from latentwatch.repository.layout import (
+    CALIBRATION_FILE,
+    MANIFEST_FILE,
+    REFERENCE_FILE,
+    SECOND_STAGE_FILE,
+)
+from latentwatch.repository.manifest_v1 import is_v1, upgrade_v1
+from latentwatch.scoring.preprocessing import Preprocessing
 
-ModelKind = Literal["ae", "vae", "beta-vae", "dbvae"]
+FORMAT_VERSION: Literal[2] = 2
+
 DecoderKind = Literal["bernoulli", "gaussian", "gaussian-hetero"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Preprocessing(_Strict):
-    """x_model = clip((x_raw - shift) * scale), per feature; baked into scorer and encoder graphs.
-
-    `scale` images: shift 0, scale 1/max (digits 1/16, MNIST 1/255), clip [0, 1].
-    `standardize` tabular rows: shift = training mean, scale = 1/std (std floored), no clip.
-    """
-
-    kind: Literal["scale", "standardize"]
-    shift: list[float]
-    scale: list[float]
-    clip: tuple[float, float] | None = None
-
-    def apply(self, rows: NDArray) -> NDArray[np.float32]:
-        """(N, F) raw rows -> (N, F) float32 rows in model space, as the graphs compute them."""
-        shift = np.asarray(self.shift, dtype=np.float32)
-        scale = np.asarray(self.scale, dtype=np.float32)
-        out = (np.asarray(rows, dtype=np.float32) - shift) * scale
-        if self.clip is not None:
-            np.clip(out, self.clip[0], self.clip[1], out=out)
-        return out
 
 
 class InputSpec(_Strict):
@@ -87,7 +66,7 @@ class Calibration(_Strict):
     `calibration.npy` is float64 of shape (size, len(score_kinds)), one column per kind.
     """
 
-    file: str = "calibration.npy"
+    file: str = CALIBRATION_FILE
     size: int = Field(gt=0)
     score_kinds: list[str]
     default_alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
@@ -103,7 +82,7 @@ class SecondStageSpec(_Strict):
     """
 
     kind: str = "stats_density"
-    file: str = "second_stage.npz"
+    file: str = SECOND_STAGE_FILE
     statistics: list[str]
     combine: Literal["max", "max_abs", "sum"]
     k: int = Field(gt=0)
@@ -116,7 +95,7 @@ class ReferenceSpec(_Strict):
     per-dimension histograms and deciles of the encoder means, their moments, and the mean
     posterior variance; drift and the reference plots of a bias report compare against it."""
 
-    file: str = "reference.npz"
+    file: str = REFERENCE_FILE
     n_rows: int = Field(gt=1)
     fit_split: str  # which rows were encoded, in words
 
@@ -149,39 +128,30 @@ class Provenance(_Strict):
     torch_version: str
 
 
-class Manifest(_Strict):
-    format_version: int = FORMAT_VERSION
-    name: str
-    version: str
-    model_kind: ModelKind
-    decoder: DecoderKind
-    beta: float
-    latent_dim: int
-    n_importance_samples: int
-    input: InputSpec
-    # "scorer" (required), "encoder", "decoder".
-    graphs: dict[str, GraphSpec]
-    # Names of scorer outputs that are per-row scores (higher = more anomalous).
+class LatentSpec(_Strict):
+    """The latent space of an encoder/decoder family (absent for families without one)."""
+
+    latent_dim: int = Field(gt=0)
+    beta: float | None = None  # the KL weight in training (variational families)
+    decoder: DecoderKind | None = None  # the decoder's likelihood
+    # Fixed latent draws the scorer averages over; 0 when it draws none (the AE).
+    n_importance_samples: int = Field(default=0, ge=0)
+
+
+class ScoringSpec(_Strict):
+    """What the scorer graph (and the service's second stage) give, and their calibration."""
+
+    # Names of per-row scores (higher = more anomalous): scorer outputs or the second stage's.
     score_kinds: list[str]
     default_score_kind: str
     # Why the default kind is the default (chosen without labels, or fixed by a benchmark).
     default_score_reason: str = ""
     # Present when one score kind is computed by the service after the scorer graph.
     second_stage: SecondStageSpec | None = None
-    # The latent reference of the training rows; absent in versions exported before it existed.
-    reference: ReferenceSpec | None = None
     calibration: Calibration
-    parity: Parity
-    onnx: OnnxInfo
-    provenance: Provenance
-    # sha256 hex digest of every other file in the version directory.
-    sha256: dict[str, str]
-    created_at: str
 
     @model_validator(mode="after")
-    def _consistent(self) -> Manifest:
-        if "scorer" not in self.graphs:
-            raise ValueError("graphs must include 'scorer'")
+    def _consistent(self) -> ScoringSpec:
         if self.default_score_kind not in self.score_kinds:
             raise ValueError(
                 f"default_score_kind {self.default_score_kind!r} is not in {self.score_kinds}"
@@ -189,11 +159,57 @@ class Manifest(_Strict):
         missing = set(self.calibration.score_kinds) ^ set(self.score_kinds)
         if missing:
             raise ValueError(f"calibration kinds differ from score_kinds: {sorted(missing)}")
-        scorer_outputs = {t.name for t in self.graphs["scorer"].outputs}
-        computed = {self.second_stage.kind} if self.second_stage else set()
-        if not set(self.score_kinds) <= scorer_outputs | computed:
-            raise ValueError("every score kind must be a scorer output or the second stage's")
         return self
+
+
+class Manifest(_Strict):
+    """Format 2: a version lists its graphs and capabilities; family sections are optional.
+
+    Format 1 manifests (flat latent and scoring fields) are upgraded when read
+    (latentwatch.repository.manifest_v1); latentwatch.repository.capabilities checks that the
+    capabilities, graphs and sections agree.
+    """
+
+    format_version: Literal[2] = FORMAT_VERSION
+    name: str
+    version: str
+    model_kind: str  # a latentwatch.families kind
+    capabilities: list[Capability]
+    input: InputSpec
+    # Graph name -> file and tensors: "scorer", "encoder", "decoder", ...
+    graphs: dict[str, GraphSpec]
+    latent: LatentSpec | None = None
+    scoring: ScoringSpec | None = None
+    # The latent reference of the training rows for bias reports; absent in older versions.
+    reference: ReferenceSpec | None = None
+    parity: Parity
+    onnx: OnnxInfo
+    provenance: Provenance
+    # sha256 hex digest of every other file in the version directory.
+    sha256: dict[str, str]
+    created_at: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        return upgrade_v1(data) if is_v1(data) else data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        check_capabilities(self)
+        return self
+
+    def require_scoring(self) -> ScoringSpec:
+        """The scoring section; ValueError for a version that cannot score."""
+        if self.scoring is None:
+            raise ValueError(f"{self.name} version {self.version} has no scoring section")
+        return self.scoring
+
+    def require_latent(self) -> LatentSpec:
+        """The latent section; ValueError for a version without a latent space."""
+        if self.latent is None:
+            raise ValueError(f"{self.name} version {self.version} has no latent section")
+        return self.latent
 
     @property
     def n_features(self) -> int:
@@ -227,9 +243,3 @@ def verify_files(version_dir: Path, manifest: Manifest) -> list[str]:
                 f"{name}: sha256 {actual[:12]}… does not match manifest {expected[:12]}…"
             )
     return problems
-
-
-def next_version(model_dir: Path) -> str:
-    """The next free integer version under <repo>/<model>/."""
-    existing = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
-    return str(max(existing, default=0) + 1)

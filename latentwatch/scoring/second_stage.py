@@ -28,7 +28,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 KIND = "stats_density"
-FILE = "second_stage.npz"
 # kNN distance to at most this many reference rows: bounded memory and time per batch. Narrow
 # rows get more reference rows for the same cost (REFERENCE_VALUES = rows x features), which
 # matters on large low-dimensional sets where the nearest neighbours are very close.
@@ -81,6 +80,11 @@ class SecondStage:
                                 ("log_input_knn", self.input_reference)):
             if name in self.statistics and reference.shape[0] < self.k:
                 raise ValueError(f"{name} needs at least k={self.k} reference rows")
+
+    @property
+    def costly(self) -> bool:
+        """Whether it searches reference rows (kNN): heavy work, kept off the event loop."""
+        return any(s in ("log_latent_knn", "log_input_knn") for s in self.statistics)
 
     @property
     def needs_outputs(self) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""BiasReport on the wire: latentwatch.bias.density dataclasses <-> latentwatch.v1 messages.
+"""BiasReport on the wire: latentwatch.bias dataclasses <-> latentwatch.v1 messages.
 
 Shared by the servicer (report -> response) and the client (response -> report), so that both
 directions stay one mapping. Per-row arrays travel as FP64 tensors (compact for millions of
@@ -12,31 +12,27 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from latentwatch.bias.density import BiasOptions, BiasReport, DimensionHistogram, GroupStats
+from latentwatch.bias.accumulator import BiasReport, DimensionHistogram, GroupStats
 from latentwatch.bias.drift import Drift, ReferenceComparison
+from latentwatch.bias.options import BiasOptions
 from latentwatch.errors import InvalidInput, LatentwatchError
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.wire.tensors import from_tensor, to_tensor
 
-DEFAULT_N_DECODED = 8  # sparsest and densest rows decoded when the request leaves it unset
 
-
-def options_from_proto(options: pb.BiasReportOptions) -> tuple[BiasOptions, int | None]:
-    """The request's options over the defaults (not yet validated), and n_decoded if set."""
+def options_from_proto(options: pb.BiasReportOptions) -> BiasOptions:
+    """The request's options over the defaults, as sent: the service validates them."""
     default = BiasOptions()
-    return (
-        BiasOptions(
-            bins=options.bins if options.HasField("bins") else default.bins,
-            alpha=options.alpha if options.HasField("alpha") else default.alpha,
-            mode=options.mode or default.mode,
-            top_k=options.top_k if options.HasField("top_k") else default.top_k,
-            sparse_fraction=(
-                options.sparse_fraction
-                if options.HasField("sparse_fraction")
-                else default.sparse_fraction
-            ),
+    return BiasOptions(
+        bins=options.bins if options.HasField("bins") else default.bins,
+        alpha=options.alpha if options.HasField("alpha") else default.alpha,
+        mode=options.mode or default.mode,
+        top_k=options.top_k if options.HasField("top_k") else default.top_k,
+        sparse_fraction=(
+            options.sparse_fraction if options.HasField("sparse_fraction")
+            else default.sparse_fraction
         ),
-        options.n_decoded if options.HasField("n_decoded") else None,
+        n_decoded=options.n_decoded if options.HasField("n_decoded") else None,
     )
 
 

@@ -16,12 +16,27 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def quality() -> ModuleType:
-    """benchmarks/quality.py as a module (it imports its sibling quality_baselines)."""
+def _bench_module(name: str) -> ModuleType:
+    """benchmarks/<name>.py as a module (the benchmark's modules import their siblings)."""
     if str(BENCHMARKS) not in sys.path:
         sys.path.insert(0, str(BENCHMARKS))
-    return importlib.import_module("quality")
+    return importlib.import_module(name)
+
+
+@pytest.fixture(scope="module")
+def quality() -> ModuleType:
+    """benchmarks/quality.py: the command line and its run."""
+    return _bench_module("quality")
+
+
+@pytest.fixture(scope="module")
+def quality_split() -> ModuleType:
+    return _bench_module("quality_split")
+
+
+@pytest.fixture(scope="module")
+def quality_metrics() -> ModuleType:
+    return _bench_module("quality_metrics")
 
 
 def _labelled(n_normal: int, n_anomaly: int) -> tuple[np.ndarray, np.ndarray]:
@@ -33,10 +48,10 @@ def _labelled(n_normal: int, n_anomaly: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_clean_train_split_trains_on_half_the_normals_and_tests_on_the_rest(
-    quality: ModuleType,
+    quality_split: ModuleType,
 ) -> None:
     X, y = _labelled(101, 12)
-    split = quality.clean_train_split(X, y, seed=0)
+    split = quality_split.clean_train_split(X, y, seed=0)
     pool_ids = split.pool[:, 0].astype(int)
     test_ids = split.test[:, 0].astype(int)
     assert (y[pool_ids] == 0).all()  # clean training: no anomaly in the pool
@@ -44,40 +59,40 @@ def test_clean_train_split_trains_on_half_the_normals_and_tests_on_the_rest(
     assert not set(pool_ids) & set(test_ids)
     assert set(pool_ids) | set(test_ids) == set(range(len(y)))  # every row used once
     np.testing.assert_array_equal(split.y_test, y[test_ids])
-    again = quality.clean_train_split(X, y, seed=0)
+    again = quality_split.clean_train_split(X, y, seed=0)
     np.testing.assert_array_equal(again.pool, split.pool)
-    other = quality.clean_train_split(X, y, seed=1)
+    other = quality_split.clean_train_split(X, y, seed=1)
     assert set(other.pool[:, 0].astype(int)) != set(pool_ids)
 
 
-def test_clean_train_split_caps_keep_the_anomaly_fraction(quality: ModuleType) -> None:
+def test_clean_train_split_caps_keep_the_anomaly_fraction(quality_split: ModuleType) -> None:
     X, y = _labelled(2000, 100)
-    split = quality.clean_train_split(X, y, seed=3, max_train_rows=300, max_test_rows=220)
+    split = quality_split.clean_train_split(X, y, seed=3, max_train_rows=300, max_test_rows=220)
     assert split.pool.shape[0] == 300 and split.n_pool_uncapped == 1000
     assert split.test.shape[0] == 220 and split.n_test_uncapped == 1100
     assert int(split.y_test.sum()) == 20  # 100 / 1100 of 220
     assert not set(split.pool[:, 0].astype(int)) & set(split.test[:, 0].astype(int))
 
 
-def test_detection_metrics(quality: ModuleType) -> None:
+def test_detection_metrics(quality_metrics: ModuleType) -> None:
     y = np.array([0, 0, 0, 1, 1])
-    perfect = quality.detection_metrics(y, np.array([0.1, 0.2, 0.3, 0.8, 0.9]))
+    perfect = quality_metrics.detection_metrics(y, np.array([0.1, 0.2, 0.3, 0.8, 0.9]))
     assert perfect == {"auroc": 1.0, "aupr": 1.0}
-    assert quality.detection_metrics(y, np.array([5.0, 4, 3, 2, 1]))["auroc"] == 0.0
+    assert quality_metrics.detection_metrics(y, np.array([5.0, 4, 3, 2, 1]))["auroc"] == 0.0
     # +inf ranks above every finite score instead of breaking the metric.
-    with_inf = quality.detection_metrics(y, np.array([0.1, 0.2, 0.3, 0.8, np.inf]))
+    with_inf = quality_metrics.detection_metrics(y, np.array([0.1, 0.2, 0.3, 0.8, np.inf]))
     assert with_inf["auroc"] == 1.0
-    assert np.isnan(quality.detection_metrics(y, np.array([0.1, np.nan, 0, 1, 1]))["auroc"])
+    assert np.isnan(quality_metrics.detection_metrics(y, np.array([0.1, np.nan, 0, 1, 1]))["auroc"])
 
 
 def test_calibration_metrics_counts_false_alarms_and_false_discoveries(
-    quality: ModuleType,
+    quality_metrics: ModuleType,
 ) -> None:
     # 10 normals: one p at 0.01, one at 0.04, the rest large; 5 anomalies with tiny p-values.
     p_normal = np.array([0.01, 0.04, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 1.0])
     p_anomaly = np.full(5, 0.001)
     y = np.r_[np.zeros(10, np.int64), np.ones(5, np.int64)]
-    c = quality.calibration_metrics(y, np.r_[p_normal, p_anomaly], n_calibration=999)
+    c = quality_metrics.calibration_metrics(y, np.r_[p_normal, p_anomaly], n_calibration=999)
     assert c["false_alarm_rate"] == {"0.01": 0.1, "0.05": 0.2, "0.1": 0.2}
     assert c["min_alpha"] == pytest.approx(1e-3)
     # BH at q = 0.1 over m = 15: the 7th smallest p (0.04) <= 0.1 * 7 / 15 and the 8th (0.5)
@@ -87,7 +102,7 @@ def test_calibration_metrics_counts_false_alarms_and_false_discoveries(
     assert c["bh"]["power"] == 1.0
 
 
-def test_pca_baseline_scores_a_rank_deficient_pool(quality: ModuleType) -> None:
+def test_pca_baseline_scores_a_rank_deficient_pool(quality_metrics: ModuleType) -> None:
     """PyOD's default PCA scores every row inf when a column is a copy of another."""
     pytest.importorskip("pyod", reason="the baselines need pyod, in the `bench` extra")
     from quality_baselines import run_baselines
@@ -100,7 +115,7 @@ def test_pca_baseline_scores_a_rank_deficient_pool(quality: ModuleType) -> None:
     (result,) = run_baselines(X[:300], test, seed=0, names=["pca"]).values()
     assert result.scores is not None and np.isfinite(result.scores).all()
     assert result.note is not None and "n_components=4" in result.note
-    assert quality.detection_metrics(y, result.scores)["auroc"] > 0.9
+    assert quality_metrics.detection_metrics(y, result.scores)["auroc"] > 0.9
 
 
 def _write_npz(path: Path, seed: int, shift: float) -> None:

@@ -7,13 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latentwatch.bias.density import (
-    BiasAccumulator,
-    BiasOptions,
-    effective_sample_size,
-    resampling_log_weights,
-)
+from latentwatch.bias.accumulator import BiasAccumulator
+from latentwatch.bias.density import effective_sample_size, resampling_log_weights
 from latentwatch.bias.drift import LatentReference
+from latentwatch.bias.options import BiasOptions
 from latentwatch.errors import InvalidInput
 
 

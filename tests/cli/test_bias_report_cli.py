@@ -21,6 +21,7 @@ from latentwatch.cli.main import main
 from latentwatch.client.client import LatentwatchClient
 from latentwatch.data import load_source
 from latentwatch.errors import DataError
+from latentwatch.repository.manifest import Manifest
 
 VAE = "digits-vae"
 WINDOW = (1280, 2400)
@@ -176,36 +177,40 @@ def test_ids_come_from_the_groups_file_and_options_reach_the_report(
     assert all(len(d["counts"]) == 8 for d in document["dimensions"])
 
 
-def test_examples_of_a_table_model_are_in_data_units(cli_run: CliRun) -> None:
+def test_examples_are_the_servers_decoded_rows_in_the_data_units(cli_run: CliRun) -> None:
     with LatentwatchClient(cli_run.target) as client:
         dataset = load_source("digits", max_rows=200)
         report = client.bias_report(VAE, dataset.X, top_k=4, n_decoded=3)
         info = client.get_model(VAE)
-    assert report.decoded_sparsest is not None and report.decoded_sparsest.shape == (3, 64)
-    # The same report seen as a standardised table model: decoded rows go back to data units.
-    manifest = json.loads(info.manifest_json)
-    manifest["input"]["preprocessing"] = {"kind": "standardize", "shift": [5.0] * 64,
-                                          "scale": [0.5] * 64, "clip": None}
-    table = replace(info, image_shape=(), manifest_json=json.dumps(manifest))
+    # The server inverts the preprocessing (x / 16 for digits) and shapes the rows as images.
+    assert report.decoded_sparsest is not None and report.decoded_densest is not None
+    assert report.decoded_sparsest.shape == (3, 1, 8, 8)
+    assert np.all((report.decoded_sparsest >= 0) & (report.decoded_sparsest <= 16))
+    assert report.decoded_sparsest.max() > 1  # not the Bernoulli means in [0, 1]
+    # Seen as a table model, the rows are shown exactly as they came.
+    table = replace(info, image_shape=())
     examples = examples_for_display(report, dataset, table)
 
     assert examples.image_shape is None
     np.testing.assert_array_equal(examples.sparsest.positions, report.sparsest[:3])
     np.testing.assert_allclose(examples.sparsest.inputs, dataset.X[report.sparsest[:3]])
-    np.testing.assert_allclose(examples.sparsest.decoded, report.decoded_sparsest / 0.5 + 5.0,
-                               rtol=1e-6)
+    assert examples.sparsest.decoded is not None
+    np.testing.assert_array_equal(examples.sparsest.decoded, report.decoded_sparsest)
+    # As images: drawn on the pixel scale, the intensities the model sees (as before the move).
     images = examples_for_display(report, dataset, info)
-    assert images.image_shape == (1, 8, 8)
-    np.testing.assert_allclose(images.densest.inputs, dataset.X[report.densest[:3]] / 16.0,
-                               rtol=1e-6)
+    assert images.image_shape == (1, 8, 8) and images.pixel_max == 16.0
+    assert images.densest.inputs is not None and images.densest.decoded is not None
+    preprocessing = Manifest.model_validate_json(info.manifest_json).input.preprocessing
+    np.testing.assert_allclose(images.densest.inputs / images.pixel_max,
+                               preprocessing.apply(dataset.X[report.densest[:3]]), rtol=1e-6)
+    drawn = images.densest.decoded / images.pixel_max
+    assert drawn.shape == (3, 1, 8, 8) and np.all((drawn >= 0) & (drawn <= 1))
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         ([], "give --html FILE, --json FILE, or both"),
-        (["--json", "x.json", "--bins", "1"], "bins: expected 2 to"),
-        (["--json", "x.json", "--mode", "median"], "mode: expected one of paper, max"),
         (["--json", "x.json", "--groups", "short.csv"], "short.csv: 2 rows, but the data has"),
     ],
 )
@@ -220,6 +225,29 @@ def test_bad_arguments_fail_before_any_server_is_asked(
                *extra])
     assert rc == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--bins", "1"], "bins: expected 2 to"),
+        (["--mode", "median"], "mode: expected one of paper, max"),
+        (["--top-k", "3", "--n-decoded", "4"], "n_decoded: expected 0 to top_k (3) rows, got 4"),
+        (["--n-decoded", "-1"], "n_decoded: expected 0 to top_k (20) rows, got -1"),
+    ],
+)
+def test_bad_options_fail_with_the_servers_message(
+    extra: list[str], message: str, cli_run: CliRun, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The CLI sends the options as given; the server validates them once (INVALID_ARGUMENT).
+    monkeypatch.chdir(tmp_path)
+    rc = main(["bias-report", "--server", cli_run.target, "--model", VAE, "--data", "digits",
+               "--max-rows", "50", "--json", "x.json", *extra])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "latentwatch bias-report: error: " in err and message in err
     assert not (tmp_path / "x.json").exists()
 
 

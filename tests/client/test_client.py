@@ -78,8 +78,8 @@ def test_score_matches_the_score_rpc_and_the_calibration(
     # ...and p-values that follow the conformal formula over the stored calibration scores.
     version_dir = model_repo / VAE / info.version
     manifest = Manifest.read(version_dir)
-    calibration = np.load(version_dir / manifest.calibration.file, allow_pickle=False)
-    column = manifest.calibration.score_kinds.index(result.score_kind)
+    calibration = np.load(version_dir / manifest.scoring.calibration.file, allow_pickle=False)
+    column = manifest.scoring.calibration.score_kinds.index(result.score_kind)
     np.testing.assert_allclose(result.p_value, _conformal_p(calibration[:, column], result.score))
 
 
@@ -93,8 +93,8 @@ def test_each_score_kind_is_selectable_with_its_own_calibration(
     np.testing.assert_array_equal(result.score, result.scores[kind])
     version_dir = model_repo / VAE / client.get_model(VAE).version
     manifest = Manifest.read(version_dir)
-    calibration = np.load(version_dir / manifest.calibration.file, allow_pickle=False)
-    column = manifest.calibration.score_kinds.index(kind)
+    calibration = np.load(version_dir / manifest.scoring.calibration.file, allow_pickle=False)
+    column = manifest.scoring.calibration.score_kinds.index(kind)
     np.testing.assert_allclose(result.p_value, _conformal_p(calibration[:, column], result.score))
     assert result.is_outlier[-4:].all()  # every kind flags rows far from any digit
     assert result.fdr is not None and result.fdr.is_outlier[-4:].all()

@@ -116,8 +116,8 @@ def test_elbo_iwae_and_recon_prob_follow_their_definitions_with_the_fixed_draws(
     manifest = Manifest.read(model_dir.version_dir)
     rows = _rows(model_dir.run_dir, 32)
     model, x = _preprocessed(model_dir.run_dir, rows)
-    k = manifest.n_importance_samples
-    eps = fixed_noise(k, manifest.latent_dim, manifest.provenance.seed).double()  # (K, 1, Z)
+    k = manifest.latent.n_importance_samples
+    eps = fixed_noise(k, manifest.latent.latent_dim, manifest.provenance.seed).double()  # (K, 1, Z)
     model, x = model.double(), x.double()  # the reference in float64
     with torch.no_grad():
         mu, logvar = model.encode(x)

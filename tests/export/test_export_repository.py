@@ -55,9 +55,9 @@ def test_graph_files_match_the_manifest_and_load_in_onnx_runtime_1_31(
         ["neg_elbo", "iwae_nll", "recon_error", "kl", "recon_prob_nll"] if variational
         else ["recon_error"]
     )
-    assert manifest.score_kinds == [*expected_kinds, "stats_density"]
-    assert manifest.default_score_kind == "stats_density"
-    assert manifest.default_score_reason
+    assert manifest.scoring.score_kinds == [*expected_kinds, "stats_density"]
+    assert manifest.scoring.default_score_kind == "stats_density"
+    assert manifest.scoring.default_score_reason
     assert manifest.onnx.opset == 17 and manifest.onnx.ir_version <= 13
     for spec in manifest.graphs.values():
         model = onnx.load(str(version_dir / spec.file))
@@ -89,18 +89,18 @@ def test_calibration_holds_onnx_runtime_scores_of_the_held_out_rows(
     calibration = np.load(version_dir / "calibration.npy", allow_pickle=False)
     rows = np.load(run_dir / "calibration_rows.npy", allow_pickle=False)
     assert calibration.dtype == np.float64
-    assert calibration.shape == (len(rows), len(manifest.score_kinds)) == (
-        manifest.calibration.size, len(manifest.calibration.score_kinds)
+    assert calibration.shape == (len(rows), len(manifest.scoring.score_kinds)) == (
+        manifest.scoring.calibration.size, len(manifest.scoring.calibration.score_kinds)
     )
     assert np.isfinite(calibration).all()
     scores = OfflineScorer.from_version_dir(version_dir).score(rows)
-    for column, name in enumerate(manifest.score_kinds):
+    for column, name in enumerate(manifest.scoring.score_kinds):
         np.testing.assert_allclose(calibration[:, column], scores[name], rtol=1e-6, atol=1e-7)
     graph = run_session(cpu_session(version_dir / "scorer.onnx"), "input", rows)
-    for name in set(manifest.score_kinds) & set(graph):
+    for name in set(manifest.scoring.score_kinds) & set(graph):
         np.testing.assert_allclose(scores[name], graph[name], rtol=1e-6, atol=1e-7)
-    assert manifest.calibration.default_alpha == 0.05
-    assert str(len(rows)) in manifest.calibration.split
+    assert manifest.scoring.calibration.default_alpha == 0.05
+    assert str(len(rows)) in manifest.scoring.calibration.split
 
 
 def test_versions_count_up_and_no_staging_is_left(
@@ -110,7 +110,7 @@ def test_versions_count_up_and_no_staging_is_left(
     second = export_run(trained_runs["ae"], tmp_path, "m")
     assert (first.name, second.name) == ("1", "2")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["1", "2", "config.pbtxt"]
-    assert Manifest.read(first).calibration.default_alpha == 0.1
+    assert Manifest.read(first).scoring.calibration.default_alpha == 0.1
     assert Manifest.read(second).version == "2"
     # Same run, same fixed draws: the two versions score identically.
     np.testing.assert_array_equal(
@@ -207,7 +207,7 @@ def test_reference_holds_the_training_rows_latent_means(
     reference = LatentReference.load(version_dir / manifest.reference.file)
     rows = np.load(run_dir / "train_rows.npy", allow_pickle=False)
     assert reference.n_rows == manifest.reference.n_rows == len(rows)
-    assert reference.latent_dim == manifest.latent_dim
+    assert reference.latent_dim == manifest.latent.latent_dim
     graph = "encoder.onnx" if "encoder" in manifest.graphs else "scorer.onnx"
     mu = run_session(cpu_session(version_dir / graph), "input", rows)["latent_mu"]
     np.testing.assert_allclose(reference.mean, mu.mean(axis=0), rtol=1e-5, atol=1e-6)

@@ -134,8 +134,8 @@ def test_hetero_export_declares_its_decoder_and_scores(
     hetero_runs: dict[str, _Run], body: str
 ) -> None:
     manifest = Manifest.read(hetero_runs[body].version_dir)
-    assert manifest.decoder == "gaussian-hetero"
-    assert "recon_prob_nll" in manifest.score_kinds
+    assert manifest.latent.decoder == "gaussian-hetero"
+    assert "recon_prob_nll" in manifest.scoring.score_kinds
     assert [t.name for t in manifest.graphs["scorer"].outputs] == SCORER_OUTPUTS
     n_features = manifest.input.shape[0]
     # The decoder graph gives the mean only: F values per row, not [mean, log-variance].
@@ -187,7 +187,7 @@ def test_hetero_scores_follow_their_definitions(hetero_runs: dict[str, _Run], bo
     x = torch.from_numpy(Preprocessing(**checkpoint.preprocessing).apply(rows)).double()
     model = model.double()
     n_features = checkpoint.config.n_features
-    eps = fixed_noise(manifest.n_importance_samples, manifest.latent_dim,
+    eps = fixed_noise(manifest.latent.n_importance_samples, manifest.latent.latent_dim,
                       manifest.provenance.seed).double()
     with torch.no_grad():
         mu, logvar = model.encode(x)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from latentwatch.bias.density import BiasOptions, effective_sample_size
+from latentwatch.bias.density import effective_sample_size
+from latentwatch.bias.options import BiasOptions
 from latentwatch.cli.main import main as cli_main
 from latentwatch.data import load_source
 from latentwatch.models import load_checkpoint, preprocess
@@ -81,7 +82,7 @@ def test_dbvae_run_writes_weights_records_ess_trains_the_head_and_exports(
     manifest = Manifest.read(repo / "digits-dbvae" / "1")
     assert manifest.model_kind == "dbvae"
     assert {"scorer", "encoder", "decoder"} <= set(manifest.graphs)
-    assert "neg_elbo" in manifest.score_kinds
+    assert "neg_elbo" in manifest.scoring.score_kinds
 
 
 def _inverted_rare_rows(tmp_path: Path, n_rare: int) -> tuple[Path, np.ndarray]:

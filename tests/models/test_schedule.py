@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from latentwatch.cli.main import main as cli_main
+from latentwatch.cli.train import config_from_args
 from latentwatch.models.defaults import (
     IMAGE_BATCH_SIZE,
     IMAGE_EPOCHS,
@@ -21,7 +22,7 @@ from latentwatch.models.defaults import (
     default_tabular_batch_size,
     resolve_schedule,
 )
-from latentwatch.models.training import TrainConfig, config_from_args, run_training
+from latentwatch.models.training import TrainConfig, run_training
 
 
 @pytest.mark.parametrize(

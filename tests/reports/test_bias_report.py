@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from latentwatch.bias.density import BiasAccumulator, BiasOptions, BiasReport
+from latentwatch.bias.accumulator import BiasAccumulator, BiasReport
 from latentwatch.bias.drift import LatentReference
+from latentwatch.bias.options import BiasOptions
 from latentwatch.reports.bias_html import Examples, RegionExamples, render_html
 from latentwatch.reports.bias_json import (
     ReportContext,

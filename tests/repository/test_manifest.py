@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from latentwatch.errors import InvalidInput
-from latentwatch.repository.manifest import next_version, sha256_file, verify_files
+from latentwatch.repository.manifest import sha256_file, verify_files
 from latentwatch.wire.tensors import V2_DTYPES, from_tensor, to_tensor
 
 
@@ -36,14 +36,6 @@ def test_unknown_datatype_names_the_supported_ones() -> None:
     tensor.datatype = "BF16"
     with pytest.raises(InvalidInput, match="FP32"):
         from_tensor(tensor)
-
-
-def test_versions_count_up(tmp_path) -> None:
-    assert next_version(tmp_path) == "1"
-    (tmp_path / "1").mkdir()
-    (tmp_path / "7").mkdir()
-    (tmp_path / "tmp-export").mkdir()
-    assert next_version(tmp_path) == "8"
 
 
 def test_verify_files_reports_tampering(tmp_path) -> None:

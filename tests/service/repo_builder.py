@@ -18,17 +18,28 @@ import onnx
 from numpy.typing import NDArray
 from onnx import TensorProto, helper, numpy_helper
 
-from latentwatch.bias.drift import REFERENCE_FILE, LatentReference
+from latentwatch.bias.drift import LatentReference
+from latentwatch.families import family
+from latentwatch.repository.layout import (
+    CALIBRATION_FILE,
+    DECODER_FILE,
+    ENCODER_FILE,
+    MANIFEST_FILE,
+    REFERENCE_FILE,
+    SCORER_FILE,
+)
 from latentwatch.repository.manifest import (
     Calibration,
     GraphSpec,
     InputSpec,
+    LatentSpec,
     Manifest,
     OnnxInfo,
     Parity,
     Preprocessing,
     Provenance,
     ReferenceSpec,
+    ScoringSpec,
     TensorSpec,
     sha256_file,
 )
@@ -45,7 +56,7 @@ def reference_outputs(x: NDArray, kind: str, latent_dim: int) -> dict[str, NDArr
     x = np.asarray(x, dtype=np.float64)
     w = _weights(x.shape[1], latent_dim).astype(np.float64)
     recon = np.abs(x).sum(axis=1)
-    if kind == "ae":
+    if not family(kind).variational:
         return {"score": recon, "recon_error": recon, "latent_mu": x @ w}
     sq = (x**2).sum(axis=1)
     return {
@@ -99,7 +110,7 @@ def build_graph(kind: str, n_features: int, latent_dim: int, outputs: list[str])
         numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
         numpy_helper.from_array(np.array(0.5, dtype=np.float32), "half"),
     ]
-    sq_or_abs = "sq" if kind != "ae" else "abs_sum"
+    sq_or_abs = "sq" if family(kind).variational else "abs_sum"
     nodes = [
         helper.make_node("Mul", ["input", "input"], ["x2"]),
         helper.make_node("ReduceSum", ["x2", "axis1"], ["sq"], keepdims=0),
@@ -166,40 +177,40 @@ def build_version(
     decoder graph and latent reference when asked)."""
     version_dir = repo / name / version
     version_dir.mkdir(parents=True)
-    kinds = AE_KINDS if kind == "ae" else VAE_KINDS
-    latent = ["latent_mu"] if kind == "ae" else ["latent_mu", "latent_logvar"]
+    kinds = VAE_KINDS if family(kind).variational else AE_KINDS
+    latent = list(family(kind).latent_outputs)
     scorer_outputs = ["score", *kinds, *latent]
     scorer = build_graph(kind, n_features, latent_dim, scorer_outputs)
-    onnx.save(scorer, version_dir / "scorer.onnx")
-    onnx.save(build_graph(kind, n_features, latent_dim, latent), version_dir / "encoder.onnx")
+    onnx.save(scorer, version_dir / SCORER_FILE)
+    onnx.save(build_graph(kind, n_features, latent_dim, latent), version_dir / ENCODER_FILE)
 
     rows = np.random.default_rng(seed).normal(size=(n_calibration, n_features))
     rows = rows.astype(np.float32)  # the graphs see FP32 rows
     reference = reference_outputs(rows, kind, latent_dim)
     calibration = np.stack([reference[k] for k in kinds], axis=1)  # (n, kinds) float64
-    np.save(version_dir / "calibration.npy", calibration)
+    np.save(version_dir / CALIBRATION_FILE, calibration)
 
     def spec(names: list[str]) -> list[TensorSpec]:
         return [TensorSpec(name=n, shape=[-1, latent_dim] if n in latent else [-1]) for n in names]
 
-    files = ["scorer.onnx", "encoder.onnx", "calibration.npy"]
+    files = [SCORER_FILE, ENCODER_FILE, CALIBRATION_FILE]
     graphs = {
         "scorer": GraphSpec(
-            file="scorer.onnx",
+            file=SCORER_FILE,
             inputs=[TensorSpec(name="input", shape=[-1, n_features])],
             outputs=spec(scorer_outputs),
         ),
         "encoder": GraphSpec(
-            file="encoder.onnx",
+            file=ENCODER_FILE,
             inputs=[TensorSpec(name="input", shape=[-1, n_features])],
             outputs=spec(latent),
         ),
     }
     if with_decoder:
-        onnx.save(build_decoder(n_features, latent_dim), version_dir / "decoder.onnx")
-        files.append("decoder.onnx")
+        onnx.save(build_decoder(n_features, latent_dim), version_dir / DECODER_FILE)
+        files.append(DECODER_FILE)
         graphs["decoder"] = GraphSpec(
-            file="decoder.onnx",
+            file=DECODER_FILE,
             inputs=[TensorSpec(name="latent", shape=[-1, latent_dim])],
             outputs=[TensorSpec(name="reconstruction", shape=[-1, n_features])],
         )
@@ -213,14 +224,14 @@ def build_version(
         reference_spec = ReferenceSpec(
             n_rows=REFERENCE_ROWS, fit_split=f"synthetic standard normal rows, seed {seed + 1000}"
         )
+    capabilities = ["score", "encode", *(["decode"] if with_decoder else [])]
     manifest = Manifest(
         name=name,
         version=version,
-        model_kind=kind,  # type: ignore[arg-type]
-        decoder="gaussian",
-        beta=1.0,
-        latent_dim=latent_dim,
-        n_importance_samples=4,
+        model_kind=kind,
+        capabilities=capabilities,
+        latent=LatentSpec(latent_dim=latent_dim, beta=1.0, decoder="gaussian",
+                          n_importance_samples=4),
         input=InputSpec(
             shape=[n_features],
             image_shape=image_shape,
@@ -230,13 +241,15 @@ def build_version(
         ),
         graphs=graphs,
         reference=reference_spec,
-        score_kinds=kinds,
-        default_score_kind=kinds[0],
-        calibration=Calibration(
-            size=n_calibration,
+        scoring=ScoringSpec(
             score_kinds=kinds,
-            default_alpha=default_alpha,
-            split=f"synthetic standard normal rows, seed {seed}",
+            default_score_kind=kinds[0],
+            calibration=Calibration(
+                size=n_calibration,
+                score_kinds=kinds,
+                default_alpha=default_alpha,
+                split=f"synthetic standard normal rows, seed {seed}",
+            ),
         ),
         parity=Parity(batch_sizes=[1, 7], rtol=1e-5, atol=1e-6, max_abs_error={"score": 0.0}),
         onnx=OnnxInfo(opset=OPSET, ir_version=IR_VERSION, producer="tests"),
@@ -254,7 +267,7 @@ def build_version(
         sha256={f: sha256_file(version_dir / f) for f in files},
         created_at="2026-01-01T00:00:00Z",
     )
-    (version_dir / "manifest.json").write_text(manifest.to_json())
+    (version_dir / MANIFEST_FILE).write_text(manifest.to_json())
     return version_dir
 
 

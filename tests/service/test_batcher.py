@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Mapping
 
@@ -13,24 +12,32 @@ from numpy.typing import NDArray
 
 from latentwatch.errors import NotReady, QueueFull
 from latentwatch.service.batcher import MicroBatcher
+from latentwatch.service.runtime import TensorSpec
 
 
 class SumRuntime:
     """Per row: the sum of its values, and the row doubled. Records rows per run."""
 
-    input_names = ("input",)
-    output_names = ("sum", "twice")
+    inputs = (TensorSpec("input", "FP32", ("batch", 3)),)
+    outputs = (TensorSpec("sum", "FP32", ("batch",)), TensorSpec("twice", "FP32", ("batch", 3)))
     provider = "fake"
+    batches_itself = False
 
-    def __init__(self, gate: threading.Event | None = None) -> None:
+    def __init__(self, gate: asyncio.Event | None = None) -> None:
         self.runs: list[int] = []
         self.gate = gate
-        self.entered = threading.Event()  # a run has started (and may be held at the gate)
+        self.entered = asyncio.Event()  # a run has started (and may be held at the gate)
 
-    def run(self, feeds: Mapping[str, NDArray]) -> dict[str, NDArray]:
+    def load(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    async def infer(self, feeds: Mapping[str, NDArray]) -> dict[str, NDArray]:
         self.entered.set()
         if self.gate is not None:
-            assert self.gate.wait(10), "test gate never opened"
+            await asyncio.wait_for(self.gate.wait(), 10)  # the test gate must open
         x = feeds["input"]
         self.runs.append(x.shape[0])
         return {"sum": x.sum(axis=1), "twice": 2 * x}
@@ -43,11 +50,11 @@ class FailingRuntime(SumRuntime):
         super().__init__()
         self.failures = failures
 
-    def run(self, feeds: Mapping[str, NDArray]) -> dict[str, NDArray]:
+    async def infer(self, feeds: Mapping[str, NDArray]) -> dict[str, NDArray]:
         if self.failures > 0:
             self.failures -= 1
             raise RuntimeError("runtime exploded")
-        return super().run(feeds)
+        return await super().infer(feeds)
 
 
 def rows(n: int, start: float) -> NDArray[np.float32]:
@@ -101,7 +108,7 @@ def test_flushes_after_the_delay() -> None:
 
 def test_full_queue_raises_queue_full_and_admitted_requests_still_finish() -> None:
     async def main() -> None:
-        gate = threading.Event()
+        gate = asyncio.Event()
         runtime = SumRuntime(gate)
         batcher = MicroBatcher(runtime, max_batch_rows=2, max_batch_delay_ms=0, max_queue_rows=4)
         running = asyncio.ensure_future(batcher.submit(rows(2, 0)))
@@ -187,7 +194,7 @@ def test_close_fails_queued_requests_and_refuses_new_ones() -> None:
 
 def test_a_graph_that_drops_the_batch_axis_fails_the_batch() -> None:
     class ScalarRuntime(SumRuntime):
-        def run(self, feeds: Mapping[str, NDArray]) -> dict[str, NDArray]:
+        async def infer(self, feeds: Mapping[str, NDArray]) -> dict[str, NDArray]:
             return {"sum": np.asarray(feeds["input"].sum())}  # 0-d: no batch axis
 
     async def main() -> None:
@@ -196,6 +203,38 @@ def test_a_graph_that_drops_the_batch_axis_fails_the_batch() -> None:
             batcher.submit(rows(1, 0)), batcher.submit(rows(2, 0)), return_exceptions=True
         )
         assert all(isinstance(r, RuntimeError) and "shape" in str(r) for r in results)
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_on_run_sees_the_rows_of_every_runtime_run() -> None:
+    async def main() -> None:
+        runtime = SumRuntime()
+        seen: list[int] = []
+        batcher = MicroBatcher(runtime, max_batch_rows=4, max_batch_delay_ms=10, on_run=seen.append)
+        await asyncio.gather(batcher.submit(rows(1, 0)), batcher.submit(rows(10, 0)))
+        assert seen == runtime.runs == [1, 4, 4, 2]
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_callers_of_one_batch_share_its_outputs_and_memo() -> None:
+    async def main() -> None:
+        runtime = SumRuntime()
+        batcher = MicroBatcher(runtime, max_batch_rows=16, max_batch_delay_ms=30_000)
+        inputs = [rows(2, 0), rows(3, 100), rows(11, 200)]  # 16 rows: one full batch
+        parts = await asyncio.gather(*(batcher.submit(x) for x in inputs))
+        assert runtime.runs == [16]
+        assert parts[0].batch is parts[1].batch is parts[2].batch
+        np.testing.assert_array_equal(parts[0].batch.rows, np.concatenate(inputs))
+        parts[0].batch.memo["seen"] = True
+        assert parts[2].batch.memo == {"seen": True}
+        for x, part in zip(inputs, parts, strict=True):
+            assert sorted(part) == ["sum", "twice"] and len(part) == 2
+            np.testing.assert_array_equal(part.rows, x)
+            np.testing.assert_array_equal(part["sum"], x.sum(axis=1))
         await batcher.close()
 
     asyncio.run(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,10 +20,12 @@ from latentwatch.errors import ModelNotFound, NotReady
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
 from latentwatch.repository.manifest import Manifest, sha256_file
+from latentwatch.service.loader import load_repository
 from latentwatch.service.metrics import ServiceMetrics
-from latentwatch.service.repository import find_versions, load_repository
+from latentwatch.service.repository import find_versions
 from latentwatch.service.runtime import CUDA
 from latentwatch.service.server import start_server
+from latentwatch.service.settings import Settings
 from latentwatch.wire.tensors import to_tensor
 
 
@@ -214,3 +217,33 @@ def test_copying_a_version_directory_is_caught(tmp_path: Path) -> None:
     )
     assert list(repository.versions["m"]) == ["1"]
     assert "describes m version 1" in repository.refused[0].reason
+
+
+def test_a_runtime_that_batches_itself_gets_requests_without_a_batching_delay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from latentwatch.service import loader
+    from latentwatch.service.ort_runtime import OrtRuntime
+
+    class SelfBatching(OrtRuntime):
+        batches_itself = True
+
+    def make(path: Path, settings: Settings, executor: object = None) -> OrtRuntime:
+        runtime = SelfBatching(path, settings.intra_op_threads)
+        runtime.load()
+        return runtime
+
+    monkeypatch.setattr(loader, "make_runtime", make)
+    build_version(tmp_path, "m", "1")
+    settings = server_settings(tmp_path, max_batch_delay_ms=60_000.0)
+    repository = load_repository(tmp_path, find_versions(tmp_path), settings, ServiceMetrics())
+    mv = repository.get("m")
+
+    async def one_row() -> float:
+        start = time.monotonic()
+        await mv.scorer.submit(np.zeros((1, mv.manifest.n_features), np.float32))
+        elapsed_s = time.monotonic() - start
+        await repository.close()
+        return elapsed_s
+
+    assert asyncio.run(one_row()) < 30.0  # a 60 s delay would have held the lone row

@@ -10,9 +10,10 @@ import pytest
 from repo_builder import build_version
 from server_harness import ServerThread, server_settings
 
+from latentwatch.cli.serve import settings_from_args
 from latentwatch.errors import LatentwatchError
 from latentwatch.service.runtime import usable_cpu_count
-from latentwatch.service.server import settings_from_args, start_server
+from latentwatch.service.server import start_server
 from latentwatch.service.settings import Settings
 
 

@@ -1,0 +1,107 @@
+"""benchmarks/quality.py's output: the printed tables, the summary lines, the JSON's extras."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+from quality_baselines import BASELINES
+from quality_metrics import ALPHAS
+from quality_tabular import LATENTWATCH_COLUMNS
+
+
+def _fmt(value: float | None, scale: float = 100.0, width: int = 9, digits: int = 1) -> str:
+    if value is None or not np.isfinite(value):
+        return f"{'n/a':>{width}}"
+    return f"{value * scale:{width}.{digits}f}"
+
+
+def metric_table(tabular: dict[str, Any], metric: str) -> str:
+    """Rows datasets, columns methods, values in percent; a MEAN row last."""
+    columns = [*LATENTWATCH_COLUMNS, *BASELINES]
+    width = max(12, *(len(name) for name in tabular["datasets"])) + 1
+    lines = [f"{metric.upper() + ' (%)':{width}}" + "".join(f"{c:>12}" for c in columns)]
+    for name, d in tabular["datasets"].items():
+        row = d["mean"]["methods"]
+        lines.append(f"{name:{width}}" + "".join(
+            _fmt(row[c][metric], width=12) if c in row else f"{'-':>12}" for c in columns))
+    mean = tabular["mean"]["methods"]
+    lines.append(f"{'MEAN':{width}}" + "".join(
+        _fmt(mean[c][metric], width=12) if c in mean else f"{'-':>12}" for c in columns))
+    return "\n".join(lines)
+
+
+def calibration_table(tabular: dict[str, Any]) -> str:
+    """Observed false-alarm rates at each alpha and BH's FDR, per dataset and mean."""
+    width = max(12, *(len(name) for name in tabular["datasets"])) + 1
+    head = "".join(f"{'FAR@' + str(a):>10}" for a in ALPHAS)
+    lines = [f"{'calibration':{width}}{'n_cal':>7}{'min_a':>8}{head}{'BH FDR':>9}{'BH pow':>9}"]
+
+    def row(label: str, c: dict[str, Any], n_cal: str, min_alpha: str) -> str:
+        rates = "".join(_fmt(c["false_alarm_rate"][str(a)], 1.0, 10, 3) for a in ALPHAS)
+        return (f"{label:{width}}{n_cal:>7}{min_alpha:>8}{rates}"
+                f"{_fmt(c['bh_fdr'], 1.0, 9, 3)}{_fmt(c['bh_power'], 1.0, 9, 3)}")
+
+    for name, d in tabular["datasets"].items():
+        c = d["mean"]["calibration"]
+        if c:
+            n = c["n_calibration"]
+            lines.append(row(name, c, f"{n:.0f}", f"{1.0 / (n + 1):.4f}"))
+    if tabular["mean"]["calibration"]:
+        lines.append(row("MEAN", tabular["mean"]["calibration"], "", ""))
+    return "\n".join(lines)
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    lines = []
+    tabular = report.get("tabular")
+    if tabular:
+        mean = tabular["mean"]
+        best = mean["best_baseline"]
+        if best is not None and "default" in mean["methods"]:
+            lines.append(
+                f"mean AUROC: default {100 * mean['methods']['default']['auroc']:.1f}, best PyOD "
+                f"baseline {best} {100 * mean['methods'][best]['auroc']:.1f}; default - best = "
+                f"{mean['default_minus_best_baseline_auroc_points']:+.1f} points (target >= +1)"
+            )
+    for key, image in report.get("images", {}).items():
+        shown = ", ".join(f"{k} {image['kinds'][k]['auroc']:.4f}"
+                          for k in ("neg_elbo", "iwae_nll") if k in image["kinds"])
+        lines.append(f"images {key}: AUROC default ({image['default_kind']}) "
+                     f"{image['default']['auroc']:.4f} (target >= 0.99); {shown}")
+    return lines
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for package in ("latentwatch", "pyod", "onnxruntime-gpu", "onnxruntime", "torch", "numpy",
+                    "scikit-learn"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+    }
+
+
+def json_safe(value: Any) -> Any:
+    """The report with NaN and infinities as null, so that the file is strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,182 @@
+"""The tabular half of benchmarks/quality.py: every set and seed, latentwatch and the baselines."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from quality_baselines import BASELINES, run_baselines
+from quality_latentwatch import latentwatch_scores
+from quality_metrics import ALPHAS, calibration_metrics, detection_metrics, finite_mean
+from quality_settings import QUICK, Settings
+from quality_split import clean_train_split, load_tabular
+
+logger = logging.getLogger(__name__)
+
+# Columns of the printed tables: latentwatch's kinds, then the PyOD baselines.
+LATENTWATCH_COLUMNS = ("default", "neg_elbo", "recon_error")
+
+
+def run_tabular_seed(
+    X: NDArray[np.float64], y: NDArray[np.int64], seed: int, settings: Settings, work: Path,
+    name: str,
+) -> dict[str, Any]:
+    """One dataset, one seed: split, latentwatch, baselines, metrics, calibration."""
+    split = clean_train_split(X, y, seed, settings.max_train_rows, settings.max_test_rows)
+    entry: dict[str, Any] = {"seed": seed, **split.describe(), "methods": {}}
+    methods = entry["methods"]
+    seed_dir = work / f"{name}-seed{seed}"
+    seed_dir.mkdir(parents=True)
+    pool_path = seed_dir / "pool.npy"
+    np.save(pool_path, split.pool, allow_pickle=False)
+    try:
+        lw = latentwatch_scores(str(pool_path), split.test, seed_dir, "quality", seed,
+                                epochs=settings.epochs)
+    except Exception as err:  # recorded and shown; one failed set must not end a 45-minute run
+        logger.exception("%s seed %d: latentwatch failed", name, seed)
+        entry["latentwatch"] = {"error": f"{type(err).__name__}: {err}"}
+    else:
+        kinds = {k: detection_metrics(split.y_test, s) for k, s in lw.scores.items()}
+        entry["latentwatch"] = {
+            "default_kind": lw.default_kind, "n_calibration": lw.n_calibration,
+            "training": lw.training, "train_s": lw.train_s, "export_s": lw.export_s,
+            "score_s": lw.score_s, "kinds": kinds,
+        }
+        for column in LATENTWATCH_COLUMNS:
+            kind = lw.default_kind if column == "default" else column
+            if kind in kinds:
+                methods[column] = {**kinds[kind], "seconds": lw.total_s}
+        entry["calibration"] = {
+            "kind": lw.default_kind,
+            **calibration_metrics(split.y_test, lw.p_values[lw.default_kind], lw.n_calibration),
+        }
+    for method, result in run_baselines(split.pool, split.test, seed, settings.baselines,
+                                        settings.pyod_vae_epochs).items():
+        timing: dict[str, Any] = {"seconds": result.fit_s + result.score_s,
+                                  "fit_s": result.fit_s, "score_s": result.score_s}
+        if result.note:
+            timing["note"] = result.note
+        if result.scores is None:
+            methods[method] = {"auroc": float("nan"), "aupr": float("nan"), **timing,
+                               "error": result.error}
+        else:
+            methods[method] = {**detection_metrics(split.y_test, result.scores), **timing}
+    return entry
+
+
+def summarize_seeds(seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-method means over seeds (AUROC, AUPR, seconds) and mean calibration figures."""
+    names = sorted({m for s in seeds for m in s["methods"]})
+    methods = {
+        m: {key: finite_mean([s["methods"][m][key] for s in seeds if m in s["methods"]])
+            for key in ("auroc", "aupr", "seconds")}
+        for m in names
+    }
+    calibrated = [s["calibration"] for s in seeds if "calibration" in s]
+    calibration: dict[str, Any] = {}
+    if calibrated:
+        calibration = {
+            "n_calibration": finite_mean([c["n_calibration"] for c in calibrated]),
+            "false_alarm_rate": {
+                str(a): finite_mean([c["false_alarm_rate"][str(a)] for c in calibrated])
+                for a in ALPHAS
+            },
+            "bh_fdr": finite_mean([c["bh"]["fdr"] for c in calibrated]),
+            "bh_power": finite_mean([c["bh"]["power"] for c in calibrated]),
+        }
+    return {"methods": methods, "calibration": calibration}
+
+
+def summarize_datasets(datasets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The MEAN row over datasets, the best PyOD baseline and default - best in AUROC points."""
+    names = sorted({m for d in datasets.values() for m in d["mean"]["methods"]})
+    mean = {
+        m: {key: finite_mean([d["mean"]["methods"][m][key] for d in datasets.values()
+                        if m in d["mean"]["methods"]])
+            for key in ("auroc", "aupr", "seconds")}
+        for m in names
+    }
+    for m in names:
+        mean[m]["n_datasets"] = sum(m in d["mean"]["methods"] for d in datasets.values())
+    baselines = [m for m in BASELINES if m in mean and np.isfinite(mean[m]["auroc"])]
+    best = max(baselines, key=lambda m: mean[m]["auroc"]) if baselines else None
+    delta = None
+    if best is not None and "default" in mean:
+        delta = 100.0 * (mean["default"]["auroc"] - mean[best]["auroc"])
+    calibrated = [d["mean"]["calibration"] for d in datasets.values() if d["mean"]["calibration"]]
+    calibration = {}
+    if calibrated:
+        calibration = {
+            "false_alarm_rate": {
+                str(a): finite_mean([c["false_alarm_rate"][str(a)] for c in calibrated])
+                for a in ALPHAS
+            },
+            "bh_fdr": finite_mean([c["bh_fdr"] for c in calibrated]),
+            "bh_power": finite_mean([c["bh_power"] for c in calibrated]),
+        }
+    return {"methods": mean, "best_baseline": best,
+            "default_minus_best_baseline_auroc_points": delta, "calibration": calibration}
+
+
+def tabular_files(adbench_dir: Path, wanted: Sequence[str] | None, quick: bool) -> list[Path]:
+    """Every .npz in the directory, sorted by the number before '_' (ADBench order), filtered
+    by name (with or without the number prefix or .npz); --quick keeps the smallest three."""
+    files = sorted(adbench_dir.glob("*.npz"), key=_dataset_order)
+    if wanted:
+        keep = {w.strip().removesuffix(".npz") for w in wanted if w.strip()}
+        files = [f for f in files if f.stem in keep or f.stem.split("_", 1)[-1] in keep]
+        found = {f.stem for f in files} | {f.stem.split("_", 1)[-1] for f in files}
+        if missing := sorted(keep - found):
+            raise SystemExit(f"--datasets: not in {adbench_dir}: {', '.join(missing)}")
+    elif quick:
+        files = sorted(files, key=lambda f: f.stat().st_size)[: QUICK["n_datasets"]]
+        files = sorted(files, key=_dataset_order)
+    if not files:
+        raise SystemExit(f"no .npz files in {adbench_dir}")
+    return files
+
+
+def _dataset_order(path: Path) -> tuple[int, str]:
+    head = path.stem.split("_", 1)[0]
+    return (int(head) if head.isdigit() else sys.maxsize, path.stem)
+
+
+def run_tabular(
+    files: Sequence[Path], settings: Settings, work: Path, emit: Callable[[str], None]
+) -> dict[str, Any]:
+    datasets: dict[str, dict[str, Any]] = {}
+    for path in files:
+        X, y = load_tabular(path)
+        name = path.stem
+        seeds = []
+        for seed in settings.seeds:
+            entry = run_tabular_seed(X, y, seed, settings, work, name)
+            seeds.append(entry)
+            emit(_progress_line(name, entry))
+        datasets[name] = {
+            "file": path.name, "n_rows": int(X.shape[0]), "n_features": int(X.shape[1]),
+            "n_anomalies": int((y != 0).sum()), "seeds": seeds, "mean": summarize_seeds(seeds),
+        }
+    return {"datasets": datasets, "mean": summarize_datasets(datasets)}
+
+
+def _progress_line(name: str, entry: dict[str, Any]) -> str:
+    lw = entry["latentwatch"]
+    if "error" in lw:
+        ours = f"latentwatch FAILED ({lw['error']})"
+    else:
+        auroc = entry["methods"].get("default", {}).get("auroc", float("nan"))
+        ours = (f"default={lw['default_kind']} auroc {auroc:.3f} "
+                f"(train {lw['train_s']:.1f}s export {lw['export_s']:.1f}s "
+                f"score {lw['score_s']:.1f}s)")
+    others = " ".join(
+        f"{m} {entry['methods'][m]['auroc']:.3f}/{entry['methods'][m]['seconds']:.1f}s"
+        for m in BASELINES if m in entry["methods"]
+    )
+    return (f"{name} seed {entry['seed']}: pool {entry['n_pool']} test {entry['n_test']} "
+            f"({entry['n_test_anomalies']} anomalies); {ours}; {others}")

@@ -1,0 +1,62 @@
+"""Bias-report options, their defaults and their one validation (run by the service).
+
+The CLI and the client send what the user gave; the server fills in these defaults, runs
+`BiasOptions.validated` and answers INVALID_ARGUMENT with its message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from latentwatch.errors import InvalidInput
+
+MODES = ("paper", "max")
+# "max" by default: with many latent dimensions the paper's product puts nearly all the weight on
+# a handful of rows (benchmarks/bias.py: effective sample size 1 of 54,120 rows at 16 latent
+# dimensions, against 2,312 for "max"), which is no use for resampling.
+DEFAULT_MODE = "max"
+DEFAULT_BINS = 10
+DEFAULT_ALPHA = 1e-3
+DEFAULT_TOP_K = 20
+DEFAULT_SPARSE_FRACTION = 0.1
+DEFAULT_N_DECODED = 8  # sparsest and densest rows decoded when the request leaves it unset
+
+MAX_BINS = 1000
+MAX_TOP_K = 10_000
+
+
+@dataclass(frozen=True)
+class BiasOptions:
+    bins: int = DEFAULT_BINS
+    alpha: float = DEFAULT_ALPHA
+    mode: str = DEFAULT_MODE
+    top_k: int = DEFAULT_TOP_K
+    sparse_fraction: float = DEFAULT_SPARSE_FRACTION
+    # Sparsest and densest rows to decode at their latent means; None: decoded_rows' default.
+    n_decoded: int | None = None
+
+    @property
+    def decoded_rows(self) -> int:
+        """Rows to decode per region: n_decoded, or DEFAULT_N_DECODED capped at top_k."""
+        return min(DEFAULT_N_DECODED, self.top_k) if self.n_decoded is None else self.n_decoded
+
+    def validated(self) -> BiasOptions:
+        if not 2 <= self.bins <= MAX_BINS:
+            raise InvalidInput(f"bins: expected 2 to {MAX_BINS} histogram bins, got {self.bins}")
+        if not (np.isfinite(self.alpha) and self.alpha >= 0):
+            raise InvalidInput(f"alpha: expected a finite smoothing >= 0, got {self.alpha}")
+        if self.mode not in MODES:
+            raise InvalidInput(f"mode: expected one of {', '.join(MODES)}, got {self.mode!r}")
+        if not 0 <= self.top_k <= MAX_TOP_K:
+            raise InvalidInput(f"top_k: expected 0 to {MAX_TOP_K} rows, got {self.top_k}")
+        if not 0 < self.sparse_fraction <= 0.5:
+            raise InvalidInput(
+                f"sparse_fraction: expected a share in (0, 0.5], got {self.sparse_fraction}"
+            )
+        if self.n_decoded is not None and not 0 <= self.n_decoded <= self.top_k:
+            raise InvalidInput(
+                f"n_decoded: expected 0 to top_k ({self.top_k}) rows, got {self.n_decoded}"
+            )
+        return self

@@ -1,0 +1,12 @@
+"""`latentwatch export`: a training run -> a new version in a model repository."""
+
+from __future__ import annotations
+
+import argparse
+
+from latentwatch.export.exporter import export_run
+
+
+def run(args: argparse.Namespace) -> None:
+    version_dir = export_run(args.run_dir, args.repo, args.name, default_alpha=args.default_alpha)
+    print(f"exported {args.name} version {version_dir.name} to {version_dir}")

@@ -1,0 +1,140 @@
+"""Model families: the one place a model kind string ("ae", "vae", ...) is compared.
+
+Every other module asks the registry what a kind can do: `family(kind).variational`,
+`.capabilities`, `.score_kinds`, `.graphs`, ... Torch-free: the torch-side parts (model class,
+loss, graph builder) are import strings ("module:attribute"), resolved by `resolve()` only from
+latentwatch.models and latentwatch.export, so the service can import this module freely.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+# What a served version can do; "generate" and "translate" are for families still to come.
+Capability = Literal["score", "encode", "decode", "generate", "translate"]
+CAPABILITIES: tuple[Capability, ...] = ("score", "encode", "decode", "generate", "translate")
+
+# Score kinds of the fused scorer graphs (latentwatch.export.graphs computes them in this order).
+VAE_SCORE_KINDS = ("neg_elbo", "iwae_nll", "recon_error", "kl", "recon_prob_nll")
+AE_SCORE_KINDS = ("recon_error",)
+
+Combine = Literal["max", "max_abs", "sum"]
+
+
+@dataclass(frozen=True)
+class SecondStagePlan:
+    """The statistics the export's second stage combines, and how (benchmarks/quality.py)."""
+
+    tabular: tuple[str, ...]
+    image: tuple[str, ...]
+    combine: Combine = "max"
+
+    def statistics(self, is_image: bool) -> tuple[str, ...]:
+        return self.image if is_image else self.tabular
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family: what it is, what it can do, and where its torch-side parts live."""
+
+    kind: str
+    description: str
+    capabilities: tuple[Capability, ...]
+    graphs: tuple[str, ...]  # graph names export writes ("scorer", "encoder", "decoder")
+    score_kinds: tuple[str, ...]  # per-row scores of the scorer graph, higher = more anomalous
+    variational: bool  # Gaussian encoder (latent_logvar, KL term, importance samples)
+    second_stage: SecondStagePlan | None
+    # Import strings "module:attribute", resolved with resolve() (models/ and export/ only).
+    config_class: str = "latentwatch.models.config:ModelConfig"
+    model_class: str = "latentwatch.models.vae:VAE"
+    loss: str = "latentwatch.models.vae:vae_loss"
+    graph_builder: str = "latentwatch.export.graphs:build_graphs"
+    # How training differs: None trains on uniformly shuffled rows; "latent-density" resamples
+    # rows towards sparse latent regions each epoch (DB-VAE, latentwatch.models.dbvae).
+    resampling: Literal["latent-density"] | None = None
+    fixed_beta: float | None = None  # the KL weight the kind requires, when it requires one
+    default_beta: float = 1.0
+
+    @property
+    def resamples(self) -> bool:
+        """Training draws each epoch's rows by a resampling weight instead of shuffling."""
+        return self.resampling is not None
+
+    @property
+    def draws_importance_samples(self) -> bool:
+        """The scorer averages over fixed latent draws (0 samples in the manifest otherwise)."""
+        return self.variational
+
+    @property
+    def latent_outputs(self) -> tuple[str, ...]:
+        return ("latent_mu", "latent_logvar") if self.variational else ("latent_mu",)
+
+
+_VAE_PLAN = SecondStagePlan(tabular=("neg_elbo", "log_input_knn"),
+                            image=("neg_elbo", "log_recon_error"))
+_AE_PLAN = SecondStagePlan(tabular=("log_recon_error", "log_input_knn"),
+                           image=("log_recon_error", "log_input_knn"))
+_LATENT_GRAPHS = ("scorer", "encoder", "decoder")
+_LATENT_CAPABILITIES: tuple[Capability, ...] = ("score", "encode", "decode")
+
+FAMILIES: dict[str, Family] = {
+    f.kind: f
+    for f in (
+        Family(
+            kind="ae", description="deterministic autoencoder (reconstruction error only)",
+            capabilities=_LATENT_CAPABILITIES, graphs=_LATENT_GRAPHS,
+            score_kinds=AE_SCORE_KINDS, variational=False, second_stage=_AE_PLAN,
+            model_class="latentwatch.models.ae:AE", loss="latentwatch.models.ae:ae_loss",
+        ),
+        Family(
+            kind="vae", description="variational autoencoder, KL weight 1",
+            capabilities=_LATENT_CAPABILITIES, graphs=_LATENT_GRAPHS,
+            score_kinds=VAE_SCORE_KINDS, variational=True, second_stage=_VAE_PLAN,
+            fixed_beta=1.0,
+        ),
+        Family(
+            kind="beta-vae", description="β-VAE: a VAE with a KL weight other than 1",
+            capabilities=_LATENT_CAPABILITIES, graphs=_LATENT_GRAPHS,
+            score_kinds=VAE_SCORE_KINDS, variational=True, second_stage=_VAE_PLAN,
+            # beta = 4 collapses the posterior on digits (KL ~0.01 nats per row); 2 keeps ~0.7.
+            default_beta=2.0,
+        ),
+        Family(
+            kind="dbvae", description="DB-VAE: a VAE trained on rows resampled towards sparse "
+            "latent regions (and an optional classifier head)",
+            capabilities=_LATENT_CAPABILITIES, graphs=_LATENT_GRAPHS,
+            score_kinds=VAE_SCORE_KINDS, variational=True, second_stage=_VAE_PLAN,
+            resampling="latent-density",
+        ),
+    )
+}
+KINDS: tuple[str, ...] = tuple(FAMILIES)
+
+
+class UnknownModelKind(ValueError):
+    """A model kind the registry does not know."""
+
+
+def family(kind: str) -> Family:
+    """The family of `kind`; UnknownModelKind (a ValueError) lists the known kinds."""
+    try:
+        return FAMILIES[kind]
+    except (KeyError, TypeError):
+        raise UnknownModelKind(
+            f"unknown model kind {kind!r}: kind must be one of {list(KINDS)}"
+        ) from None
+
+
+def kinds_where(**wanted: Any) -> tuple[str, ...]:
+    """Kinds whose family attributes equal `wanted`, e.g. kinds_where(variational=True)."""
+    return tuple(
+        k for k, f in FAMILIES.items() if all(getattr(f, a) == v for a, v in wanted.items())
+    )
+
+
+def resolve(ref: str) -> Any:
+    """The object an import string "package.module:attribute" names (imports the module)."""
+    module, _, attribute = ref.partition(":")
+    return getattr(importlib.import_module(module), attribute)

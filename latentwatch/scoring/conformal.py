@@ -1,0 +1,66 @@
+"""Conformal p-values and the decisions made from them (numpy only, no I/O).
+
+Conformal p-value of a score s against n calibration scores: p = (1 + #{i: s_i >= s}) / (n + 1);
+it is never 0 and never above 1, and p <= alpha flags at a false-alarm rate <= alpha.
+Benjamini-Hochberg is here once, for the service (one request) and the client (many requests).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import NDArray
+
+from latentwatch.errors import InvalidInput
+from latentwatch.scoring.results import FdrResult
+
+
+def p_values(sorted_calibration: NDArray[np.float64], scores: NDArray) -> NDArray[np.float64]:
+    """Conformal p-values of `scores` (n,) against ascending calibration scores (m,)."""
+    m = sorted_calibration.shape[0]
+    below = np.searchsorted(sorted_calibration, scores.astype(np.float64, copy=False), "left")
+    return (1.0 + (m - below)) / (m + 1.0)  # m - below = #{s_i >= s}
+
+
+def min_rows_for_alpha(alpha: float) -> int:
+    """Fewest calibration rows for which p = (1 + #{s_i >= s}) / (n + 1) can reach alpha."""
+    return max(1, math.ceil(1.0 / alpha - 1.0 - 1e-9))
+
+
+def check_alpha(alpha: float, n_calibration: int) -> float:
+    """alpha in (0, 1) that a calibration set of n rows can resolve (its p-values >= 1/(n+1))."""
+    if not 0.0 < alpha < 1.0:
+        raise InvalidInput(f"alpha must be in (0, 1), got {alpha}")
+    if alpha * (n_calibration + 1) < 1.0 - 1e-9:
+        needed = min_rows_for_alpha(alpha)
+        raise InvalidInput(
+            f"alpha {alpha:g} is below 1/(n+1) = {1.0 / (n_calibration + 1):.4g}, the smallest "
+            f"p-value of this model's {n_calibration} calibration rows; resolving alpha {alpha:g} "
+            f"needs a calibration set of at least {needed} rows"
+        )
+    return float(alpha)
+
+
+def check_fdr(level: float) -> float:
+    if not 0.0 < level < 1.0:
+        raise InvalidInput(f"fdr must be in (0, 1), got {level}")
+    return float(level)
+
+
+def benjamini_hochberg(p: NDArray[np.floating], level: float) -> FdrResult:
+    """The rows Benjamini-Hochberg rejects at false discovery rate `level`.
+
+    With m p-values sorted ascending, k is the largest rank with p_(k) <= level * k / m; every
+    row with p <= p_(k) is flagged, and p_(k) is the threshold (0 when nothing is flagged).
+    """
+    level = check_fdr(level)
+    p = np.asarray(p, dtype=np.float64).reshape(-1)  # (N,)
+    m = p.shape[0]
+    ordered = np.sort(p)
+    passing = np.flatnonzero(ordered <= level * np.arange(1, m + 1) / m)
+    if passing.size == 0:
+        return FdrResult(level, np.zeros(m, dtype=bool), 0, 0.0)
+    threshold = float(ordered[passing[-1]])
+    is_outlier = p <= threshold
+    return FdrResult(level, is_outlier, int(np.count_nonzero(is_outlier)), threshold)

@@ -1,0 +1,261 @@
+"""Loading the repository for serving: each version read and verified (repository/reader.py),
+its graphs loaded by runtimes (service/runtime.py), checked, warmed up, given metrics and
+batchers. A version that fails any step is refused with a logged reason; the others serve.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latentwatch.errors import VersionRefused
+from latentwatch.repository.manifest import Manifest
+from latentwatch.repository.reader import VersionFiles, read_version
+from latentwatch.scoring.contract import InputContract
+from latentwatch.scoring.pipeline import ScoringPipeline
+from latentwatch.service.batch_scoring import BatchScoring
+from latentwatch.service.batcher import MicroBatcher
+from latentwatch.service.metrics import ServiceMetrics, score_buckets
+from latentwatch.service.repository import ModelRepository, ModelVersion, Refusal, decode
+from latentwatch.service.runtime import (
+    Runtime,
+    input_names,
+    make_runtime,
+    output_names,
+    run_blocking,
+)
+from latentwatch.service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+WARMUP_ROWS = 2  # two rows also proves the batch axis is dynamic
+
+
+def load_repository(
+    repo: Path,
+    found: list[tuple[str, str, Path]],
+    settings: Settings,
+    metrics: ServiceMetrics,
+    executor: Executor | None = None,
+) -> ModelRepository:
+    """Blocking: loads the versions `find_versions` found (run it off the event loop)."""
+    repository = ModelRepository(repo)
+    for name, version, version_dir in found:
+        try:
+            loaded = load_version(name, version, version_dir, settings, metrics, executor)
+        except VersionRefused as err:
+            log.error("refusing model %s version %s: %s", name, version, err)
+            repository.refused.append(Refusal(name, version, str(err)))
+            metrics.set_refused(name, version)
+            continue
+        repository.versions.setdefault(name, {})[version] = loaded
+        m = loaded.manifest
+        log.info(
+            "loaded model %s version %s (%s, %d features, %d calibration rows) on %s, "
+            "%d intra-op threads",
+            name, version, m.model_kind, m.n_features, m.require_scoring().calibration.size,
+            loaded.provider, loaded.intra_op_threads,
+        )
+    return repository
+
+
+def load_version(
+    name: str,
+    version: str,
+    version_dir: Path,
+    settings: Settings,
+    metrics: ServiceMetrics,
+    executor: Executor | None = None,
+) -> ModelVersion:
+    files = read_version(name, version, version_dir)
+    scorer, encoder, decoder = _load_runtimes(files, settings, executor)
+    pipeline = files.pipeline()
+    check_graphs(files.manifest, pipeline, scorer, encoder, decoder)
+    if settings.warmup:
+        warm_up(files.manifest, pipeline, scorer, encoder, decoder)
+    return _serve(files, pipeline, settings, metrics, executor, scorer, encoder, decoder)
+
+
+def _load_runtimes(
+    files: VersionFiles, settings: Settings, executor: Executor | None
+) -> tuple[Runtime, Runtime, Runtime | None]:
+    """(scorer, encoder or the scorer, decoder or None), loaded."""
+    graphs = files.manifest.graphs
+    try:
+        scorer = make_runtime(files.graph_path("scorer"), settings, executor)
+        encoder = (
+            make_runtime(files.graph_path("encoder"), settings, executor)
+            if "encoder" in graphs
+            else scorer
+        )
+        decoder = (
+            make_runtime(files.graph_path("decoder"), settings, executor)
+            if "decoder" in graphs
+            else None
+        )
+    except Exception as err:  # onnxruntime raises several unrelated types for bad graphs
+        raise VersionRefused(f"ONNX Runtime cannot load a graph: {err}") from err
+    return scorer, encoder, decoder
+
+
+def check_graphs(
+    manifest: Manifest,
+    pipeline: ScoringPipeline,
+    scorer: Runtime,
+    encoder: Runtime,
+    decoder: Runtime | None,
+) -> None:
+    """VersionRefused unless the graphs take and give what the manifest promises."""
+    _check_graph("scorer", scorer, manifest, list(pipeline.graph_outputs))
+    _check_graph("encoder", encoder, manifest, ["latent_mu"])
+    if decoder is not None:
+        spec = manifest.graphs["decoder"]
+        names = input_names(decoder)
+        if len(names) != 1 or not spec.outputs:
+            raise VersionRefused(
+                f"decoder graph takes inputs {list(names)} and the manifest lists "
+                f"outputs {[t.name for t in spec.outputs]}; expected one latent input and an "
+                "output"
+            )
+        if spec.outputs[0].name not in output_names(decoder):
+            raise VersionRefused(f"decoder graph lacks output {spec.outputs[0].name!r}")
+
+
+def _check_graph(what: str, runtime: Runtime, manifest: Manifest, outputs: list[str]) -> None:
+    names = input_names(runtime)
+    if list(names) != [manifest.input.name]:
+        raise VersionRefused(
+            f"{what} graph takes inputs {list(names)}, expected [{manifest.input.name!r}]"
+        )
+    missing = sorted(set(outputs) - set(output_names(runtime)))
+    if missing:
+        raise VersionRefused(f"{what} graph lacks outputs {missing}")
+
+
+def _serve(
+    files: VersionFiles,
+    pipeline: ScoringPipeline,
+    settings: Settings,
+    metrics: ServiceMetrics,
+    executor: Executor | None,
+    scorer: Runtime,
+    encoder: Runtime,
+    decoder: Runtime | None,
+) -> ModelVersion:
+    """The version's metrics and batchers: what serves it."""
+    name, version, manifest = files.manifest.name, files.manifest.version, files.manifest
+    label = f"{name}:{version}"
+    default_calibration = files.calibration[pipeline.default_kind]
+    version_metrics = metrics.add_version(
+        name, version, score_buckets(default_calibration), scorer.provider
+    )
+
+    def on_run(n_rows: int) -> None:  # scorer runs only: batch_rows and rows_scored
+        version_metrics.batch_rows.observe(n_rows)
+        version_metrics.rows_scored += n_rows
+
+    def batcher(runtime: Runtime, **kw: Any) -> MicroBatcher:
+        # A runtime that batches itself gets each request at once: no waiting for a batch here.
+        delay_ms = 0.0 if runtime.batches_itself else settings.max_batch_delay_ms
+        return MicroBatcher(
+            runtime, max_batch_rows=settings.max_batch_rows, max_batch_delay_ms=delay_ms,
+            max_queue_rows=settings.max_queue_rows, **kw,
+        )
+
+    score_batcher = batcher(scorer, on_run=on_run, name=label)
+    encode_batcher = score_batcher
+    if encoder is not scorer:
+        encode_batcher = batcher(encoder, name=f"{label} encoder")
+        version_metrics.queued_rows = lambda: score_batcher.queued_rows + encode_batcher.queued_rows
+    else:
+        version_metrics.queued_rows = lambda: score_batcher.queued_rows
+    runtimes = tuple(dict.fromkeys(r for r in (scorer, encoder, decoder) if r is not None))
+    return ModelVersion(
+        name=name,
+        version=version,
+        manifest=manifest,
+        manifest_json=files.manifest_json,
+        contract=InputContract.from_manifest(manifest, settings.max_request_rows),
+        provider=scorer.provider,
+        intra_op_threads=int(getattr(scorer, "intra_op_threads", 0)),
+        pipeline=pipeline,
+        scorer=score_batcher,
+        scoring=BatchScoring(pipeline, version_metrics, executor),
+        encoder=encode_batcher,
+        metrics=version_metrics,
+        decoder=decoder,
+        reference=files.reference,
+        runtimes=runtimes,
+    )
+
+
+def warm_up(
+    manifest: Manifest,
+    pipeline: ScoringPipeline,
+    scorer: Runtime,
+    encoder: Runtime,
+    decoder: Runtime | None,
+) -> None:
+    """One run of every graph on plausible rows; VersionRefused when one fails or gives the
+    wrong shapes, or the pipeline cannot score the scorer's outputs."""
+    _warm_up(scorer, manifest, pipeline)
+    if encoder is not scorer:
+        _warm_up(encoder, manifest, None)
+    if decoder is not None:
+        _warm_up_decoder(decoder, manifest)
+
+
+def _warm_up_decoder(runtime: Runtime, manifest: Manifest) -> None:
+    latent_dim = _latent_dim(manifest)
+    if latent_dim is None:
+        raise VersionRefused("a decoder graph needs the manifest's latent section")
+    try:
+        out = decode(runtime, manifest, np.zeros((WARMUP_ROWS, latent_dim)))
+    except Exception as err:
+        raise VersionRefused(f"decoder warm-up run failed: {err}") from err
+    if out.shape != (WARMUP_ROWS, manifest.n_features):
+        raise VersionRefused(
+            f"decoder output has shape {list(out.shape)} for {WARMUP_ROWS} latent points; "
+            f"expected [{WARMUP_ROWS}, {manifest.n_features}]"
+        )
+
+
+def _warm_up(runtime: Runtime, manifest: Manifest, pipeline: ScoringPipeline | None) -> None:
+    """One run on plausible rows (the training mean); checks the per-row outputs' shapes, and
+    that the second stage scores them."""
+    rows = np.zeros((WARMUP_ROWS, manifest.n_features), dtype=np.float32)  # (2, F)
+    pre = manifest.input.preprocessing
+    if {len(pre.shift), len(pre.scale)} <= {1, manifest.n_features}:
+        rows = pre.invert(rows).astype(np.float32)  # model-space 0 in raw units: the shift
+    try:
+        outputs = run_blocking(runtime, {manifest.input.name: rows})
+    except Exception as err:
+        raise VersionRefused(f"warm-up run failed: {err}") from err
+    for name in pipeline.graph_kinds if pipeline is not None else ():
+        if outputs[name].shape != (WARMUP_ROWS,):
+            raise VersionRefused(
+                f"output {name!r} has shape {list(outputs[name].shape)} for {WARMUP_ROWS} rows; "
+                f"per-row scores must be ({WARMUP_ROWS},)"
+            )
+    if pipeline is not None and pipeline.stage_kinds:
+        try:
+            stage = pipeline.scores(outputs, rows, pipeline.stage_kinds)
+        except Exception as err:
+            raise VersionRefused(f"second stage failed on the warm-up rows: {err}") from err
+        for scores in stage.values():
+            if scores.shape != (WARMUP_ROWS,) or not np.isfinite(scores).all():
+                raise VersionRefused("second stage gave no finite per-row scores on warm-up rows")
+    for name in ("latent_mu", "latent_logvar"):
+        if name in outputs and outputs[name].shape != (WARMUP_ROWS, _latent_dim(manifest)):
+            raise VersionRefused(
+                f"output {name!r} has shape {list(outputs[name].shape)}, expected "
+                f"[{WARMUP_ROWS}, {_latent_dim(manifest)}]"
+            )
+
+
+def _latent_dim(manifest: Manifest) -> int | None:
+    return manifest.latent.latent_dim if manifest.latent is not None else None

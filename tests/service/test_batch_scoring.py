@@ -1,0 +1,106 @@
+"""Scoring after the batcher: each caller gets the pipeline's numbers for its own rows, and the
+default kind's histograms see each batch once, on the event loop or off it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from latentwatch.scoring.pipeline import ScoringPipeline
+from latentwatch.scoring.preprocessing import Preprocessing
+from latentwatch.scoring.second_stage import KIND as STAGE_KIND
+from latentwatch.scoring.second_stage import SecondStage
+from latentwatch.service.batch_scoring import BatchScoring
+from latentwatch.service.batcher import MicroBatcher
+from latentwatch.service.metrics import VersionMetrics
+from latentwatch.service.runtime import TensorSpec
+
+F = 3
+
+
+class ScoreRuntime:
+    """A fake scorer: neg_elbo = row sum, recon_error = row max (+1), kl = first value."""
+
+    inputs = (TensorSpec("input", "FP32", ("batch", F)),)
+    outputs = tuple(TensorSpec(n, "FP32", ("batch",)) for n in ("neg_elbo", "recon_error", "kl"))
+    provider = "fake"
+    batches_itself = False
+
+    def __init__(self) -> None:
+        self.runs: list[int] = []
+
+    def load(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    async def infer(self, feeds: Mapping[str, NDArray]) -> dict[str, NDArray]:
+        x = feeds["input"]
+        self.runs.append(x.shape[0])
+        return {"neg_elbo": x.sum(axis=1), "recon_error": np.abs(x).max(axis=1) + 1,
+                "kl": x[:, 0].copy()}
+
+
+def make_pipeline(statistics: tuple[str, ...], default: str) -> ScoringPipeline:
+    rng = np.random.default_rng(0)
+    stage = SecondStage(statistics, "max", 2, np.zeros(len(statistics)), np.ones(len(statistics)),
+                        np.zeros((0, 0), np.float32), rng.normal(size=(20, F)).astype(np.float32))
+    kinds = ("neg_elbo", "recon_error", "kl", STAGE_KIND)
+    calibration = {k: np.sort(rng.normal(size=40)) for k in kinds}
+    pre = Preprocessing(kind="standardize", shift=[0.5] * F, scale=[2.0] * F)
+    return ScoringPipeline(kinds, pre, stage, calibration, default)
+
+
+@pytest.mark.parametrize(
+    ("statistics", "default"),
+    [(("neg_elbo", "log_recon_error"), STAGE_KIND),  # cheap: on the event loop
+     (("neg_elbo", "log_input_knn"), STAGE_KIND),  # kNN: in the executor
+     (("neg_elbo", "log_input_knn"), "kl")],  # default kind from the graph
+)
+def test_callers_get_the_pipelines_numbers_and_histograms_see_each_row_once(
+    statistics: tuple[str, ...], default: str
+) -> None:
+    pipeline = make_pipeline(statistics, default)
+    metrics = VersionMetrics([-1.0, 0.0, 1.0])
+    rng = np.random.default_rng(1)
+    inputs = [rng.normal(size=(1 + i % 3, F)).astype(np.float32) for i in range(12)]
+    asked = [(STAGE_KIND, ()), ("kl", (STAGE_KIND,)), ("neg_elbo", ("recon_error",))]
+
+    async def main() -> list[tuple[dict[str, NDArray], NDArray]]:
+        runtime = ScoreRuntime()
+        batcher = MicroBatcher(runtime, max_batch_rows=8, max_batch_delay_ms=20)
+        with ThreadPoolExecutor(2) as executor:
+            scoring = BatchScoring(pipeline, metrics, executor)
+
+            async def one(i: int, x: NDArray) -> tuple[dict[str, NDArray], NDArray]:
+                kind, extra = asked[i % len(asked)]
+                return await scoring.score(await batcher.submit(x), extra, kind)
+
+            got = await asyncio.gather(*(one(i, x) for i, x in enumerate(inputs)))
+        assert len(runtime.runs) < len(inputs)  # batched, so the memo is shared
+        await batcher.close()
+        return got
+
+    results = asyncio.run(main())
+    for i, (x, (scores, p)) in enumerate(zip(inputs, results, strict=True)):
+        kind, extra = asked[i % len(asked)]
+        outputs = asyncio.run(ScoreRuntime().infer({"input": x}))
+        expected = pipeline.scores(outputs, x, [kind, *extra])
+        assert list(scores) == list(dict.fromkeys([*extra, kind]))
+        for k in expected:
+            np.testing.assert_allclose(scores[k], expected[k], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(p, pipeline.p_values(kind, expected[kind]), atol=1e-12)
+    # A graph default kind is counted on every batch, exactly once; the stage default only on
+    # batches where some caller asked for it.
+    n_rows = sum(len(x) for x in inputs)
+    if default != STAGE_KIND:
+        assert metrics.p_value.counts.sum() == metrics.score.counts.sum() == n_rows
+    else:
+        assert 0 < metrics.p_value.counts.sum() <= n_rows
+        assert metrics.score.counts.sum() == metrics.p_value.counts.sum()
