@@ -33,6 +33,9 @@ from latentwatch.service.settings import Settings
 log = logging.getLogger(__name__)
 
 WARMUP_ROWS = 2  # two rows also proves the batch axis is dynamic
+# What every served version must offer today: Score, Encode and BiasReport need both.
+# Versions of families that only generate or translate wait for the RPCs that serve them.
+SERVED_CAPABILITIES = ("score", "encode")
 
 
 def load_repository(
@@ -72,6 +75,12 @@ def load_version(
     executor: Executor | None = None,
 ) -> ModelVersion:
     files = read_version(name, version, version_dir)
+    lacking = [c for c in SERVED_CAPABILITIES if c not in files.manifest.capabilities]
+    if lacking:
+        raise VersionRefused(
+            f"this server serves versions with the capabilities {list(SERVED_CAPABILITIES)}; "
+            f"this one has {files.manifest.capabilities} (no {', '.join(lacking)})"
+        )
     scorer, encoder, decoder = _load_runtimes(files, settings, executor)
     pipeline = files.pipeline()
     check_graphs(files.manifest, pipeline, scorer, encoder, decoder)

@@ -11,7 +11,6 @@ from numpy.typing import NDArray
 
 from latentwatch.bias.drift import LatentReference
 from latentwatch.errors import ModelNotFound
-from latentwatch.repository.layout import find_versions as find_versions  # the walker's home
 from latentwatch.repository.manifest import Manifest
 from latentwatch.scoring.contract import InputContract
 from latentwatch.scoring.pipeline import ScoringPipeline

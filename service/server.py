@@ -20,11 +20,12 @@ from grpc_reflection.v1alpha import reflection
 
 from latentwatch.errors import LatentwatchError, NotReady
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
+from latentwatch.repository.layout import find_versions
 from latentwatch.service.core import ScoringCore
 from latentwatch.service.interceptor import ErrorsAndMetrics
 from latentwatch.service.loader import load_repository
 from latentwatch.service.metrics import ServiceMetrics
-from latentwatch.service.repository import ModelRepository, find_versions
+from latentwatch.service.repository import ModelRepository
 from latentwatch.service.runtime import CUDA
 from latentwatch.service.servicer import (
     PER_MESSAGE_METHODS,

@@ -27,11 +27,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from numpy.typing import NDArray
 
 from latentwatch.bias.accumulator import BiasReport
-from latentwatch.client.types import FdrResult, ScoreResult, benjamini_hochberg
 from latentwatch.errors import InvalidInput, LatentwatchError, NotReady, error_for_status
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
 from latentwatch.repository.catalog import ModelInfo, ModelSummary, TensorInfo
+from latentwatch.scoring.conformal import benjamini_hochberg
+from latentwatch.scoring.results import FdrResult, ScoreResult
 from latentwatch.wire.bias import bias_requests, options_to_proto, report_from_response, row_labels
 from latentwatch.wire.score import (
     latents_from_response,

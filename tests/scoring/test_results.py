@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from latentwatch.client import client, types
+from latentwatch.client import client
 from latentwatch.scoring import conformal, results
 from latentwatch.service import core
 
 
 def test_client_and_service_share_the_result_types_and_bh() -> None:
-    assert core.ScoreResult is types.ScoreResult is client.ScoreResult is results.ScoreResult
-    assert core.FdrResult is types.FdrResult is client.FdrResult is results.FdrResult
-    assert types.benjamini_hochberg is client.benjamini_hochberg is conformal.benjamini_hochberg
+    assert core.ScoreResult is client.ScoreResult is results.ScoreResult
+    assert core.FdrResult is client.FdrResult is results.FdrResult
+    assert client.benjamini_hochberg is conformal.benjamini_hochberg
+    assert core.benjamini_hochberg is conformal.benjamini_hochberg
 
 
 def test_concat_keeps_rows_in_order_and_drops_fdr() -> None:

@@ -19,10 +19,10 @@ from server_harness import ServerThread, server_settings
 from latentwatch.errors import ModelNotFound, NotReady
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
+from latentwatch.repository.layout import find_versions
 from latentwatch.repository.manifest import Manifest, sha256_file
 from latentwatch.service.loader import load_repository
 from latentwatch.service.metrics import ServiceMetrics
-from latentwatch.service.repository import find_versions
 from latentwatch.service.runtime import CUDA
 from latentwatch.service.server import start_server
 from latentwatch.service.settings import Settings
@@ -57,6 +57,12 @@ def wrong_version(v: Path) -> None:
 
 def broken_json(v: Path) -> None:
     (v / "manifest.json").write_text('{"name": ')
+
+
+def cannot_score(v: Path) -> None:
+    # A valid format-2 manifest of a version that only encodes.
+    rewrite_manifest(v, capabilities=["encode"], scoring=None)
+    Manifest.read(v)  # the manifest itself is valid: the server refuses it, not the schema
 
 
 def no_manifest(v: Path) -> None:
@@ -101,6 +107,7 @@ def missing_output(v: Path) -> None:
         (nan_calibration, "NaN"),
         (garbage_graph, "ONNX Runtime cannot load"),
         (missing_output, "scorer graph lacks outputs ['kl']"),
+        (cannot_score, "this server serves versions with the capabilities ['score', 'encode']"),
     ],
 )
 def test_a_bad_version_is_refused_with_its_reason_and_the_others_load(

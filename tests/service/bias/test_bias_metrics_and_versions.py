@@ -13,10 +13,10 @@ from repo_builder import build_version
 from server_harness import ServerThread, server_settings
 
 from latentwatch.bias.drift import LatentReference
+from latentwatch.repository.layout import find_versions
 from latentwatch.repository.manifest import Manifest, sha256_file
 from latentwatch.service.loader import load_repository
 from latentwatch.service.metrics import ServiceMetrics
-from latentwatch.service.repository import find_versions
 from latentwatch.wire.bias import report_from_response
 
 
