@@ -1,7 +1,7 @@
 """Prometheus metrics on their own port, from a dedicated registry.
 
-The hot path only touches plain counters and numpy bucket arrays owned by one writer each
-(the event loop for request metrics, a version's batch worker for score metrics); a custom
+The hot path only touches plain counters and numpy bucket arrays with one writer, the event
+loop (request metrics, and score metrics once per batch from service/batch_scoring.py); a custom
 collector turns them into metric families when Prometheus scrapes. No locks, no per-row loops.
 """
 
@@ -84,8 +84,8 @@ class BiasGauges:
 
 
 class VersionMetrics:
-    """Per model version; score metrics are written by its batch worker, one batch at a time,
-    bias metrics by the event loop."""
+    """Per model version; written on the event loop: score metrics once per batch, bias metrics
+    once per report."""
 
     def __init__(self, score_bounds: Sequence[float]) -> None:
         self.rows_scored = 0
