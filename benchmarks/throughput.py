@@ -142,8 +142,7 @@ def _raw_ort(repo: Path, X: NDArray[np.float32], threads: int, warmup_s: float,
     from latentwatch.service.ort_runtime import OrtRuntime
 
     scorer = next(repo.glob(f"{MODEL_NAME}/*/{SCORER_FILE}"))
-    runtime = OrtRuntime(scorer, intra_op_threads=threads)
-    runtime.load()
+    runtime = OrtRuntime.open(scorer, intra_op_threads=threads)
     batches = [X[i : i + BATCH_ROWS] for i in range(0, X.shape[0] - BATCH_ROWS + 1, BATCH_ROWS)]
     state = {"i": 0}
 

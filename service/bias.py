@@ -74,9 +74,7 @@ async def bias_report(
     if n_decoded and mv.decoder is not None:
         k = min(n_decoded, report.sparsest.shape[0])
         positions = np.concatenate([report.sparsest[:k], report.densest[:k]])
-        decoded = await asyncio.to_thread(
-            _decode_in_data_units, mv, _rows_at(means, positions)
-        )
+        decoded = await _decode_in_data_units(mv, _rows_at(means, positions))
         report = report.with_decoded(decoded[:k], decoded[k:])
     mv.metrics.observe_bias(report)
     log.info(
@@ -139,11 +137,14 @@ async def _accumulate(
     return means
 
 
-def _decode_in_data_units(mv: ModelVersion, latent: NDArray[np.float32]) -> NDArray[np.float32]:
+async def _decode_in_data_units(
+    mv: ModelVersion, latent: NDArray[np.float32]
+) -> NDArray[np.float32]:
     """(k, Z) latent means -> the decoder's means in the data's units, as the rows were sent:
-    (k, F) rows, or (k, C, H, W) images for image models (blocking; any thread)."""
+    (k, F) rows, or (k, C, H, W) images for image models. The decoder runs off the event loop;
+    inverting the preprocessing of these few rows runs on it."""
     assert mv.decoder is not None  # the caller checked
-    model_space = decode(mv.decoder, mv.manifest, latent)  # (k, F)
+    model_space = await decode(mv.decoder, mv.manifest, latent)  # (k, F)
     data = mv.manifest.input.preprocessing.invert(model_space).astype(np.float32)
     image_shape = mv.manifest.input.image_shape
     return data.reshape(-1, *image_shape) if image_shape else data

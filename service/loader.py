@@ -1,10 +1,15 @@
 """Loading the repository for serving: each version read and verified (repository/reader.py),
 its graphs loaded by runtimes (service/runtime.py), checked, warmed up, given metrics and
-batchers. A version that fails any step is refused with a logged reason; the others serve.
+batchers. A version that fails any step is refused with a logged reason (and the runtimes it had
+loaded closed); the others serve.
+
+It runs on the server's event loop, which keeps answering health checks meanwhile: reading and
+verifying files goes to the executor, and the runtimes put their own blocking work there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from concurrent.futures import Executor
 from pathlib import Path
@@ -21,13 +26,7 @@ from latentwatch.service.batch_scoring import BatchScoring
 from latentwatch.service.batcher import MicroBatcher
 from latentwatch.service.metrics import ServiceMetrics, score_buckets
 from latentwatch.service.repository import ModelRepository, ModelVersion, Refusal, decode
-from latentwatch.service.runtime import (
-    Runtime,
-    input_names,
-    make_runtime,
-    output_names,
-    run_blocking,
-)
+from latentwatch.service.runtime import Runtime, input_names, make_runtime, output_names
 from latentwatch.service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,18 +37,19 @@ WARMUP_ROWS = 2  # two rows also proves the batch axis is dynamic
 SERVED_CAPABILITIES = ("score", "encode")
 
 
-def load_repository(
+async def load_repository(
     repo: Path,
     found: list[tuple[str, str, Path]],
     settings: Settings,
     metrics: ServiceMetrics,
     executor: Executor | None = None,
 ) -> ModelRepository:
-    """Blocking: loads the versions `find_versions` found (run it off the event loop)."""
+    """Loads the versions `find_versions` found, one after the other, on the event loop; the
+    blocking work runs in `executor` (None: the loop's default)."""
     repository = ModelRepository(repo)
     for name, version, version_dir in found:
         try:
-            loaded = load_version(name, version, version_dir, settings, metrics, executor)
+            loaded = await load_version(name, version, version_dir, settings, metrics, executor)
         except VersionRefused as err:
             log.error("refusing model %s version %s: %s", name, version, err)
             repository.refused.append(Refusal(name, version, str(err)))
@@ -66,7 +66,7 @@ def load_repository(
     return repository
 
 
-def load_version(
+async def load_version(
     name: str,
     version: str,
     version_dir: Path,
@@ -74,41 +74,55 @@ def load_version(
     metrics: ServiceMetrics,
     executor: Executor | None = None,
 ) -> ModelVersion:
-    files = read_version(name, version, version_dir)
+    loop = asyncio.get_running_loop()
+    # sha256 of every file and the numpy loads block: in the executor, not on the loop.
+    files = await loop.run_in_executor(executor, read_version, name, version, version_dir)
     lacking = [c for c in SERVED_CAPABILITIES if c not in files.manifest.capabilities]
     if lacking:
         raise VersionRefused(
             f"this server serves versions with the capabilities {list(SERVED_CAPABILITIES)}; "
             f"this one has {files.manifest.capabilities} (no {', '.join(lacking)})"
         )
-    scorer, encoder, decoder = _load_runtimes(files, settings, executor)
-    pipeline = files.pipeline()
-    check_graphs(files.manifest, pipeline, scorer, encoder, decoder)
-    if settings.warmup:
-        warm_up(files.manifest, pipeline, scorer, encoder, decoder)
-    return _serve(files, pipeline, settings, metrics, executor, scorer, encoder, decoder)
-
-
-def _load_runtimes(
-    files: VersionFiles, settings: Settings, executor: Executor | None
-) -> tuple[Runtime, Runtime, Runtime | None]:
-    """(scorer, encoder or the scorer, decoder or None), loaded."""
-    graphs = files.manifest.graphs
+    loaded: list[Runtime] = []
     try:
-        scorer = make_runtime(files.graph_path("scorer"), settings, executor)
-        encoder = (
-            make_runtime(files.graph_path("encoder"), settings, executor)
-            if "encoder" in graphs
-            else scorer
-        )
-        decoder = (
-            make_runtime(files.graph_path("decoder"), settings, executor)
-            if "decoder" in graphs
-            else None
-        )
+        scorer, encoder, decoder = await _load_runtimes(files, settings, executor, loaded)
+        pipeline = files.pipeline()
+        check_graphs(files.manifest, pipeline, scorer, encoder, decoder)
+        if settings.warmup:
+            await warm_up(files.manifest, pipeline, scorer, encoder, decoder)
+        return _serve(files, pipeline, settings, metrics, executor, scorer, encoder, decoder)
+    except BaseException:
+        # A served version's runtimes are closed with the repository; a refused one's here.
+        await _close_all(loaded)
+        raise
+
+
+async def _load_runtimes(
+    files: VersionFiles, settings: Settings, executor: Executor | None, loaded: list[Runtime]
+) -> tuple[Runtime, Runtime, Runtime | None]:
+    """(scorer, encoder or the scorer, decoder or None), loaded; each also added to `loaded`."""
+    graphs = files.manifest.graphs
+
+    async def load(graph: str) -> Runtime:
+        runtime = await make_runtime(files.graph_path(graph), settings, executor)
+        loaded.append(runtime)
+        return runtime
+
+    try:
+        scorer = await load("scorer")
+        encoder = await load("encoder") if "encoder" in graphs else scorer
+        decoder = await load("decoder") if "decoder" in graphs else None
     except Exception as err:  # onnxruntime raises several unrelated types for bad graphs
         raise VersionRefused(f"ONNX Runtime cannot load a graph: {err}") from err
     return scorer, encoder, decoder
+
+
+async def _close_all(runtimes: list[Runtime]) -> None:
+    for runtime in runtimes:
+        try:
+            await runtime.close()
+        except Exception:  # the refusal is what matters; this only goes to the log
+            log.warning("closing a runtime of a refused version failed", exc_info=True)
 
 
 def check_graphs(
@@ -202,7 +216,7 @@ def _serve(
     )
 
 
-def warm_up(
+async def warm_up(
     manifest: Manifest,
     pipeline: ScoringPipeline,
     scorer: Runtime,
@@ -211,19 +225,19 @@ def warm_up(
 ) -> None:
     """One run of every graph on plausible rows; VersionRefused when one fails or gives the
     wrong shapes, or the pipeline cannot score the scorer's outputs."""
-    _warm_up(scorer, manifest, pipeline)
+    await _warm_up(scorer, manifest, pipeline)
     if encoder is not scorer:
-        _warm_up(encoder, manifest, None)
+        await _warm_up(encoder, manifest, None)
     if decoder is not None:
-        _warm_up_decoder(decoder, manifest)
+        await _warm_up_decoder(decoder, manifest)
 
 
-def _warm_up_decoder(runtime: Runtime, manifest: Manifest) -> None:
+async def _warm_up_decoder(runtime: Runtime, manifest: Manifest) -> None:
     latent_dim = _latent_dim(manifest)
     if latent_dim is None:
         raise VersionRefused("a decoder graph needs the manifest's latent section")
     try:
-        out = decode(runtime, manifest, np.zeros((WARMUP_ROWS, latent_dim)))
+        out = await decode(runtime, manifest, np.zeros((WARMUP_ROWS, latent_dim)))
     except Exception as err:
         raise VersionRefused(f"decoder warm-up run failed: {err}") from err
     if out.shape != (WARMUP_ROWS, manifest.n_features):
@@ -233,7 +247,9 @@ def _warm_up_decoder(runtime: Runtime, manifest: Manifest) -> None:
         )
 
 
-def _warm_up(runtime: Runtime, manifest: Manifest, pipeline: ScoringPipeline | None) -> None:
+async def _warm_up(
+    runtime: Runtime, manifest: Manifest, pipeline: ScoringPipeline | None
+) -> None:
     """One run on plausible rows (the training mean); checks the per-row outputs' shapes, and
     that the second stage scores them."""
     rows = np.zeros((WARMUP_ROWS, manifest.n_features), dtype=np.float32)  # (2, F)
@@ -241,7 +257,7 @@ def _warm_up(runtime: Runtime, manifest: Manifest, pipeline: ScoringPipeline | N
     if {len(pre.shift), len(pre.scale)} <= {1, manifest.n_features}:
         rows = pre.invert(rows).astype(np.float32)  # model-space 0 in raw units: the shift
     try:
-        outputs = run_blocking(runtime, {manifest.input.name: rows})
+        outputs = await runtime.infer({manifest.input.name: rows})
     except Exception as err:
         raise VersionRefused(f"warm-up run failed: {err}") from err
     for name in pipeline.graph_kinds if pipeline is not None else ():

@@ -37,8 +37,7 @@ class OfflineScorer:
         version_dir = Path(version_dir)
         files = read_version(version_dir.parent.name, version_dir.name, version_dir)
         try:
-            runtime = OrtRuntime(files.graph_path("scorer"), intra_op_threads)
-            runtime.load()
+            runtime = OrtRuntime.open(files.graph_path("scorer"), intra_op_threads)
         except Exception as err:  # onnxruntime raises several unrelated types for bad graphs
             raise VersionRefused(f"ONNX Runtime cannot load the scorer: {err}") from err
         return cls(files.manifest, runtime, files.pipeline())

@@ -36,8 +36,9 @@ def _spec(arg: ort.NodeArg) -> TensorSpec:
 class OrtRuntime:
     """An InferenceSession, CUDA first when this onnxruntime build offers it, else CPU.
 
-    `infer` runs the session in `executor` (None: the loop's default); `run` is the same run,
-    blocking, for offline scoring, warm-up and benchmarks.
+    On the event loop, `load` and `infer` run the blocking `load_blocking` and `run` in
+    `executor` (None: the loop's default). Offline scoring and benchmarks call the blocking
+    pair directly (`OrtRuntime.open`, then `run`) from any thread.
     """
 
     batches_itself = False
@@ -54,7 +55,19 @@ class OrtRuntime:
         self.outputs: tuple[TensorSpec, ...] = ()
         self._output_names: list[str] = []
 
-    def load(self) -> None:
+    @classmethod
+    def open(cls, path: Path, intra_op_threads: int = 0) -> OrtRuntime:
+        """A runtime for `path`, loaded now (blocking; for offline scoring and benchmarks)."""
+        runtime = cls(path, intra_op_threads)
+        runtime.load_blocking()
+        return runtime
+
+    async def load(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self.load_blocking)
+
+    def load_blocking(self) -> None:
+        """Creates the session (any thread): the provider, inputs and outputs are known after."""
         global _cuda_failed
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.intra_op_threads
@@ -95,5 +108,5 @@ class OrtRuntime:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.run, feeds)
 
-    def close(self) -> None:
-        self._session = None
+    async def close(self) -> None:
+        self._session = None  # freed once no run in flight still holds it

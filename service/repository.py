@@ -17,7 +17,7 @@ from latentwatch.scoring.pipeline import ScoringPipeline
 from latentwatch.service.batch_scoring import BatchScoring
 from latentwatch.service.batcher import MicroBatcher
 from latentwatch.service.metrics import VersionMetrics
-from latentwatch.service.runtime import Runtime, input_names, run_blocking
+from latentwatch.service.runtime import Runtime, input_names
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +84,14 @@ class ModelRepository:
                 if v.encoder is not v.scorer:
                     await v.encoder.close()
                 for runtime in v.runtimes:
-                    runtime.close()
+                    await runtime.close()
 
 
-def decode(runtime: Runtime, manifest: Manifest, latent: NDArray) -> NDArray[np.float32]:
-    """(k, Z) latent points -> (k, F) decoder means in model space (blocking; a worker thread)."""
+async def decode(
+    runtime: Runtime, manifest: Manifest, latent: NDArray
+) -> NDArray[np.float32]:
+    """(k, Z) latent points -> (k, F) decoder means in model space (on the event loop: the
+    runtime runs its graph off it)."""
     z = np.ascontiguousarray(latent, dtype=np.float32)
-    outputs = run_blocking(runtime, {input_names(runtime)[0]: z})
+    outputs = await runtime.infer({input_names(runtime)[0]: z})
     return np.asarray(outputs[manifest.graphs["decoder"].outputs[0].name], dtype=np.float32)

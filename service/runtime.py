@@ -1,12 +1,12 @@
 """The runtime contract: one loaded graph the batcher and the loader run, whatever executes it.
 
 ONNX Runtime in this process implements it (service/ort_runtime.py); a remote inference tier
-(Triton) can implement it later. Tests use fakes of it (a summing runtime, a failing runtime).
+(Triton, over an asyncio gRPC channel that belongs to the server's event loop) can implement it
+later. Tests use fakes of it (a summing runtime, a failing runtime).
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 from collections.abc import Mapping
@@ -33,11 +33,13 @@ class TensorSpec:
 
 
 class Runtime(Protocol):
-    """One graph: `load()` once (blocking, off the event loop), `infer` many times, `close()`.
+    """One graph: `await load()` once, `await infer(feeds)` many times, `await close()` once.
 
-    `infer` is called by one batcher at a time per runtime and must not block the event loop.
-    A runtime that `batches_itself` (a Triton server) gets requests without a batching delay
-    (service/loader.py); the others get the batcher's batches.
+    All three are awaited on the server's event loop and must not block it: blocking work
+    (creating an ONNX Runtime session, running it) goes to an executor inside the
+    implementation. `infer` is called by one batcher at a time per runtime (and by the loader's
+    warm-up and a bias report's decode). A runtime that `batches_itself` (a Triton server) gets
+    requests without a batching delay (service/loader.py); the others get the batcher's batches.
     """
 
     inputs: tuple[TensorSpec, ...]
@@ -45,11 +47,11 @@ class Runtime(Protocol):
     provider: str  # where it runs, e.g. CUDA or CPU
     batches_itself: bool
 
-    def load(self) -> None: ...
+    async def load(self) -> None: ...
 
     async def infer(self, feeds: Mapping[str, NDArray]) -> dict[str, NDArray]: ...
 
-    def close(self) -> None: ...
+    async def close(self) -> None: ...
 
 
 def input_names(runtime: Runtime) -> tuple[str, ...]:
@@ -60,12 +62,15 @@ def output_names(runtime: Runtime) -> tuple[str, ...]:
     return tuple(spec.name for spec in runtime.outputs)
 
 
-def make_runtime(path: Path, settings: Settings, executor: Executor | None = None) -> Runtime:
-    """The runtime for the graph file `path`, loaded. Only ONNX Runtime exists today."""
+async def make_runtime(
+    path: Path, settings: Settings, executor: Executor | None = None
+) -> Runtime:
+    """The runtime for the graph file `path`, loaded (its blocking work in `executor`; None:
+    the loop's default). Only ONNX Runtime exists today."""
     from latentwatch.service.ort_runtime import OrtRuntime  # onnxruntime only when used
 
     runtime = OrtRuntime(path, settings.intra_op_threads, executor)
-    runtime.load()
+    await runtime.load()
     return runtime
 
 
@@ -99,8 +104,3 @@ def _cgroup_cpu_quota() -> float | None:
     except (OSError, ValueError):
         return None
 
-
-def run_blocking(runtime: Runtime, feeds: Mapping[str, NDArray]) -> dict[str, NDArray]:
-    """`runtime.infer` to completion, from a thread without a running event loop (loading and
-    warm-up, a decode in a worker thread)."""
-    return asyncio.run(runtime.infer(feeds))

@@ -68,7 +68,8 @@ class RunningServer:
 
 
 async def start_server(settings: Settings) -> RunningServer:
-    """Binds, loads every model version off the event loop, warms up, then reports SERVING.
+    """Binds, loads every model version (its blocking work in the executor), warms up, then
+    reports SERVING.
 
     Raises NotReady when there is nothing to serve (no versions, or every one refused).
     """
@@ -117,10 +118,8 @@ async def start_server(settings: Settings) -> RunningServer:
         ) from err
     await server.start()
     try:
-        loop = asyncio.get_running_loop()
-        repository = await loop.run_in_executor(
-            executor, load_repository, settings.repo, found, settings, metrics, executor
-        )
+        # On the loop (health answers NOT_SERVING meanwhile); the blocking work goes to executor.
+        repository = await load_repository(settings.repo, found, settings, metrics, executor)
         if not len(repository):
             problem = f"nothing to serve: {_nothing_loaded(settings.repo, repository)}"
             log.error("%s", problem)

@@ -34,10 +34,10 @@ class ScoreRuntime:
     def __init__(self) -> None:
         self.runs: list[int] = []
 
-    def load(self) -> None:
+    async def load(self) -> None:
         pass
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass
 
     async def infer(self, feeds: Mapping[str, NDArray]) -> dict[str, NDArray]:

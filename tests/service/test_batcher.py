@@ -28,10 +28,10 @@ class SumRuntime:
         self.gate = gate
         self.entered = asyncio.Event()  # a run has started (and may be held at the gate)
 
-    def load(self) -> None:
+    async def load(self) -> None:
         pass
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass
 
     async def infer(self, feeds: Mapping[str, NDArray]) -> dict[str, NDArray]:

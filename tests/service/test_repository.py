@@ -121,9 +121,9 @@ def test_a_bad_version_is_refused_with_its_reason_and_the_others_load(
     build_version(tmp_path, "other", "1", kind="ae", n_features=5)
     metrics = ServiceMetrics()
     with caplog.at_level(logging.ERROR):
-        repository = load_repository(
+        repository = asyncio.run(load_repository(
             tmp_path, find_versions(tmp_path), server_settings(tmp_path), metrics
-        )
+        ))
     assert [(r.name, r.version) for r in repository.refused] == [("m", "2")]
     assert reason in repository.refused[0].reason
     assert any("refusing model m version 2" in r.message and reason in r.message
@@ -140,7 +140,9 @@ def test_the_latest_version_is_the_largest_integer(tmp_path: Path) -> None:
     (tmp_path / "m" / "draft").mkdir()  # not a version: ignored
     found = find_versions(tmp_path)
     assert [v for _, v, _ in found] == ["2", "9", "10"]
-    repository = load_repository(tmp_path, found, server_settings(tmp_path), ServiceMetrics())
+    repository = asyncio.run(
+        load_repository(tmp_path, found, server_settings(tmp_path), ServiceMetrics())
+    )
     assert repository.get("m").version == "10"
     assert list(repository.versions["m"]) == ["2", "9", "10"]
     with pytest.raises(ModelNotFound, match=r"loaded versions: 2, 9, 10"):
@@ -219,9 +221,9 @@ def test_require_gpu_without_cuda_keeps_the_server_not_serving(tmp_path: Path) -
 
 def test_copying_a_version_directory_is_caught(tmp_path: Path) -> None:
     shutil.copytree(build_version(tmp_path, "m", "1"), tmp_path / "m" / "2")
-    repository = load_repository(
+    repository = asyncio.run(load_repository(
         tmp_path, find_versions(tmp_path), server_settings(tmp_path), ServiceMetrics()
-    )
+    ))
     assert list(repository.versions["m"]) == ["1"]
     assert "describes m version 1" in repository.refused[0].reason
 
@@ -235,15 +237,17 @@ def test_a_runtime_that_batches_itself_gets_requests_without_a_batching_delay(
     class SelfBatching(OrtRuntime):
         batches_itself = True
 
-    def make(path: Path, settings: Settings, executor: object = None) -> OrtRuntime:
+    async def make(path: Path, settings: Settings, executor: object = None) -> OrtRuntime:
         runtime = SelfBatching(path, settings.intra_op_threads)
-        runtime.load()
+        await runtime.load()
         return runtime
 
     monkeypatch.setattr(loader, "make_runtime", make)
     build_version(tmp_path, "m", "1")
     settings = server_settings(tmp_path, max_batch_delay_ms=60_000.0)
-    repository = load_repository(tmp_path, find_versions(tmp_path), settings, ServiceMetrics())
+    repository = asyncio.run(
+        load_repository(tmp_path, find_versions(tmp_path), settings, ServiceMetrics())
+    )
     mv = repository.get("m")
 
     async def one_row() -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import urllib.request
 from pathlib import Path
@@ -114,9 +115,9 @@ def test_a_bad_reference_or_decoder_refuses_the_version(
     broken = _with_reference(tmp_path, "m", "2")
     assert callable(break_version)
     break_version(broken)
-    repository = load_repository(
+    repository = asyncio.run(load_repository(
         tmp_path, find_versions(tmp_path), server_settings(tmp_path), ServiceMetrics()
-    )
+    ))
     assert [(r.name, r.version) for r in repository.refused] == [("m", "2")]
     assert reason in repository.refused[0].reason, repository.refused[0].reason
     loaded = repository.get("m", "1")
