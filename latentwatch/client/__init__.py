@@ -1,4 +1,4 @@
-"""The Python client: `LatentwatchClient` (numpy in, plain results out) and what it returns."""
+"""The Python client: `LatentwatchClient`, numpy in, plain results out."""
 
 from latentwatch.client.client import LatentwatchClient
 
