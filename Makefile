@@ -6,7 +6,7 @@ REPO ?= model_repository
 PORT ?= 50051
 METRICS_PORT ?= 9090
 
-.PHONY: install run bootstrap browser test protos lint bench clean
+.PHONY: install run bootstrap browser prometheus test protos lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,15 @@ browser:
 		apt-get install -y -qq --no-install-recommends chromium >/dev/null) ; } || \
 		echo "chromium could not be installed: the screenshot test will skip"
 
-test: install browser
+# The metrics test lints the /metrics exposition with `promtool check metrics` (Debian's
+# prometheus package); without it that one test skips and says why.
+prometheus:
+	@command -v promtool >/dev/null 2>&1 || \
+		{ [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends prometheus >/dev/null) ; } || \
+		echo "promtool could not be installed: the promtool metrics test will skip"
+
+test: install browser prometheus
 	$(PY) -m pytest -q tests
 
 # Regenerates the gRPC code and its type stubs from protos/latentwatch.proto.

@@ -155,6 +155,8 @@ def planted_bias_figures(
         "n_rows": int(len(X)), "n_rare": int((y == rare).sum()), "base_rate": base_rate,
         "bottom_5pct_rate": bottom_rate, "enrichment": bottom_rate / base_rate,
         "representation_ratio": group.representation_ratio, "flagged": group.flagged,
+        "ratio_interval": [group.ratio_low, group.ratio_high], "p_value": group.p_value,
+        "significant": group.significant,
         "sparse_share": group.sparse_share, "rare_weight_share": weight_share,
         "effective_sample_size": report.effective_sample_size, "report_s": elapsed_s,
         "worst_group_ratio": report.worst_group_ratio,

@@ -59,15 +59,22 @@ def calibration_scores(
     return np.stack([scores[kind] for kind in score_kinds], axis=1)
 
 
+def too_few_rows(n_rows: int, alpha: float) -> str:
+    """Why `n_rows` calibration rows cannot flag anything at `alpha`, or "" when they can."""
+    needed = min_rows_for_alpha(alpha)
+    if n_rows >= needed:
+        return ""
+    return (
+        f"calibration has {n_rows} rows: the smallest p-value is 1/{n_rows + 1} > alpha "
+        f"{alpha:g}, so nothing can be flagged at that alpha; it needs at least {needed} rows"
+    )
+
+
 def warn_if_small(n_rows: int, alpha: float) -> None:
     """Log how coarse the p-values are; conformal p-values step in units of 1/(n + 1)."""
     needed = min_rows_for_alpha(alpha)
-    if n_rows < needed:
-        logger.warning(
-            "calibration has %d rows: the smallest p-value is 1/%d > alpha %g, so nothing can be "
-            "flagged at that alpha; it needs at least %d rows",
-            n_rows, n_rows + 1, alpha, needed,
-        )
+    if problem := too_few_rows(n_rows, alpha):
+        logger.warning("%s", problem)
     elif n_rows < 10 * needed:
         logger.info(
             "calibration has %d rows: p-values step by 1/%d, coarse for alpha %g "

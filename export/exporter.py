@@ -211,6 +211,7 @@ def _manifest(
             shape=[inputs.n_features],
             image_shape=inputs.image_shape,
             preprocessing=inputs.preprocessing,
+            feature_names=inputs.feature_names,
         ),
         graphs={g.name: _graph_spec(g) for g in graphs},
         latent=LatentSpec(

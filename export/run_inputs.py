@@ -45,6 +45,7 @@ class ExportInputs:
     # Raw training and validation rows for the second stage; None for runs that kept none.
     train_rows: NDArray[np.float32] | None = None
     validation_rows: NDArray[np.float32] | None = None
+    feature_names: list[str] | None = None  # the training data's column names, when it had them
 
 
 def load_run(run_dir: Path) -> ExportInputs:
@@ -85,6 +86,7 @@ def load_run(run_dir: Path) -> ExportInputs:
         calibration_split=describe_split(checkpoint.split, provenance, len(rows)),
         train_rows=train_rows,
         validation_rows=validation_rows,
+        feature_names=provenance.feature_names,
     )
 
 

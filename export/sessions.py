@@ -1,4 +1,8 @@
-"""ONNX Runtime sessions for checking exported graphs (always on CPU, the reference provider)."""
+"""ONNX Runtime sessions for checking exported graphs (always on CPU, the reference provider).
+
+Asking for CPU only also keeps checks quiet where CUDA cannot run; where the server runs its
+graphs is decided in one place, service/ort_runtime.py `session_providers`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
+from latentwatch.service.runtime import CPU
+
 # Checking is offline work beside other jobs: a couple of threads is plenty, and ONNX Runtime's
 # own default ignores container CPU limits.
 MAX_THREADS = 2
@@ -18,7 +24,7 @@ def cpu_session(path: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = min(MAX_THREADS, os.cpu_count() or 1)
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=[CPU])
 
 
 def run_session(

@@ -59,7 +59,8 @@ def save_checkpoint(
 ) -> None:
     # Validate against the manifest contract now rather than at export time.
     preprocessing = Preprocessing.model_validate(preprocessing).model_dump(mode="json")
-    provenance = Provenance.model_validate(provenance).model_dump(mode="json")
+    # Only the fields given: optional ones (feature_names, ...) stay absent when unset.
+    provenance = Provenance.model_validate(provenance).model_dump(mode="json", exclude_unset=True)
     config = model.config
     image_shape = list(config.image_shape) if config.image_shape is not None else None
     payload = {

@@ -150,16 +150,28 @@ class TrainResult:
     effective_sample_size: float | None = None  # dbvae: of the final weights
 
 
-def train(config: TrainConfig) -> Path:
+def train(config: TrainConfig, *, overwrite: bool = True) -> Path:
     """Train one model and write its run directory; returns the run directory."""
-    return run_training(config).run_dir
+    return run_training(config, overwrite=overwrite).run_dir
 
 
-def run_training(config: TrainConfig) -> TrainResult:
-    if config.out.exists() and not config.out.is_dir():
-        raise InvalidInput(f"{config.out}: exists and is not a directory")
-    if (config.out / CHECKPOINT_FILE).exists():
-        logger.warning("%s: overwriting the previous training run", config.out)
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """InvalidInput unless `out` is absent, an empty directory, or `overwrite` is given."""
+    if out.exists() and not out.is_dir():
+        raise InvalidInput(f"{out}: exists and is not a directory")
+    if not (out.is_dir() and any(out.iterdir())):
+        return
+    what = "holds a training run" if (out / CHECKPOINT_FILE).exists() else "is not empty"
+    if not overwrite:
+        raise InvalidInput(f"{out}: {what}; choose another directory, or overwrite it with "
+                           "--force")
+    logger.warning("%s: %s; overwriting it", out, what)
+
+
+def run_training(config: TrainConfig, *, overwrite: bool = True) -> TrainResult:
+    """Train and write the run directory; `overwrite` False refuses a non-empty one (the CLI's
+    default; library callers such as benchmarks rerun into the same directory)."""
+    check_out_dir(config.out, overwrite)
     dataset = load_source(config.data, max_rows=config.max_rows)
     split = split_rows(
         dataset.n_rows, config.calibration_fraction, config.validation_fraction, config.seed
@@ -285,6 +297,9 @@ def _write_run_dir(
         "latentwatch_version": latentwatch.__version__,
         "torch_version": torch.__version__,
     }
+    if dataset.feature_names is not None:
+        # Export copies them into the manifest's input spec (export/run_inputs.py).
+        provenance["feature_names"] = list(dataset.feature_names)
     split_info = {
         "seed": config.seed,
         "calibration_fraction": config.calibration_fraction,

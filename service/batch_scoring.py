@@ -3,8 +3,9 @@
 Callers of one batch share its work, as when it ran in the batch worker: the first caller that
 needs a kind computes it for the whole batch (in the batch's memo) and the others slice it. Cheap
 numpy runs on the event loop; costly work (the second stage's kNN searches, big batches) runs in
-the executor. The default kind's scores and p-values go into the version's histograms once per
-batch, always from the event loop (their one writer).
+the executor. Each kind's scores go into the version's histograms once per batch when the batch
+computes them, and each kind's p-values when it computes those (the default kind's always, with
+its scores), always from the event loop (their one writer).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ class _Scored:
     scores: dict[str, NDArray[np.float64]] = field(default_factory=dict)
     p_values: dict[str, NDArray[np.float64]] = field(default_factory=dict)
     pending: dict[str, asyncio.Future[None]] = field(default_factory=dict)
-    observed: bool = False
 
 
 class BatchScoring:
@@ -61,9 +61,7 @@ class BatchScoring:
         waiting = {id(f): f for k in wanted if (f := state.pending.get(k)) is not None}
         for future in waiting.values():
             await asyncio.shield(future)
-        p = state.p_values.get(p_kind)
-        if p is None:
-            p = state.p_values[p_kind] = self._pipeline.p_values(p_kind, state.scores[p_kind])
+        p = self._p_values(state, p_kind)
         start, stop = part.start, part.stop
         scores = {k: state.scores[k][start:stop] for k in dict.fromkeys((*kinds, p_kind))}
         return scores, p[start:stop]
@@ -71,8 +69,7 @@ class BatchScoring:
     async def _compute(self, batch: Batch, state: _Scored, kinds: list[str]) -> None:
         pipeline = self._pipeline
         if batch.rows.shape[0] <= INLINE_ROWS and not pipeline.costly(kinds):
-            state.scores.update(pipeline.scores(batch.outputs, batch.rows, kinds))
-            self._observe(state)
+            self._add(state, pipeline.scores(batch.outputs, batch.rows, kinds))
             return
         loop = asyncio.get_running_loop()
         done = asyncio.ensure_future(
@@ -91,18 +88,21 @@ class BatchScoring:
         finally:
             for kind in kinds:
                 state.pending.pop(kind, None)
-        state.scores.update(scores)
-        self._observe(state)
+        self._add(state, scores)
 
-    def _observe(self, state: _Scored) -> None:
-        """The default kind's histograms, once per batch, when the batch has computed it."""
-        kind = self._pipeline.default_kind
-        if state.observed or kind not in state.scores:
-            return
-        state.observed = True
-        scores = state.scores[kind]
+    def _add(self, state: _Scored, scores: dict[str, NDArray[np.float64]]) -> None:
+        """Newly computed kinds (never computed before for this batch) into the memo and the
+        score histograms; the default kind's p-values with them."""
+        state.scores.update(scores)
+        for kind, values in scores.items():
+            self._metrics.observe_scores(kind, values)
+        if self._pipeline.default_kind in scores:
+            self._p_values(state, self._pipeline.default_kind)
+
+    def _p_values(self, state: _Scored, kind: str) -> NDArray[np.float64]:
+        """`kind`'s whole-batch p-values, computed and observed once per batch."""
         p = state.p_values.get(kind)
         if p is None:
-            p = state.p_values[kind] = self._pipeline.p_values(kind, scores)
-        self._metrics.score.observe_many(scores)
-        self._metrics.p_value.observe_many(p)
+            p = state.p_values[kind] = self._pipeline.p_values(kind, state.scores[kind])
+            self._metrics.observe_p_values(kind, p)
+        return p

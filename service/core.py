@@ -16,7 +16,7 @@ from latentwatch.bias.options import BiasOptions
 from latentwatch.errors import NotReady
 from latentwatch.repository.catalog import ModelInfo, ModelSummary, TensorInfo
 from latentwatch.scoring.conformal import benjamini_hochberg, check_alpha, check_fdr
-from latentwatch.scoring.contract import validate_rows
+from latentwatch.scoring.contract import check_finite_scores, validate_rows
 from latentwatch.scoring.results import FdrResult as FdrResult  # the one result family
 from latentwatch.scoring.results import ScoreResult
 from latentwatch.service import bias
@@ -83,8 +83,9 @@ class ScoringCore:
         rows = validate_rows(array, mv.contract)  # (N, F) float32
         part = await mv.scorer.submit(rows)  # the scorer's outputs for these rows
         scores, p = await mv.scoring.score(part, extra, kind)
+        check_finite_scores(scores)  # the safety net: no NaN or inf leaves the service
         is_outlier = p <= alpha
-        mv.metrics.outliers += int(np.count_nonzero(is_outlier))
+        mv.metrics.observe_outliers(kind, p, calibration.default_alpha, alpha)
         return ScoreResult(
             model_name=mv.name,
             model_version=mv.version,

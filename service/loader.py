@@ -24,7 +24,7 @@ from latentwatch.scoring.contract import InputContract
 from latentwatch.scoring.pipeline import ScoringPipeline
 from latentwatch.service.batch_scoring import BatchScoring
 from latentwatch.service.batcher import MicroBatcher
-from latentwatch.service.metrics import ServiceMetrics, score_buckets
+from latentwatch.service.metrics import ServiceMetrics
 from latentwatch.service.repository import ModelRepository, ModelVersion, Refusal, decode
 from latentwatch.service.runtime import Runtime, input_names, make_runtime, output_names
 from latentwatch.service.settings import Settings
@@ -172,10 +172,7 @@ def _serve(
     """The version's metrics and batchers: what serves it."""
     name, version, manifest = files.manifest.name, files.manifest.version, files.manifest
     label = f"{name}:{version}"
-    default_calibration = files.calibration[pipeline.default_kind]
-    version_metrics = metrics.add_version(
-        name, version, score_buckets(default_calibration), scorer.provider
-    )
+    version_metrics = metrics.add_version(name, version, scorer.provider)
 
     def on_run(n_rows: int) -> None:  # scorer runs only: batch_rows and rows_scored
         version_metrics.batch_rows.observe(n_rows)

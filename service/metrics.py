@@ -3,6 +3,10 @@
 The hot path only touches plain counters and numpy bucket arrays with one writer, the event
 loop (request metrics, and score metrics once per batch from service/batch_scoring.py); a custom
 collector turns them into metric families when Prometheus scrapes. No locks, no per-row loops.
+
+Every histogram has fixed buckets, the same for every model, version and score kind, so panels
+can sum them across versions; the README's Metrics table lists them. The process's own metrics
+(memory, CPU, open file descriptors, start time) come from prometheus_client's ProcessCollector.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from wsgiref.simple_server import WSGIServer
 
 import numpy as np
 from numpy.typing import NDArray
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -33,9 +37,13 @@ log = logging.getLogger(__name__)
 DURATION_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 BATCH_ROW_BUCKETS = tuple(float(2**i) for i in range(0, 17, 2))  # 1, 4, 16, ... 65536
 P_VALUE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
-# Score buckets sit at these quantiles of the calibration scores: scores of normal traffic
-# then fill the buckets in these proportions, and drift shows as a shift between them.
-SCORE_QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999)
+# Scores of different kinds and models live on different scales, some negative (log scores of
+# the second stage, Gaussian likelihoods): one symmetric log scale, 1-2-5 per decade from 0.01 to
+# 10^4 on each side, holds them all with the same bounds. (-0.01, 0.01] is "about zero".
+_POSITIVE_SCORE_BUCKETS = (
+    *(float(f"{m}e{e}") for e in range(-2, 4) for m in (1, 2, 5)), 1e4
+)
+SCORE_BUCKETS = (*(-b for b in reversed(_POSITIVE_SCORE_BUCKETS)), *_POSITIVE_SCORE_BUCKETS)
 
 
 class Histogram:
@@ -65,12 +73,6 @@ class Histogram:
         family.add_metric(labels, buckets, self.sum)
 
 
-def score_buckets(sorted_calibration: NDArray[np.float64]) -> tuple[float, ...]:
-    """Histogram bounds at calibration quantiles (distinct, ascending)."""
-    quantiles = np.quantile(sorted_calibration, SCORE_QUANTILES)
-    return tuple(float(q) for q in np.unique(quantiles))
-
-
 @dataclass(frozen=True)
 class BiasGauges:
     """What the last bias report of a version left in the gauges (replaced whole, never torn)."""
@@ -84,18 +86,43 @@ class BiasGauges:
 
 
 class VersionMetrics:
-    """Per model version; written on the event loop: score metrics once per batch, bias metrics
-    once per report."""
+    """Per model version; written on the event loop: score metrics once per batch, outliers once
+    per request, bias metrics once per report. Score kinds are the version's (a bounded set)."""
 
-    def __init__(self, score_bounds: Sequence[float]) -> None:
+    def __init__(self) -> None:
         self.rows_scored = 0
-        self.outliers = 0
+        # kind -> rows flagged at the manifest's default alpha / at the alpha each request used
+        self.outliers: dict[str, int] = {}
+        self.outliers_at_request_alpha: dict[str, int] = {}
         self.batch_rows = Histogram(BATCH_ROW_BUCKETS)
-        self.score = Histogram(score_bounds)
-        self.p_value = Histogram(P_VALUE_BUCKETS)
+        self.score: dict[str, Histogram] = {}  # kind -> scores on SCORE_BUCKETS
+        self.p_value: dict[str, Histogram] = {}  # kind -> p-values on P_VALUE_BUCKETS
         self.queued_rows: Callable[[], int] = lambda: 0  # read at scrape time
         self.bias_rows = 0
         self.bias: BiasGauges | None = None
+
+    def observe_scores(self, kind: str, scores: NDArray[np.float64]) -> None:
+        histogram = self.score.get(kind)
+        if histogram is None:
+            histogram = self.score[kind] = Histogram(SCORE_BUCKETS)
+        histogram.observe_many(scores)
+
+    def observe_p_values(self, kind: str, p_values: NDArray[np.float64]) -> None:
+        histogram = self.p_value.get(kind)
+        if histogram is None:
+            histogram = self.p_value[kind] = Histogram(P_VALUE_BUCKETS)
+        histogram.observe_many(p_values)
+
+    def observe_outliers(
+        self, kind: str, p_values: NDArray[np.float64], default_alpha: float, alpha: float
+    ) -> None:
+        """One request's rows: flagged at the manifest's alpha, and at the request's own."""
+        at_default = int(np.count_nonzero(p_values <= default_alpha))
+        at_request = int(np.count_nonzero(p_values <= alpha))
+        self.outliers[kind] = self.outliers.get(kind, 0) + at_default
+        self.outliers_at_request_alpha[kind] = (
+            self.outliers_at_request_alpha.get(kind, 0) + at_request
+        )
 
     def observe_bias(self, report: BiasReport) -> None:
         self.bias_rows += report.n_rows
@@ -123,6 +150,7 @@ class ServiceMetrics:
         self._http: WSGIServer | None = None
         self._http_thread: threading.Thread | None = None
         self.registry.register(self)
+        ProcessCollector(registry=self.registry)  # process_*: memory, CPU, fds, start time
 
     def observe_request(self, method: str, code: str, duration_s: float) -> None:
         histogram = self._requests.get((method, code))
@@ -130,14 +158,8 @@ class ServiceMetrics:
             histogram = self._requests[(method, code)] = Histogram(DURATION_BUCKETS_S)
         histogram.observe(duration_s)
 
-    def add_version(
-        self,
-        model: str,
-        version: str,
-        score_bounds: Sequence[float],
-        provider: str,
-    ) -> VersionMetrics:
-        metrics = VersionMetrics(score_bounds)
+    def add_version(self, model: str, version: str, provider: str) -> VersionMetrics:
+        metrics = VersionMetrics()
         self._versions[(model, version)] = metrics
         self._loaded[(model, version)] = True
         self._providers[(model, version)] = provider
@@ -178,16 +200,35 @@ class ServiceMetrics:
             "latentwatch_inflight_requests", "RPCs being handled now", value=self.inflight
         )
         yield GaugeMetricFamily(
-            "latentwatch_ready", "1 when every model version is loaded and warm", value=self.ready
+            "latentwatch_ready",
+            "1 while the server reports SERVING and scores; 0 while loading, when a required GPU "
+            "is missing, and from the start of shutdown (refused versions: "
+            "latentwatch_versions_refused)",
+            value=self.ready,
+        )
+        yield GaugeMetricFamily(
+            "latentwatch_versions_refused",
+            "Model versions refused at load (their reasons are in the log); the others serve",
+            value=sum(not ok for ok in list(self._loaded.values())),
         )
         yield from self._collect_versions()
 
     def _collect_versions(self) -> Iterable[Metric]:
-        mv = ["model", "version"]
-        rows = CounterMetricFamily("latentwatch_rows_scored", "Rows scored", labels=mv)
+        mv, mvk = ["model", "version"], ["model", "version", "kind"]
+        rows = CounterMetricFamily(
+            "latentwatch_rows_scored", "Rows run through the scorer graph", labels=mv
+        )
         outliers = CounterMetricFamily(
-            "latentwatch_outliers", "Rows flagged as outliers (p <= the request's alpha)",
-            labels=mv,
+            "latentwatch_outliers",
+            "Rows of Score requests with p <= the manifest's default alpha, whatever alpha the "
+            "request used, by the request's p-value kind",
+            labels=mvk,
+        )
+        at_request_alpha = CounterMetricFamily(
+            "latentwatch_outliers_at_request_alpha",
+            "Rows of Score requests with p <= the alpha each request used (mixes alphas), by the "
+            "request's p-value kind",
+            labels=mvk,
         )
         queue = GaugeMetricFamily("latentwatch_queue_rows", "Rows waiting for a batch", labels=mv)
         batch = HistogramMetricFamily(
@@ -195,20 +236,30 @@ class ServiceMetrics:
         )
         score = HistogramMetricFamily(
             "latentwatch_score",
-            "Default score per row; buckets at quantiles of the calibration scores",
-            labels=mv,
+            "Score per row (higher: more anomalous, in the kind's own units), for each kind a "
+            "batch computed; fixed buckets on a symmetric log scale, 1-2-5 per decade, 0.01 to "
+            "1e4 either side",
+            labels=mvk,
         )
         p_value = HistogramMetricFamily(
-            "latentwatch_p_value", "Conformal p-value per row", labels=mv
+            "latentwatch_p_value",
+            "Conformal p-value per row (0 to 1), for each kind whose p-values a batch computed "
+            "(the default kind, and the kind each request scored with); fixed buckets",
+            labels=mvk,
         )
         for (model, version), m in list(self._versions.items()):
             labels = [model, version]
             rows.add_metric(labels, m.rows_scored)
-            outliers.add_metric(labels, m.outliers)
+            for kind, n in list(m.outliers.items()):
+                outliers.add_metric([*labels, kind], n)
+            for kind, n in list(m.outliers_at_request_alpha.items()):
+                at_request_alpha.add_metric([*labels, kind], n)
             queue.add_metric(labels, m.queued_rows())
             m.batch_rows.add_to(batch, labels)
-            m.score.add_to(score, labels)
-            m.p_value.add_to(p_value, labels)
+            for kind, histogram in list(m.score.items()):
+                histogram.add_to(score, [*labels, kind])
+            for kind, histogram in list(m.p_value.items()):
+                histogram.add_to(p_value, [*labels, kind])
         loaded = GaugeMetricFamily(
             "latentwatch_model_loaded", "1 loaded, 0 refused or failed", labels=mv
         )
@@ -219,7 +270,8 @@ class ServiceMetrics:
         )
         for (model, version), name in list(self._providers.items()):
             provider.add_metric([model, version], {"provider": name})
-        yield from (rows, outliers, queue, batch, score, p_value, loaded, provider)
+        yield from (rows, outliers, at_request_alpha, queue, batch, score, p_value, loaded)
+        yield provider
         yield from self._collect_bias()
 
     def _collect_bias(self) -> Iterable[Metric]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
 import logging
 from collections.abc import Mapping
 from concurrent.futures import Executor
@@ -23,9 +25,54 @@ _V2_OF_ORT = {
 }
 
 # onnxruntime-gpu lists CUDA as available even on machines without a GPU (or without the CUDA
-# libraries) and then logs an error for every session it falls back on. Once one session has
-# fallen back, later sessions in this process ask for CPU only: the answer will not change.
+# libraries), and a session that asks for it then logs a red ONNX Runtime error before falling
+# back. `cuda_unusable_reason` loads what the CUDA provider needs first, so sessions ask for CUDA
+# only where it can run. Should a session still fall back, later ones ask for CPU only.
 _cuda_failed = False
+# The provider library ONNX Runtime loads for CUDA, beside its own library.
+_CUDA_PROVIDER_LIBRARY = "libonnxruntime_providers_cuda.so"
+
+
+@functools.cache
+def cuda_unusable_reason() -> str:
+    """Why CUDA cannot run in this process ('' when it can): the one "can CUDA run here" check.
+
+    Checks what ONNX Runtime would otherwise find out noisily: the build offers CUDA, the
+    provider library and the CUDA libraries it links load, and the driver sees a device.
+    """
+    if CUDA not in ort.get_available_providers():
+        return "this onnxruntime build has no CUDA provider"
+    provider = Path(ort.__file__).parent / "capi" / _CUDA_PROVIDER_LIBRARY
+    if provider.exists():  # elsewhere (a non-Linux build) ONNX Runtime finds out for itself
+        try:
+            ctypes.CDLL(str(provider))
+        except OSError as err:  # only a missing library is certain; ONNX Runtime judges the rest
+            if "cannot open shared object file" in str(err):
+                return f"{str(err).split(': ')[0]} is missing"
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return "no NVIDIA driver (libcuda.so.1)"
+    count = ctypes.c_int(0)
+    if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return "the NVIDIA driver does not initialise"
+    if count.value < 1:
+        return "no CUDA device"
+    return ""
+
+
+def session_providers() -> list[str]:
+    """The providers a session asks for: CUDA first where it can run, else CPU only."""
+    reason = "a session fell back from it" if _cuda_failed else cuda_unusable_reason()
+    if reason:
+        _log_cpu_once(reason)
+        return [CPU]
+    return [CUDA, CPU]
+
+
+@functools.cache
+def _log_cpu_once(reason: str) -> None:
+    log.info("CUDA is not usable here (%s): running on CPU", reason)
 
 
 def _spec(arg: ort.NodeArg) -> TensorSpec:
@@ -75,9 +122,7 @@ class OrtRuntime:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        wanted = [CPU]
-        if CUDA in ort.get_available_providers() and not _cuda_failed:
-            wanted.insert(0, CUDA)
+        wanted = session_providers()
         session = ort.InferenceSession(str(self.path), sess_options=options, providers=wanted)
         # The first provider is the one actually in use; CUDA silently drops out on failure.
         self.provider = session.get_providers()[0]

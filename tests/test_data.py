@@ -279,8 +279,14 @@ def test_directory_is_not_a_file(tmp_path: Path) -> None:
 
 
 def test_unknown_extension(tmp_path: Path) -> None:
+    (tmp_path / "rows.xlsx").write_bytes(b"PK")
+    with pytest.raises(DataError, match="unknown format '.xlsx'"):
+        load_source(str(tmp_path / "rows.xlsx"))
+
+
+def test_a_broken_parquet_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "rows.parquet").write_bytes(b"PAR1")
-    with pytest.raises(DataError, match="unknown format '.parquet'"):
+    with pytest.raises(DataError, match="not a readable Parquet file"):
         load_source(str(tmp_path / "rows.parquet"))
 
 
@@ -296,3 +302,64 @@ def test_loading_data_never_imports_torch_or_onnx() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+# --- Tables read in chunks ---------------------------------------------------------------------
+
+
+def test_csv_tables_read_in_chunks_match_the_whole_file(tmp_path: Path) -> None:
+    from latentwatch.data import open_table
+
+    X = np.arange(70, dtype=np.float32).reshape(35, 2)
+    lines = ["a,b"] + [f"{r[0]!r},{r[1]!r}" for r in X.tolist()]
+    lines.insert(10, "")  # a blank line inside a chunk
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    table = open_table(str(tmp_path / "t.csv"))
+    chunks = [c.X for c in table.chunks(8)]
+    assert table.names == ("a", "b") and max(len(c) for c in chunks) <= 8
+    np.testing.assert_array_equal(np.concatenate(chunks), X)
+    assert load_source(str(tmp_path / "t.csv")).feature_names == ("a", "b")
+
+
+def test_csv_errors_name_the_line_across_chunks_and_stay_short(tmp_path: Path) -> None:
+    from latentwatch.data import open_table
+
+    (tmp_path / "t.csv").write_text("a,b\n" + "1,2\n" * 20 + f"3,{'x' * 700}\n")
+    with pytest.raises(DataError, match=r"line 22, column 2 \('b'\)") as info:
+        list(open_table(str(tmp_path / "t.csv")).chunks(8))
+    assert len(str(info.value)) < 200
+
+
+def test_a_semicolon_csv_gets_a_delimiter_hint(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_text("a;b;c\n1;2;3\n")
+    with pytest.raises(DataError, match="pass --delimiter ';'"):
+        load_source(str(tmp_path / "t.csv"))
+    from latentwatch.data import open_table
+
+    table = open_table(str(tmp_path / "t.csv"), delimiter=";", columns=["c", "0"])
+    assert table.names == ("c", "a")
+    np.testing.assert_array_equal(next(table.chunks(10)).X, [[3, 1]])
+
+
+def test_tsv_ids_and_parquet_row_groups(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from latentwatch.data import open_table
+
+    (tmp_path / "t.tsv").write_text("id\tx\ty\nr1\t1\t2\nr2\t3\t4\n")
+    chunk = next(open_table(str(tmp_path / "t.tsv"), id_column="id").chunks(10))
+    assert chunk.ids == ["r1", "r2"]
+    np.testing.assert_array_equal(chunk.X, [[1, 2], [3, 4]])
+
+    names = [str(i) for i in range(10)]
+    table = pa.table({"x": np.arange(10.0), "y": np.arange(10), "name": names})
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=4)
+    parquet = open_table(str(tmp_path / "t.parquet"), id_column="name")
+    assert parquet.names == ("x", "y") and parquet.n_rows == 10
+    chunks = list(parquet.chunks(3))
+    assert [len(c.X) for c in chunks] == [3, 3, 3, 1]
+    assert chunks[3].ids == ["9"]
+    np.testing.assert_array_equal(np.concatenate([c.X for c in chunks])[:, 1], np.arange(10))
+    with pytest.raises(DataError, match="column 'name' is string, not numeric"):
+        open_table(str(tmp_path / "t.parquet"))

@@ -25,10 +25,18 @@ from latentwatch.bias.drift import (
     drift_from_reference,
     kl_to_prior,
 )
+from latentwatch.bias.groups import (
+    DISPARITY_BAND,
+    GroupCounts,
+    GroupStats,
+    farthest_from_parity,
+    group_stats,
+)
 from latentwatch.bias.options import BiasOptions
 from latentwatch.errors import InvalidInput
 
-DISPARITY_BAND = (0.8, 1.25)
+__all__ = ["DISPARITY_BAND", "BiasAccumulator", "BiasReport", "DimensionHistogram", "GroupStats"]
+
 DEFAULT_MAX_GROUP_VALUES = 1000
 
 
@@ -36,18 +44,6 @@ DEFAULT_MAX_GROUP_VALUES = 1000
 class DimensionHistogram:
     edges: NDArray[np.float64]  # (bins + 1,)
     counts: NDArray[np.int64]  # (bins,)
-
-
-@dataclass(frozen=True)
-class GroupStats:
-    column: str
-    value: str
-    n_rows: int
-    share: float  # of all rows
-    sparse_share: float  # of the sparsest rows
-    representation_ratio: float  # sparse_share / share; > 1: found in sparse regions
-    mean_weight: float  # weights have mean 1 over all rows
-    flagged: bool  # ratio outside DISPARITY_BAND
 
 
 @dataclass(frozen=True, eq=False)
@@ -214,9 +210,9 @@ class BiasAccumulator:
         mean = self._sum / n
         cov = (self._outer - n * np.outer(mean, mean)) / (n - 1)
         variance = np.maximum(np.diag(cov) * (n - 1) / n, 0.0)
-        groups = self._group_stats(log_density, weight, options.sparse_fraction)
-        worst = max((g.representation_ratio for g in groups),
-                    key=lambda r: abs(np.log(max(r, 1e-12))), default=None)
+        groups = self._group_stats(log_density, weight, options)
+        farthest = farthest_from_parity(groups)
+        worst = None if farthest is None else farthest.representation_ratio
         comparison = drift = None
         if reference is not None:
             comparison = compare_to_reference(blocks, reference, n)
@@ -242,27 +238,22 @@ class BiasAccumulator:
         )
 
     def _group_stats(
-        self, log_density: NDArray, weight: NDArray, sparse_fraction: float
+        self, log_density: NDArray, weight: NDArray, options: BiasOptions
     ) -> list[GroupStats]:
         n = self._n
-        n_sparse = max(1, int(round(sparse_fraction * n)))
+        n_sparse = max(1, int(round(options.sparse_fraction * n)))
         sparse = np.zeros(n, dtype=bool)
         sparse[np.argpartition(log_density, n_sparse - 1)[:n_sparse]] = True
-        stats = []
+        counts = []
         for name, column in (self._groups or {}).items():
             codes = np.concatenate(column.blocks)
             m = len(column.codes)
-            counts = np.bincount(codes, minlength=m)
-            sparse_counts = np.bincount(codes[sparse], minlength=m)
+            rows = np.bincount(codes, minlength=m)
+            sparse_rows = np.bincount(codes[sparse], minlength=m)
             weight_sums = np.bincount(codes, weights=weight, minlength=m)
             for value, code in sorted(column.codes.items(), key=lambda item: item[0]):
-                share = counts[code] / n
-                sparse_share = sparse_counts[code] / n_sparse
-                ratio = float(sparse_share / share)
-                stats.append(GroupStats(
-                    column=name, value=value, n_rows=int(counts[code]), share=float(share),
-                    sparse_share=float(sparse_share), representation_ratio=ratio,
-                    mean_weight=float(weight_sums[code] / counts[code]),
-                    flagged=not DISPARITY_BAND[0] <= ratio <= DISPARITY_BAND[1],
+                counts.append(GroupCounts(
+                    column=name, value=value, n_rows=int(rows[code]),
+                    n_sparse_rows=int(sparse_rows[code]), weight_sum=float(weight_sums[code]),
                 ))
-        return stats
+        return group_stats(counts, n, n_sparse, options.significance_level)

@@ -22,6 +22,10 @@ DEFAULT_ALPHA = 1e-3
 DEFAULT_TOP_K = 20
 DEFAULT_SPARSE_FRACTION = 0.1
 DEFAULT_N_DECODED = 8  # sparsest and densest rows decoded when the request leaves it unset
+# Groups are flagged only when Benjamini-Hochberg over all groups of the report rejects them at
+# this level (and their ratio is outside latentwatch.bias.groups.DISPARITY_BAND); the ratio
+# intervals have confidence 1 - this level.
+DEFAULT_SIGNIFICANCE_LEVEL = 0.05
 
 MAX_BINS = 1000
 MAX_TOP_K = 10_000
@@ -36,6 +40,7 @@ class BiasOptions:
     sparse_fraction: float = DEFAULT_SPARSE_FRACTION
     # Sparsest and densest rows to decode at their latent means; None: decoded_rows' default.
     n_decoded: int | None = None
+    significance_level: float = DEFAULT_SIGNIFICANCE_LEVEL
 
     @property
     def decoded_rows(self) -> int:
@@ -54,6 +59,10 @@ class BiasOptions:
         if not 0 < self.sparse_fraction <= 0.5:
             raise InvalidInput(
                 f"sparse_fraction: expected a share in (0, 0.5], got {self.sparse_fraction}"
+            )
+        if not 0 < self.significance_level < 1:
+            raise InvalidInput(
+                f"significance_level: expected a level in (0, 1), got {self.significance_level}"
             )
         if self.n_decoded is not None and not 0 <= self.n_decoded <= self.top_k:
             raise InvalidInput(

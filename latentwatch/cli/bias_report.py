@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,8 @@ from numpy.typing import NDArray
 
 from latentwatch.bias.accumulator import BiasReport
 from latentwatch.client.client import LatentwatchClient
-from latentwatch.data import Dataset
+from latentwatch.client.frames import feature_names
+from latentwatch.data import Dataset, column_order
 from latentwatch.errors import DataError, InvalidInput
 from latentwatch.reports.bias_html import Examples, RegionExamples, render_html, write_html
 from latentwatch.reports.bias_json import ReportContext, report_to_dict, summary, write_json
@@ -131,6 +133,7 @@ def examples_for_display(report: BiasReport, dataset: Dataset, info: ModelInfo) 
         densest=_region(report.densest, report.decoded_densest, densest),
         sparsest=_region(report.sparsest, report.decoded_sparsest, sparsest),
         pixel_max=_pixel_max(dataset, report) if image_shape is not None else 1.0,
+        feature_names=feature_names(info),
     )
 
 
@@ -145,26 +148,37 @@ def _pixel_max(dataset: Dataset, report: BiasReport) -> float:
 
 
 def run(args: argparse.Namespace) -> None:
-    from latentwatch.data import load_source
+    from latentwatch.data import load_source, load_with_ids
 
     if args.html is None and args.json is None:
         raise InvalidInput("nothing to write: give --html FILE, --json FILE, or both")
-    dataset = load_source(args.data, max_rows=args.max_rows)
+    data_ids = None
+    if getattr(args, "id_column", None) is not None:
+        dataset, data_ids = load_with_ids(args.data, args.id_column, max_rows=args.max_rows)
+    else:
+        dataset = load_source(args.data, max_rows=args.max_rows)
     ids, groups = None, None
     if args.groups is not None:
         ids, groups = read_groups(args.groups, dataset.n_rows, cut=args.max_rows is not None)
+    ids = data_ids if data_ids is not None else ids
     # Options go to the server as given: it validates them (INVALID_ARGUMENT names the option).
     logger.info("read %d rows of %d features from %s", dataset.n_rows, dataset.n_features,
                 args.data)
     with LatentwatchClient(args.server) as client:
         client.wait_ready(READY_TIMEOUT_S)
         info = client.get_model(args.model, args.version)
+        # Named columns in the model's order (refused when they differ); unnamed stay as given.
+        order = column_order(dataset.feature_names, feature_names(info), args.data)
+        if order is not None:
+            dataset = replace(dataset, X=np.ascontiguousarray(dataset.X[:, order]),
+                              feature_names=tuple(feature_names(info) or ()))
         start_s = time.perf_counter()
         # Pinned to the version just described, in case a newer one loads meanwhile.
         report = client.bias_report(
             args.model, dataset.X, version=info.version, ids=ids, groups=groups,
             bins=args.bins, alpha=args.alpha, mode=args.mode, top_k=args.top_k,
             sparse_fraction=args.sparse_fraction, n_decoded=args.n_decoded,
+            significance_level=args.significance_level,
             chunk_rows=args.chunk_rows, progress=_progress_printer(dataset.n_rows),
         )
         elapsed_s = time.perf_counter() - start_s

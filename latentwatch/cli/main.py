@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from importlib import import_module
 from pathlib import Path
+from typing import NoReturn
 
+from latentwatch import __version__
 from latentwatch.errors import LatentwatchError
 from latentwatch.families import KINDS
 
@@ -23,7 +26,53 @@ COMMANDS = {
     "serve": "latentwatch.cli.serve",
     "score": "latentwatch.cli.score",
     "bias-report": "latentwatch.cli.bias_report",
+    "recalibrate": "latentwatch.cli.recalibrate",
 }
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments as one line on stderr and exit code 2 (argparse's code), no usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(cast: type, what: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+_positive_int = _number(int, "an integer >= 1", lambda v: v >= 1)
+_port = _number(int, "a port in 0..65535 (0: any free port)", lambda v: 0 <= v <= 65535)
+_positive_float = _number(float, "a number > 0", lambda v: v > 0 and v != float("inf"))
+_non_negative_float = _number(float, "a number >= 0", lambda v: 0 <= v < float("inf"))
+_fraction = _number(float, "a number in (0, 1)", lambda v: 0 < v < 1)
+
+
+def _document_defaults(parser: argparse.ArgumentParser) -> None:
+    """Appends "(default: ...)" to each option whose help does not name its default yet.
+
+    Options defaulting to None must say in words what None means (the CLI test checks it).
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                _document_defaults(subparser)
+            continue
+        if (not action.option_strings or action.required or action.help in (None, argparse.SUPPRESS)
+                or action.default in (None, argparse.SUPPRESS) or "default" in action.help):
+            continue
+        action.help += " (default: %(default)s)"
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -32,32 +81,44 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, choices=list(KINDS),
                    help="dbvae: a VAE trained with adaptive resampling towards sparse latent "
                         "regions (DB-VAE)")
-    p.add_argument("--out", required=True, type=Path, help="run directory to create")
+    p.add_argument("--out", required=True, type=Path,
+                   help="run directory to create; an existing, non-empty one needs --force")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite the run directory if it exists and is not empty")
     p.add_argument("--body", default="auto", choices=["auto", "mlp", "conv"],
                    help="auto: conv for images, mlp for tabular rows")
     p.add_argument("--hidden", default=None,
-                   help="comma-separated widths (mlp) or channels (conv), e.g. 512,256")
-    p.add_argument("--latent-dim", type=int, default=None)
-    p.add_argument("--beta", type=float, default=None, help="KL weight (beta-vae; default 2)")
+                   help="comma-separated widths (mlp) or channels (conv), e.g. 512,256 "
+                        "(default: from the data)")
+    p.add_argument("--latent-dim", type=_positive_int, default=None,
+                   help="size of the latent code (default: from the data)")
+    p.add_argument("--beta", type=_positive_float, default=None,
+                   help="KL weight (default: 2 for beta-vae, 1 otherwise)")
     p.add_argument("--decoder", default="auto",
                    choices=["auto", "bernoulli", "gaussian", "gaussian-hetero"],
                    help="auto: bernoulli for images, gaussian (learned per-feature variance) for "
                         "tabular rows; gaussian-hetero predicts a variance per row and feature")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--n-importance-samples", type=int, default=None,
-                   help="K fixed noise draws for the exported ELBO/IWAE scores")
-    p.add_argument("--calibration-fraction", type=float, default=None,
-                   help="share of rows held out for conformal calibration (never trained on)")
-    p.add_argument("--validation-fraction", type=float, default=None,
-                   help="share of rows held out for early stopping")
-    p.add_argument("--max-rows", type=int, default=None, help="use at most this many rows")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="most epochs; early stopping usually ends sooner (default: 30 for "
+                        "images, from a step budget for tabular rows)")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="rows per step (default: 64 for images, from the row count otherwise)")
+    p.add_argument("--lr", type=_positive_float, default=None,
+                   help="Adam learning rate (default: 0.002)")
+    p.add_argument("--n-importance-samples", type=_positive_int, default=None,
+                   help="K fixed noise draws for the exported ELBO/IWAE scores (default: 16)")
+    p.add_argument("--calibration-fraction", type=_fraction, default=None,
+                   help="share of rows held out for conformal calibration, never trained on "
+                        "(default: 0.2)")
+    p.add_argument("--validation-fraction", type=_fraction, default=None,
+                   help="share of rows held out for early stopping (default: 0.1)")
+    p.add_argument("--max-rows", type=_positive_int, default=None,
+                   help="use at most this many rows (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the splits and the weights")
     g = p.add_argument_group("dbvae", "resampling and classifier head (--model dbvae only)")
-    g.add_argument("--debias-bins", type=int, default=None,
+    g.add_argument("--debias-bins", type=_positive_int, default=None,
                    help="histogram bins per latent dimension (default 10)")
-    g.add_argument("--debias-alpha", type=float, default=None,
+    g.add_argument("--debias-alpha", type=_non_negative_float, default=None,
                    help="density smoothing: smaller favours sparse rows more (default 0.001)")
     g.add_argument("--debias-mode", default=None, choices=["paper", "max"],
                    help="paper: product over dimensions; max: the sparsest dimension decides "
@@ -65,17 +126,20 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--debias-warmup-epochs", type=int, default=None,
                    help="plain epochs before resampling starts (default 1)")
     g.add_argument("--classifier", action="store_true", default=None,
-                   help="train a classifier head on the latent means jointly (needs labels)")
+                   help="train a classifier head on the latent means jointly (needs labels; "
+                        "default: off)")
     g.add_argument("--classifier-weight", type=float, default=None,
                    help="weight of the classifier's cross-entropy in the loss (default 1)")
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a training run to ONNX into a model repository")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--repo", required=True, type=Path)
+    p.add_argument("run_dir", type=Path, help="run directory written by `latentwatch train`")
+    p.add_argument("--repo", required=True, type=Path,
+                   help="model repository; the run becomes the model's next version")
     p.add_argument("--name", required=True, help="model name in the repository")
-    p.add_argument("--default-alpha", type=float, default=0.05)
+    p.add_argument("--default-alpha", type=_fraction, default=0.05,
+                   help="false-alarm rate the version flags at when a request names none")
 
 
 def _add_bootstrap(sub: argparse._SubParsersAction) -> None:
@@ -83,30 +147,45 @@ def _add_bootstrap(sub: argparse._SubParsersAction) -> None:
         "bootstrap",
         help="train and export the default models (digits-vae, digits-ae) if the repo is empty",
     )
-    p.add_argument("--repo", required=True, type=Path)
+    p.add_argument("--repo", required=True, type=Path, help="model repository to fill")
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve every model version in a repository over gRPC")
-    p.add_argument("--repo", type=Path, default=None, help="(LATENTWATCH_REPO)")
-    p.add_argument("--host", default=None, help="(LATENTWATCH_HOST)")
-    p.add_argument("--port", type=int, default=None, help="gRPC port (LATENTWATCH_PORT)")
-    p.add_argument("--metrics-port", type=int, default=None,
-                   help="Prometheus port (LATENTWATCH_METRICS_PORT)")
+    p.add_argument("--repo", type=Path, default=None,
+                   help="model repository (default: $LATENTWATCH_REPO, else model_repository)")
+    p.add_argument("--host", default=None,
+                   help="address to bind (default: $LATENTWATCH_HOST, else 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=None,
+                   help="gRPC port (default: $LATENTWATCH_PORT, else 50051)")
+    p.add_argument("--metrics-port", type=_port, default=None,
+                   help="Prometheus port (default: $LATENTWATCH_METRICS_PORT, else 9090)")
 
 
 def _add_score(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="score a data source against a running server")
     p.add_argument("--server", required=True, help="HOST:PORT")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="model name on the server")
     p.add_argument("--version", default="", help="model version (default: latest)")
-    p.add_argument("--data", required=True, help="digits, or a .npy/.npz/.csv/IDX .gz file")
+    p.add_argument("--data", required=True,
+                   help="digits, or a .csv/.tsv/.parquet/.arrow/.npy/.npz/IDX .gz file")
     p.add_argument("--out", required=True, type=Path, help="CSV to write, one row per input")
+    p.add_argument("--delimiter", default=None,
+                   help="CSV field delimiter (default: ',' and a tab for .tsv)")
+    p.add_argument("--columns", default=None,
+                   help="comma-separated feature columns, by name or 0-based index "
+                        "(default: every column but the id column)")
+    p.add_argument("--id-column", default=None,
+                   help="column passed through as the first CSV column `id` (default: `row`, "
+                        "the row number)")
+    p.add_argument("--timeout", type=_positive_float, default=10.0,
+                   help="seconds for connecting and for each unary call (default: 10)")
     p.add_argument("--alpha", type=float, default=None,
                    help="false-alarm rate for is_outlier (default: the model's)")
     p.add_argument("--fdr", type=float, default=None,
-                   help="also flag with Benjamini-Hochberg at this false discovery rate")
-    p.add_argument("--batch-rows", type=int, default=1024)
+                   help="also flag with Benjamini-Hochberg at this false discovery rate "
+                        "(default: off)")
+    p.add_argument("--batch-rows", type=_positive_int, default=1024, help="rows per request")
     p.add_argument("--score-kind", default="",
                    help="kind for score, p-values and decisions (default: the model's)")
 
@@ -117,15 +196,19 @@ def _add_bias_report(sub: argparse._SubParsersAction) -> None:
         help="latent-density bias report of a data source (JSON and/or self-contained HTML)",
     )
     p.add_argument("--server", required=True, help="HOST:PORT")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="model name on the server")
     p.add_argument("--version", default="", help="model version (default: latest)")
     p.add_argument("--data", required=True, help="digits, or a .npy/.npz/.csv/IDX .gz file")
     p.add_argument("--groups", type=Path, default=None,
                    help="CSV with a header, one line per data row: group label columns and an "
-                        "optional `id` column")
-    p.add_argument("--html", type=Path, default=None, help="HTML report to write")
-    p.add_argument("--json", type=Path, default=None, help="JSON report to write")
-    p.add_argument("--bins", type=int, default=None, help="histogram bins per latent dimension")
+                        "optional `id` column (default: no groups)")
+    p.add_argument("--id-column", default=None,
+                   help="column of --data (CSV/TSV/Parquet/Arrow) that names the rows in the "
+                        "report, instead of an `id` column in --groups (default: none)")
+    p.add_argument("--html", type=Path, default=None, help="HTML report to write (default: none)")
+    p.add_argument("--json", type=Path, default=None, help="JSON report to write (default: none)")
+    p.add_argument("--bins", type=int, default=None,
+                   help="histogram bins per latent dimension (default: 10)")
     p.add_argument("--alpha", type=float, default=None, help="density smoothing (default 0.001)")
     p.add_argument("--mode", default=None,
                    help="max (the sparsest dimension decides; default) or paper (product over "
@@ -134,26 +217,53 @@ def _add_bias_report(sub: argparse._SubParsersAction) -> None:
                    help="sparsest and densest rows to name (default 20)")
     p.add_argument("--sparse-fraction", type=float, default=None,
                    help="share of rows, sparsest first, that group ratios compare (default 0.1)")
+    p.add_argument("--significance-level", type=float, default=None,
+                   help="groups are flagged only when significant at this level after "
+                        "Benjamini-Hochberg; intervals at 1 - it (default 0.05)")
     p.add_argument("--n-decoded", type=int, default=None,
                    help="sparsest and densest rows to decode for the HTML (default: the server's)")
     p.add_argument("--chunk-rows", type=int, default=4096, help="rows per request chunk")
-    p.add_argument("--max-rows", type=int, default=None, help="use at most this many rows")
+    p.add_argument("--max-rows", type=int, default=None,
+                   help="use at most this many rows (default: all)")
+
+
+def _add_recalibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "recalibrate",
+        help="new normal rows -> a new calibration as the next version of a model, no retraining",
+    )
+    p.add_argument("--repo", required=True, type=Path, help="model repository")
+    p.add_argument("--model", required=True, help="model name in the repository")
+    p.add_argument("--version", default="",
+                   help="version whose graphs to recalibrate (default: latest)")
+    p.add_argument("--data", required=True,
+                   help="normal rows: digits, or a .npy/.npz/.csv/IDX .gz file")
+    p.add_argument("--max-rows", type=_positive_int, default=None,
+                   help="use at most this many rows (default: all)")
+    p.add_argument("--default-alpha", type=_fraction, default=None,
+                   help="default alpha of the new version (default: the source version's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="latentwatch", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", default="INFO")
+    parser = _Parser(prog="latentwatch", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
+                        help="logging threshold on stderr")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_export, _add_bootstrap, _add_serve, _add_score,
-                _add_bias_report):
+                _add_bias_report, _add_recalibrate):
         add(sub)
+    _document_defaults(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a one-line error from _Parser (code 2)
+        return done.code if isinstance(done.code, int) else 2
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:

@@ -1,8 +1,14 @@
 """`latentwatch score`: score a data source against a running server and write a CSV.
 
-One CSV row per input row, in input order: `row`, `score`, every other score kind of the model,
-`p_value`, `outlier_probability`, `is_outlier` and, with --fdr, `fdr_is_outlier`. With --fdr the
-Benjamini-Hochberg decision covers every row of the file, not each chunk.
+One CSV row per input row, in input order: `row` (or `id`, with --id-column), `score`, every
+other score kind of the model, `p_value`, `outlier_probability`, `is_outlier` and, with --fdr,
+`fdr_is_outlier`. The file is read in chunks (latentwatch.data.open_table) and streamed with
+flow control and retries (latentwatch.client.streaming); rows are written as their scores
+arrive, so memory does not grow with the file. With --fdr the Benjamini-Hochberg decision
+covers every row of the file: p-values go to a side file as they arrive, are sorted once at the
+end (8 bytes a row, then only) for the threshold, and a second pass over the written CSV adds
+the column. The summary's score quantiles are exact up to a million rows and from a
+strided sample of about a million beyond.
 """
 
 from __future__ import annotations
@@ -12,128 +18,239 @@ import csv
 import logging
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
-from dataclasses import replace
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO, TextIO
 
 import numpy as np
 from numpy.typing import NDArray
 
 from latentwatch.client.client import LatentwatchClient, ScoreResult, benjamini_hochberg
-from latentwatch.errors import InvalidInput
+from latentwatch.client.frames import feature_names
+from latentwatch.client.streaming import StreamPolicy
+from latentwatch.data import Table, column_order, open_table
+from latentwatch.errors import DataError, InvalidInput
 
 logger = logging.getLogger(__name__)
 
 # A progress line at most this often, so small files print none and large ones a few.
 PROGRESS_EVERY_S = 2.0
+BH_BLOCK_ROWS = 1 << 20
+# Rows sent and not yet answered (at least one batch): a few batches keep the server busy
+# while staying well under its queue limit (8192 rows by default).
+IN_FLIGHT_ROWS = 4096
+# Models load and warm up after the port answers; --timeout bounds the connection itself.
 READY_TIMEOUT_S = 30.0
+# Scores kept for the summary's quantiles: a strided sample past this, so memory stays flat.
+SAMPLE_ROWS = 1 << 20
 
 
-def _chunks(X: NDArray, batch_rows: int) -> Iterator[NDArray]:
-    for start in range(0, X.shape[0], batch_rows):
-        yield X[start : start + batch_rows]
-
-
-def _stream_with_progress(
-    client: LatentwatchClient, args: argparse.Namespace, X: NDArray
-) -> ScoreResult:
-    n_rows = X.shape[0]
-    parts: list[ScoreResult] = []
-    done_rows = 0
-    start_s = last_report_s = time.perf_counter()
-    stream = client.score_stream(
-        args.model, _chunks(X, args.batch_rows), version=args.version, kinds=("*",),
-        alpha=args.alpha, score_kind=args.score_kind,
-    )
-    for part in stream:
-        parts.append(part)
-        done_rows += len(part)
-        now_s = time.perf_counter()
-        if now_s - last_report_s >= PROGRESS_EVERY_S and done_rows < n_rows:
-            last_report_s = now_s
-            rate = done_rows / (now_s - start_s)
-            print(
-                f"scored {done_rows}/{n_rows} rows ({100 * done_rows / n_rows:.0f}%), "
-                f"{rate:.0f} rows/s",
-                file=sys.stderr,
-                flush=True,
-            )
-    return ScoreResult.concat(parts)
-
-
-def _columns(result: ScoreResult) -> dict[str, NDArray]:
+def _columns(result: ScoreResult, first: tuple[str, NDArray]) -> dict[str, NDArray]:
     """CSV columns in order; the default kind is `score`, so it is not repeated."""
-    columns: dict[str, NDArray] = {"row": np.arange(len(result)), "score": result.score}
+    columns: dict[str, NDArray] = {first[0]: first[1], "score": result.score}
     for kind, values in result.scores.items():
         if kind != result.score_kind:
             columns[kind] = values
     columns["p_value"] = result.p_value
     columns["outlier_probability"] = result.outlier_probability
     columns["is_outlier"] = result.is_outlier
-    if result.fdr is not None:
-        columns["fdr_is_outlier"] = result.fdr.is_outlier
     return columns
 
 
 def _format(values: NDArray) -> list[str]:
     if values.dtype == np.bool_:
         return ["1" if v else "0" for v in values.tolist()]
-    if values.dtype.kind in "iu":
+    if values.dtype.kind in "iuUO":
         return [str(v) for v in values.tolist()]
     # repr of a Python float round-trips exactly.
     return [repr(v) for v in values.tolist()]
 
 
-def write_csv(path: Path, result: ScoreResult) -> list[str]:
-    """Writes one line per row; returns the header."""
-    columns = _columns(result)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
+class _Summary:
+    """What the last lines print: a strided sample of at most SAMPLE_ROWS scores for the
+    quantiles (exact below that); with --fdr, every p-value goes to a file for the decision."""
+
+    def __init__(self, p_values: BinaryIO | None) -> None:
+        self._p_values = p_values
+        self.first: ScoreResult | None = None
+        self.n_rows = self.n_flagged = 0
+        self._sample: list[NDArray[np.float64]] = []
+        self._sampled = 0
+        self._stride = 1
+
+    def add(self, part: ScoreResult) -> None:
+        self.first = self.first or part
+        offset = (-self.n_rows) % self._stride  # the first row of this part on the stride
+        kept = part.score[offset :: self._stride]
+        self._sample.append(kept)
+        self._sampled += len(kept)
+        if self._sampled > SAMPLE_ROWS:
+            merged = np.concatenate(self._sample)[::2]
+            self._sample, self._sampled, self._stride = [merged], len(merged), 2 * self._stride
+        if self._p_values is not None:
+            self._p_values.write(np.asarray(part.p_value, dtype="<f8").tobytes())
+        self.n_rows += len(part)
+        self.n_flagged += int(part.is_outlier.sum())
+
+    def score_sample(self) -> NDArray[np.float64]:
+        return np.concatenate(self._sample)
+
+
+def _chunks(table: Table, args: argparse.Namespace, order: NDArray | None,
+            ids: deque[list[str] | None]) -> Iterator[NDArray]:
+    first_row = 0
+    for chunk in table.chunks(args.batch_rows):
+        bad = ~np.isfinite(chunk.X).all(axis=1)
+        if bad.any():
+            raise DataError(f"{args.data}: row {first_row + int(np.flatnonzero(bad)[0])} has "
+                            "NaN/Inf values")
+        first_row += len(chunk.X)
+        ids.append(chunk.ids)
+        yield chunk.X if order is None else np.ascontiguousarray(chunk.X[:, order])
+
+
+def _score_to(partial: TextIO, p_values: BinaryIO | None, client: LatentwatchClient,
+              args: argparse.Namespace, table: Table) -> tuple[_Summary, float]:
+    order = column_order(table.names, feature_names(client.get_model(args.model, args.version)),
+                         args.data)
+    ids: deque[list[str] | None] = deque()
+    writer = csv.writer(partial)
+    summary = _Summary(p_values)
+    done_rows = 0
+    start_s = last_report_s = time.perf_counter()
+    stream = client.score_stream(
+        args.model, _chunks(table, args, order, ids), version=args.version, kinds=("*",),
+        alpha=args.alpha, score_kind=args.score_kind,
+    )
+    for part in stream:
+        chunk_ids = ids.popleft()
+        first = ("row", np.arange(done_rows, done_rows + len(part)))
+        if chunk_ids is not None:
+            first = ("id", np.array(chunk_ids, dtype=object))
+        columns = _columns(part, first)
+        if summary.first is None:
+            writer.writerow([*columns, *(["fdr_is_outlier"] if args.fdr is not None else [])])
         writer.writerows(zip(*(_format(v) for v in columns.values()), strict=True))
-    return list(columns)
+        summary.add(part)
+        done_rows += len(part)
+        now_s = time.perf_counter()
+        if now_s - last_report_s >= PROGRESS_EVERY_S and done_rows != table.n_rows:
+            last_report_s = now_s
+            rate = done_rows / (now_s - start_s)
+            of = f"/{table.n_rows} rows ({100 * done_rows / table.n_rows:.0f}%)" if (
+                table.n_rows) else " rows"
+            print(f"scored {done_rows}{of}, {rate:.0f} rows/s", file=sys.stderr, flush=True)
+    return summary, time.perf_counter() - start_s
 
 
-def _summary(result: ScoreResult, elapsed_s: float, out: Path) -> str:
-    n = len(result)
-    flagged = int(result.is_outlier.sum())
-    q = np.quantile(result.score, [0.0, 0.5, 0.9, 0.99, 1.0])
+def bh_threshold(p_values: NDArray[np.float64], level: float) -> float | None:
+    """Benjamini-Hochberg's p-value threshold, as latentwatch.scoring.conformal computes it,
+    without arrays beside the p-values: they are sorted in place and ranked in blocks. None when
+    nothing is flagged."""
+    p_values.sort()
+    m = p_values.shape[0]
+    last = -1
+    for start in range(0, m, BH_BLOCK_ROWS):
+        block = p_values[start : start + BH_BLOCK_ROWS]
+        ranks = np.arange(start + 1, start + 1 + block.shape[0])
+        passing = np.flatnonzero(block <= level * ranks / m)
+        if passing.size:
+            last = start + int(passing[-1])
+    return None if last < 0 else float(p_values[last])
+
+
+def _add_fdr_column(partial: Path, out: Path, threshold: float | None) -> int:
+    """Second pass: each row's decision (its written p-value <= the threshold) appended to its
+    line; repr round-trips, so the decision is exact. Returns the rows flagged."""
+    flagged = 0
+    with partial.open(newline="") as source, out.open("w", newline="") as target:
+        header = source.readline()
+        target.write(header)  # it already names the column
+        column = next(csv.reader([header])).index("p_value")
+        for line in source:
+            # csv.writer quotes every cell holding a comma, so unquoted lines split plainly.
+            cells = next(csv.reader([line])) if '"' in line else line.split(",")
+            flag = threshold is not None and float(cells[column]) <= threshold
+            flagged += flag
+            target.write(f"{line.rstrip(chr(13) + chr(10))},{1 if flag else 0}\r\n")
+    return flagged
+
+
+def _summary(summary: _Summary, fdr: tuple[float, int] | None, elapsed_s: float,
+             out: Path) -> str:
+    result = summary.first
+    assert result is not None
+    n = summary.n_rows
+    q = np.quantile(summary.score_sample(), [0.0, 0.5, 0.9, 0.99, 1.0])
     lines = [
         f"scored {n} rows with {result.model_name} version {result.model_version} "
         f"in {elapsed_s:.2f} s ({n / max(elapsed_s, 1e-9):.0f} rows/s)",
         f"score kind {result.score_kind}: min {q[0]:.4g}  p50 {q[1]:.4g}  p90 {q[2]:.4g}  "
         f"p99 {q[3]:.4g}  max {q[4]:.4g}",
-        f"alpha {result.alpha:g}: {flagged} flagged ({100 * flagged / n:.2f}%)",
+        f"alpha {result.alpha:g}: {summary.n_flagged} flagged "
+        f"({100 * summary.n_flagged / n:.2f}%)",
     ]
-    if result.fdr is not None:
+    if fdr is not None:
         lines.append(
-            f"fdr {result.fdr.level:g} (Benjamini-Hochberg over all rows): "
-            f"{result.fdr.n_flagged} flagged ({100 * result.fdr.n_flagged / n:.2f}%)"
+            f"fdr {fdr[0]:g} (Benjamini-Hochberg over all rows): {fdr[1]} flagged "
+            f"({100 * fdr[1] / n:.2f}%)"
         )
     lines.append(f"wrote {out}")
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> None:
-    from latentwatch.data import load_source
+@contextmanager
+def _p_value_file(path: Path, args: argparse.Namespace) -> Iterator[BinaryIO | None]:
+    if args.fdr is None:
+        yield None
+        return
+    with path.open("wb") as f:
+        yield f
 
+
+def _selected(columns: str | None) -> list[str] | None:
+    if columns is None:
+        return None
+    names = [c.strip() for c in columns.split(",") if c.strip()]
+    if not names:
+        raise InvalidInput("--columns: no column named")
+    return names
+
+
+def run(args: argparse.Namespace) -> None:
     if args.batch_rows < 1:
         raise InvalidInput(f"--batch-rows must be at least 1, got {args.batch_rows}")
+    if args.timeout <= 0:
+        raise InvalidInput(f"--timeout must be positive, got {args.timeout}")
     if args.fdr is not None:
         # Checked before the data travels, rather than after.
         benjamini_hochberg(np.zeros(0), args.fdr)
-    dataset = load_source(args.data)
-    X = dataset.X
-    if X.shape[0] == 0:
-        raise InvalidInput(f"{args.data}: no rows to score")
-    logger.info("read %d rows of %d features from %s", X.shape[0], X.shape[1], args.data)
-    with LatentwatchClient(args.server) as client:
-        client.wait_ready(READY_TIMEOUT_S)
-        start_s = time.perf_counter()
-        result = _stream_with_progress(client, args, X)
-        elapsed_s = time.perf_counter() - start_s
-    if args.fdr is not None:
-        result = replace(result, fdr=benjamini_hochberg(result.p_value, args.fdr))
-    write_csv(args.out, result)
-    print(_summary(result, elapsed_s, args.out))
+    table = open_table(args.data, delimiter=args.delimiter, columns=_selected(args.columns),
+                       id_column=args.id_column)
+    out: Path = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    p_path = out.with_name(out.name + ".p_values")
+    policy = StreamPolicy(max_in_flight_rows=max(args.batch_rows, IN_FLIGHT_ROWS))
+    try:
+        with LatentwatchClient(args.server, timeout_s=args.timeout,
+                               stream_policy=policy) as client:
+            client.connect()
+            client.wait_ready(max(args.timeout, READY_TIMEOUT_S))
+            with partial.open("w", newline="") as f, _p_value_file(p_path, args) as p_file:
+                summary, elapsed_s = _score_to(f, p_file, client, args, table)
+        if summary.first is None:
+            raise InvalidInput(f"{args.data}: no rows to score")
+        fdr = None
+        if args.fdr is not None:
+            threshold = bh_threshold(np.fromfile(p_path, dtype="<f8"), args.fdr)
+            fdr = (args.fdr, _add_fdr_column(partial, out, threshold))
+            partial.unlink()
+        else:
+            partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
+        p_path.unlink(missing_ok=True)
+    print(_summary(summary, fdr, elapsed_s, out))

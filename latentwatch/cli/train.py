@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> None:
     """Train, then print a short summary."""
     config = config_from_args(args)
     try:
-        result = run_training(config)
+        result = run_training(config, overwrite=bool(getattr(args, "force", False)))
     except ValueError as err:  # bad combinations of flags, caught by ModelConfig / splits
         raise InvalidInput(str(err)) from err
     mc = result.model_config

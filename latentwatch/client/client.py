@@ -27,7 +27,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from numpy.typing import NDArray
 
 from latentwatch.bias.accumulator import BiasReport
-from latentwatch.errors import InvalidInput, LatentwatchError, NotReady, error_for_status
+from latentwatch.client.frames import aligned, frame_rows
+from latentwatch.client.streaming import StreamPolicy, score_chunks
+from latentwatch.errors import InvalidInput, NotReady, error_for_status
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
 from latentwatch.repository.catalog import ModelInfo, ModelSummary, TensorInfo
@@ -51,6 +53,7 @@ __all__ = [
     "ModelInfo",
     "ModelSummary",
     "ScoreResult",
+    "StreamPolicy",
     "TensorInfo",
     "benjamini_hochberg",
 ]
@@ -75,6 +78,12 @@ def _as_rows(X: NDArray, what: str = "X") -> NDArray:
     return array
 
 
+def _short(details: str) -> str:
+    """gRPC's connection errors carry a long chain; its last clause says what happened."""
+    last = details.rsplit(":", 1)[-1].strip()
+    return last or details
+
+
 def _raise_rpc_error(err: grpc.RpcError) -> NoReturn:
     """Raises the class latentwatch/errors.py's status table gives the call's status code."""
     code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
@@ -85,8 +94,14 @@ def _raise_rpc_error(err: grpc.RpcError) -> NoReturn:
 class LatentwatchClient:
     """A synchronous client over one gRPC channel; safe to share across threads.
 
-    `timeout_s` is the deadline of each unary call. Streams (`score_stream`, `bias_report`, and
-    `score` with `batch_rows`) have no overall deadline, since their length depends on the data.
+    `timeout_s` is the deadline of each unary call and of `connect`. Streams (`score_stream`,
+    `bias_report`, and `score` with `batch_rows`) have no overall deadline, since their length
+    depends on the data; `stream_policy` bounds the rows a score stream has in flight and how it
+    retries RESOURCE_EXHAUSTED and UNAVAILABLE (see latentwatch.client.streaming).
+
+    Inputs may be pandas DataFrames: their columns are put in the model's feature order by name
+    (refused, listing missing and unexpected columns, when the names differ). Arrays are
+    positional.
     """
 
     def __init__(
@@ -95,11 +110,13 @@ class LatentwatchClient:
         *,
         timeout_s: float = 30.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        stream_policy: StreamPolicy | None = None,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         self.target = target
         self.timeout_s = timeout_s
+        self.stream_policy = stream_policy or StreamPolicy()
         self._channel = grpc.insecure_channel(
             target,
             options=[
@@ -123,6 +140,25 @@ class LatentwatchClient:
 
     def close(self) -> None:
         self._channel.close()
+
+    def connect(self) -> None:
+        """Fails fast (NotReady "cannot connect to HOST:PORT") when nothing answers at the target.
+
+        One health check without waiting for the channel: a refused connection fails at once,
+        a silent host after `timeout_s`. A server that answers but still loads is fine here.
+        """
+        try:
+            self._health.Check(health_pb2.HealthCheckRequest(service=""), timeout=self.timeout_s)
+        except grpc.RpcError as err:
+            code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
+            if code == grpc.StatusCode.UNAVAILABLE:
+                details = (err.details() if isinstance(err, grpc.Call) else None) or str(err)
+                raise NotReady(f"cannot connect to {self.target} ({_short(details)})") from err
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise NotReady(
+                    f"cannot connect to {self.target}: no answer within {self.timeout_s:g} s"
+                ) from err
+            # UNIMPLEMENTED and the like: something answers; the calls will say what is wrong.
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Blocks until the server's health check says SERVING; raises NotReady after timeout_s."""
@@ -169,7 +205,7 @@ class LatentwatchClient:
         all rows (the server's per-chunk decisions are discarded), so it equals what one
         request over all rows would give.
         """
-        rows = _as_rows(X)
+        rows = self._named_rows(X, model, version)
         if batch_rows is not None and batch_rows < 1:
             raise InvalidInput(f"batch_rows must be at least 1, got {batch_rows}")
         if batch_rows is None or rows.shape[0] <= batch_rows:
@@ -204,49 +240,46 @@ class LatentwatchClient:
     ) -> Iterator[ScoreResult]:
         """Scores each batch over one ScoreStream, yielding one result per batch, in order.
 
-        Batches are read lazily, so a generator over a large file streams in bounded memory.
-        With `fdr`, each result's BH decision covers that batch only.
+        Batches are read lazily and at most `stream_policy.max_in_flight_rows` rows are in
+        flight, so a generator over a large file streams in bounded memory whatever the
+        server's queue limit; unanswered batches are retried on RESOURCE_EXHAUSTED and
+        UNAVAILABLE. With `fdr`, each result's BH decision covers that batch only. DataFrame
+        batches are put in the model's column order by name.
         """
-        sizes: list[int] = []
-        # An exception inside the request iterator reaches us only as CANCELLED; keep it.
-        failures: list[Exception] = []
+        info: list[ModelInfo] = []
 
-        def requests() -> Iterator[pb.ScoreRequest]:
-            try:
-                for index, batch in enumerate(batches):
-                    rows = _as_rows(batch, what=f"batch {index}")
-                    sizes.append(rows.shape[0])
-                    yield score_request(
-                        model, rows, version, kinds, alpha, fdr, score_kind, str(index)
-                    )
-            except Exception as err:  # not GeneratorExit: gRPC closes us after a server error
-                failures.append(err)
-                raise
+        def rows_of(index: int, batch: NDArray) -> NDArray:
+            raw, names = frame_rows(batch, what=f"batch {index}")
+            rows = _as_rows(raw, what=f"batch {index}")
+            if names is None:
+                return rows
+            if not info:
+                info.append(self.get_model(model, version))
+            return aligned(rows, names, info[0], f"batch {index}")
 
-        responses = self._stub.ScoreStream(requests())
-        index = 0
-        try:
-            for response in responses:
-                if response.request_id != str(index):
-                    raise LatentwatchError(
-                        f"stream out of order: got response {response.request_id!r} "
-                        f"for request {index}"
-                    )
-                yield result_from_response(response, sizes[index])
-                index += 1
-        except grpc.RpcError as err:
-            if failures:
-                raise failures[0] from err
-            _raise_rpc_error(err)
-        finally:
-            # Stop the call when the caller leaves early (break, exception).
-            responses.cancel()
+        def make(index: int, rows: NDArray) -> pb.ScoreRequest:
+            return score_request(model, rows, version, kinds, alpha, fdr, score_kind, str(index))
+
+        yield from score_chunks(
+            self._stub.ScoreStream,
+            (rows_of(i, b) for i, b in enumerate(batches)),
+            make,
+            self.stream_policy,
+            self.target,
+        )
+
+    def _named_rows(self, X: NDArray, model: str, version: str) -> NDArray:
+        raw, names = frame_rows(X)
+        rows = _as_rows(raw)
+        if names is None:
+            return rows
+        return aligned(rows, names, self.get_model(model, version), "X")
 
     def encode(
         self, model: str, X: NDArray, *, version: str = ""
     ) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
         """Encoder means (N, Z) and log-variances (N, Z); None for plain autoencoders."""
-        rows = _as_rows(X)
+        rows = self._named_rows(X, model, version)
         request = pb.EncodeRequest(model_name=model, model_version=version, input=to_tensor(rows))
         try:
             response = self._stub.Encode(request, timeout=self.timeout_s)
@@ -268,6 +301,7 @@ class LatentwatchClient:
         top_k: int | None = None,
         sparse_fraction: float | None = None,
         n_decoded: int | None = None,
+        significance_level: float | None = None,
         chunk_rows: int = 4096,
         progress: Callable[[int, int], None] | None = None,
     ) -> BiasReport:
@@ -277,14 +311,14 @@ class LatentwatchClient:
         N labels (str() of each) for per-group statistics. Options left None take the server's
         defaults (see latentwatch.bias.options). `progress(rows_sent, total)` follows the upload.
         """
-        rows = _as_rows(X)
+        rows = self._named_rows(X, model, version)
         n = rows.shape[0]
         if chunk_rows < 1:
             raise InvalidInput(f"chunk_rows must be at least 1, got {chunk_rows}")
         id_list, columns = row_labels(n, ids, groups)
         options = options_to_proto(
             bins=bins, alpha=alpha, mode=mode, top_k=top_k, sparse_fraction=sparse_fraction,
-            n_decoded=n_decoded,
+            n_decoded=n_decoded, significance_level=significance_level,
         )
         # An exception inside the request iterator reaches us only as CANCELLED; keep it.
         failures: list[Exception] = []

@@ -19,7 +19,9 @@ from latentwatch.reports.bias_json import (
     ReportContext,
     fmt_count,
     fmt_num,
+    fmt_p,
     fmt_percent,
+    group_label,
     row_id,
     summary,
 )
@@ -88,6 +90,7 @@ class Examples:
     densest: RegionExamples
     sparsest: RegionExamples
     pixel_max: float = 1.0  # images: the data value drawn white (0 is black)
+    feature_names: tuple[str, ...] | None = None  # table headers; x0, x1, ... when None
 
 
 
@@ -120,8 +123,10 @@ def _key_figures(report: BiasReport) -> str:
     if report.groups:
         flagged = sum(g.flagged for g in report.groups)
         low, high = DISPARITY_BAND
+        level = report.options.significance_level
         cards.append(_card("Groups flagged", f"{flagged} of {len(report.groups)}",
-                           f"ratio outside [{low:g}, {high:g}]", "#dc2626" if flagged else ""))
+                           f"significant at {level:g} (BH) and ratio outside [{low:g}, {high:g}]",
+                           "#dc2626" if flagged else ""))
     else:
         cards.append(_card("Groups", "none", "no group labels given"))
     return f'<section><h2>Key figures</h2><div class="cards">{"".join(cards)}</div></section>'
@@ -148,13 +153,35 @@ def _groups_section(report: BiasReport) -> str:
         note = (f'<p class="note">Showing the {len(shown)} of {len(report.groups)} groups '
                 "farthest from parity; the JSON report holds them all.</p>")
     fraction = fmt_percent(report.options.sparse_fraction)
+    level = report.options.significance_level
     return (
         "<section><h2>Groups</h2>"
         f'<p class="note">Representation ratio = a group\'s share of the sparsest {fraction} of '
-        f"rows divided by its share of all rows. Above {high:g} the group lives in sparse latent "
-        f"regions (under-represented in this data); below {low:g} in dense ones. Red: outside "
-        f"the band.</p>{group_chart(shown)}{note}</section>"
+        f"rows (lowest latent density) divided by its share of all rows: above 1, a larger share "
+        f"of the group lies in the sparse latent regions than of the data overall; below 1, a "
+        f"smaller one. It measures where the group sits in latent space, not how many rows it "
+        f"has. Whiskers: the ratio's {100 * (1 - level):g}% interval. Red (flagged): a two-sided "
+        f"binomial test is significant at {level:g} after Benjamini-Hochberg over all "
+        f"{len(report.groups)} groups and the ratio is outside [{low:g}, {high:g}].</p>"
+        f"{group_chart(shown)}{note}{_groups_table(shown)}</section>"
     )
+
+
+def _groups_table(groups: Sequence[GroupStats]) -> str:
+    heads = ("rows", "share", "in sparse", "ratio", "interval", "p-value", "significant",
+             "flagged")
+    rows = []
+    for g in groups:
+        cells = [fmt_count(g.n_rows), fmt_percent(g.share), fmt_count(g.n_sparse_rows),
+                 fmt_num(g.representation_ratio),
+                 f"{fmt_num(g.ratio_low)} to {fmt_num(g.ratio_high)}",
+                 fmt_p(g.p_value).removeprefix("p = "), "yes" if g.significant else "no"]
+        flag = '<td class="warn">yes</td>' if g.flagged else "<td>no</td>"
+        rows.append(f'<tr><td class="l">{esc(group_label(g))}</td>'
+                    + "".join(f"<td>{esc(c)}</td>" for c in cells) + f"{flag}</tr>")
+    head = "".join(f"<th>{h}</th>" for h in heads)
+    return f'<table><tr><th class="l">group</th>{head}</tr>{"".join(rows)}</table>'
+
 
 
 def _weights_section(report: BiasReport) -> str:
@@ -202,10 +229,14 @@ def _image_region(
     return f'<div class="examples">{"".join(cards)}</div>'
 
 
-def _table_region(report: BiasReport, region: RegionExamples) -> str:
+def _table_region(
+    report: BiasReport, region: RegionExamples, names: tuple[str, ...] | None = None
+) -> str:
     width = next((r.shape[1] for r in (region.inputs, region.decoded) if r is not None), 0)
     shown = min(width, MAX_TABLE_FEATURES)
-    head = "".join(f"<th>x{f}</th>" for f in range(shown))
+    if names is None or len(names) != width:
+        names = tuple(f"x{f}" for f in range(width))
+    head = "".join(f"<th>{esc(names[f])}</th>" for f in range(shown))
     body = []
     for i, position in enumerate(region.positions.tolist()):
         for what, rows in (("input", region.inputs), ("decoded", region.decoded)):
@@ -232,7 +263,7 @@ def _examples_section(report: BiasReport, examples: Examples | None) -> str:
         if examples.image_shape is not None:
             content = _image_region(report, region, examples.image_shape, examples.pixel_max)
         else:
-            content = _table_region(report, region)
+            content = _table_region(report, region, examples.feature_names)
         parts.append(f"<h3>{esc(title)}</h3>{content}")
     if not parts:
         return ""
@@ -259,7 +290,7 @@ def _rows_section(report: BiasReport) -> str:
         return ""
     return (
         '<section><h2>Rows at the extremes</h2><div class="cols">'
-        f"{_rows_table(report, report.sparsest, 'Sparsest (most under-represented) first')}"
+        f"{_rows_table(report, report.sparsest, 'Sparsest (lowest latent density) first')}"
         f"{_rows_table(report, report.densest, 'Densest first')}</div></section>"
     )
 

@@ -21,8 +21,8 @@ from latentwatch.bias.accumulator import DISPARITY_BAND, BiasReport, GroupStats
 
 logger = logging.getLogger(__name__)
 
-# Flagged groups named one by one in the summary (under-represented, then over-represented in
-# the data); the rest are counted.
+# Flagged groups named one by one in the summary (more of the group in the sparse regions, then
+# less); the rest are counted.
 MAX_SPARSE_GROUPS_NAMED, MAX_DENSE_GROUPS_NAMED = 3, 1
 # A dimension's share of rows outside the training range worth a sentence.
 OUT_OF_RANGE_NOTE = 0.01
@@ -136,44 +136,73 @@ def _ess_sentence(report: BiasReport) -> str:
     return head + ": the weights are close to uniform, so the latent density is fairly even."
 
 
+def fmt_p(p: float) -> str:
+    """A p-value: three significant digits; one that underflowed as a bound."""
+    if not math.isfinite(p):
+        return "n/a"
+    return "p < 1e-300" if p < 1e-300 else f"p = {p:.2g}"
+
+
+def _test_words(report: BiasReport, group: GroupStats) -> str:
+    """The ratio with its interval and test, in brackets' words."""
+    level = report.options.significance_level
+    verdict = "significant" if group.significant else "not significant"
+    return (
+        f"ratio {fmt_num(group.representation_ratio)}, "
+        f"{100 * (1 - level):g}% interval {fmt_num(group.ratio_low)} to "
+        f"{fmt_num(group.ratio_high)}, {fmt_p(group.p_value)}, {verdict} at {level:g} after "
+        f"Benjamini-Hochberg over {len(report.groups)} groups"
+    )
+
+
+def group_finding(report: BiasReport, group: GroupStats) -> str:
+    """What was measured for one group: its rows' share in the sparse regions against all rows'."""
+    n_sparse, _ = sparse_weight_share(report)
+    overall = n_sparse / report.n_rows
+    own = group.n_sparse_rows / group.n_rows if group.n_rows else float("nan")
+    side = "larger" if group.representation_ratio > 1 else "smaller"
+    return (
+        f"A {side} share of group {group_label(group)} lies in the sparsest latent regions "
+        f"({fmt_percent(own)} of its {fmt_count(group.n_rows)} rows) than of the data overall "
+        f"({fmt_percent(overall)}): {_test_words(report, group)}."
+    )
+
+
 def _group_sentences(report: BiasReport) -> list[str]:
     low, high = DISPARITY_BAND
     if not report.groups:
         return ["No group labels were given, so there are no per-group figures."]
+    level = report.options.significance_level
     flagged = [g for g in report.groups if g.flagged]
     if not flagged:
         worst = max(
             report.groups, key=lambda g: abs(math.log(max(g.representation_ratio, 1e-12)))
         )
-        return [
-            f"No group disparity outside [{low:g}, {high:g}] (the ratio farthest from 1 is "
-            f"{fmt_num(worst.representation_ratio)}, for {group_label(worst)})."
+        loose = sum(g.outside_band for g in report.groups)
+        sentences = [
+            f"No group's share of the sparsest latent regions differs from the data's with "
+            f"significance at {level:g} and a ratio outside [{low:g}, {high:g}] (farthest from "
+            f"1: {group_label(worst)}, {_test_words(report, worst)})."
         ]
-    # Groups the data under-represents (over-represented among the sparsest rows) lead, as
-    # that is what a bias report is for; then the most over-represented ones.
+        if loose:
+            sentences.append(
+                f"{loose} group{'s have ratios' if loose > 1 else ' has a ratio'} outside "
+                f"[{low:g}, {high:g}] that the test does not tell apart from chance."
+            )
+        return sentences
+    # More of the group in the sparse regions leads, as the data covers those regions thinly;
+    # then the groups with the least there.
     sparse_side = sorted((g for g in flagged if g.representation_ratio > high),
                          key=lambda g: -g.representation_ratio)
     dense_side = sorted((g for g in flagged if g.representation_ratio < low),
                         key=lambda g: g.representation_ratio)
     named = sparse_side[:MAX_SPARSE_GROUPS_NAMED] + dense_side[:MAX_DENSE_GROUPS_NAMED]
-    sentences = []
-    for group in named:
-        ratio = fmt_num(group.representation_ratio)
-        if group.representation_ratio > high:
-            sentences.append(
-                f"Group {group_label(group)} is over-represented among the sparsest rows "
-                f"(ratio {ratio}): it is under-represented in this data."
-            )
-        else:
-            sentences.append(
-                f"Group {group_label(group)} is under-represented among the sparsest rows "
-                f"(ratio {ratio}): it sits in dense latent regions, so this data covers it well."
-            )
+    sentences = [group_finding(report, group) for group in named]
     if len(flagged) > len(named):
         rest = len(flagged) - len(named)
         sentences.append(
-            f"{rest} more group{'s' if rest > 1 else ''} "
-            f"{'are' if rest > 1 else 'is'} outside [{low:g}, {high:g}]."
+            f"{rest} more group{'s' if rest > 1 else ''} {'are' if rest > 1 else 'is'} flagged "
+            f"(significant at {level:g} and a ratio outside [{low:g}, {high:g}])."
         )
     return sentences
 
@@ -316,6 +345,7 @@ def report_to_dict(report: BiasReport, context: ReportContext) -> dict[str, Any]
         "alpha": options.alpha,
         "top_k": options.top_k,
         "sparse_fraction": options.sparse_fraction,
+        "significance_level": options.significance_level,
         "effective_sample_size": finite_or_none(report.effective_sample_size),
         "effective_sample_fraction": finite_or_none(report.effective_sample_fraction),
         "summary": summary(report),
@@ -331,6 +361,11 @@ def report_to_dict(report: BiasReport, context: ReportContext) -> dict[str, Any]
                 "sparse_share": finite_or_none(g.sparse_share),
                 "representation_ratio": finite_or_none(g.representation_ratio),
                 "mean_weight": finite_or_none(g.mean_weight),
+                "n_sparse_rows": g.n_sparse_rows,
+                "ratio_low": finite_or_none(g.ratio_low),
+                "ratio_high": finite_or_none(g.ratio_high),
+                "p_value": finite_or_none(g.p_value),
+                "significant": bool(g.significant),
                 "flagged": bool(g.flagged),
             }
             for g in report.groups

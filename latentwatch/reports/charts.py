@@ -106,9 +106,11 @@ def nice_ticks(top: int, most: int = 5) -> list[int]:
 
 
 def group_chart(groups: Sequence[GroupStats]) -> str:
-    """Representation ratio per group on a log axis, bars from 1, the fair band shaded."""
+    """Representation ratio per group on a log axis, bars from 1, the band shaded, the ratio's
+    interval as a whisker; red: flagged (significant and outside the band)."""
     low, high = DISPARITY_BAND
     ratios = [g.representation_ratio for g in groups]
+    ratios += [r for g in groups for r in (g.ratio_low, g.ratio_high) if math.isfinite(r)]
     positive = [r for r in ratios if r > 0]
     lo = max(min([0.25, *(r / 1.3 for r in positive)]), 1 / 64)
     hi = min(max([4.0, *(r * 1.3 for r in positive)]), 64.0)
@@ -136,6 +138,13 @@ def group_chart(groups: Sequence[GroupStats]) -> str:
         colour = RED if group.flagged else BLUE
         x0, x1 = sorted((x_of(1.0), x_of(ratio)))
         body.append(_rect(x0, y + 4, max(x1 - x0, 1.5), row_h - 8, colour, ' rx="2"'))
+        if math.isfinite(group.ratio_low) and math.isfinite(group.ratio_high):
+            w0, w1 = x_of(group.ratio_low), x_of(group.ratio_high)
+            mid = y + row_h / 2
+            body += [_line(w0, mid, w1, mid, INK, width=1.5),
+                     _line(w0, mid - 5, w0, mid + 5, INK, width=1.5),
+                     _line(w1, mid - 5, w1, mid + 5, INK, width=1.5)]
+            x0, x1 = min(x0, w0), max(x1, w1)
         label = f"{group_label(group)}  (n={fmt_count(group.n_rows)}, {fmt_percent(group.share)})"
         body.append(_text(left - 8, y + row_h / 2 + 4, label, anchor="end", size=12.5,
                           colour=INK))
@@ -148,9 +157,9 @@ def group_chart(groups: Sequence[GroupStats]) -> str:
     body.append(_text(left + gutter + plot_w / 2, bottom + 36,
                       "representation ratio (log scale)", colour=INK, size=12))
     body.append(_text(x_of(1.0) - 8, bottom + 54,
-                      "\u2190 lives in dense regions (well covered)", anchor="end"))
+                      "\u2190 less of the group in the sparse regions", anchor="end"))
     body.append(_text(x_of(1.0) + 8, bottom + 54,
-                      "lives in sparse regions (under-represented) \u2192", anchor="start"))
+                      "more of the group in the sparse regions \u2192", anchor="start"))
     return _svg(width, height, body, "representation ratio per group")
 
 

@@ -45,6 +45,19 @@ class InputSpec(_Strict):
     # (N, C, H, W) and flattens them to rows.
     image_shape: list[int] | None = None
     preprocessing: Preprocessing
+    # Column names of the training data (CSV header, Parquet/Arrow schema), one per feature, in
+    # graph order; clients put named inputs in this order. None for unnamed data and v1.
+    feature_names: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_name_per_feature(self) -> InputSpec:
+        if self.feature_names is not None:
+            if len(self.feature_names) != self.shape[-1]:
+                raise ValueError(f"feature_names has {len(self.feature_names)} names for "
+                                 f"{self.shape[-1]} features")
+            if len(set(self.feature_names)) != len(self.feature_names):
+                raise ValueError("feature_names has duplicates")
+        return self
 
 
 class TensorSpec(_Strict):
@@ -116,6 +129,15 @@ class OnnxInfo(_Strict):
     producer: str
 
 
+class Recalibration(_Strict):
+    """One `latentwatch recalibrate`: new calibration rows, the graphs of `from_version`."""
+
+    from_version: str
+    data: str  # where the calibration rows came from
+    n_rows: int = Field(gt=0)
+    recalibrated_at: str
+
+
 class Provenance(_Strict):
     data: str
     n_train: int
@@ -126,6 +148,12 @@ class Provenance(_Strict):
     trained_at: str
     latentwatch_version: str
     torch_version: str
+    # The training data's column names as read (CSV header, Parquet/Arrow schema); export copies
+    # them into input.feature_names, the field clients match named inputs against.
+    feature_names: list[str] | None = None
+    # Recalibrations since the training run, oldest first (export/recalibrate.py); the training
+    # fields above still describe the run that made the graphs.
+    recalibrations: list[Recalibration] = Field(default_factory=list)
 
 
 class LatentSpec(_Strict):

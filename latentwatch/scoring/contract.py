@@ -1,10 +1,15 @@
 """The input contract of a model version and the validation of rows against it (numpy only).
 
+Every check on the values of a request lives here, before any graph runs: NaN, infinities, FP64
+values beyond the FP32 range, and values so far outside the training range in model space that
+the graphs would overflow (`MAX_MODEL_ABS`). `check_finite_scores` is the safety net after
+scoring, so that no NaN or infinite score ever leaves the service.
 Conformal p-values and BH live in scoring/conformal.py, score kinds in scoring/pipeline.py.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +17,15 @@ from numpy.typing import NDArray
 
 from latentwatch.errors import InvalidInput
 from latentwatch.repository.manifest import Manifest
+from latentwatch.scoring.preprocessing import Preprocessing
 from latentwatch.wire.tensors import v2_name
+
+# The largest |x_model| (after the version's preprocessing: standard deviations of the training
+# data for `standardize`, training spans for unclipped `scale`) a row may carry. Far beyond any
+# real deviation, and far below where float32 arithmetic in the graphs overflows (squares of
+# 1e6 times a few hundred features stay below 1e15).
+MAX_MODEL_ABS = 1e6
+FP32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -22,6 +35,8 @@ class InputContract:
     n_features: int
     row_shapes: tuple[tuple[int, ...], ...]  # accepted shapes without the batch axis
     max_request_rows: int
+    # The version's preprocessing, for the model-space bound; None: no bound beyond FP32.
+    preprocessing: Preprocessing | None = None
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, max_request_rows: int) -> InputContract:
@@ -31,7 +46,9 @@ class InputContract:
             shapes.append(tuple(image))
             if len(image) == 3 and image[0] == 1:  # one channel: (N, H, W) too
                 shapes.append(tuple(image[1:]))
-        return cls(manifest.n_features, tuple(shapes), max_request_rows)
+        return cls(
+            manifest.n_features, tuple(shapes), max_request_rows, manifest.input.preprocessing
+        )
 
     @property
     def expected(self) -> str:
@@ -39,10 +56,70 @@ class InputContract:
         return f"expected shape {shapes} of a numeric datatype"
 
 
+def _first(bad: NDArray[np.bool_]) -> tuple[int, int]:
+    """(row, column) of the first True of an (N, F) mask, in row-major order."""
+    row, column = np.unravel_index(int(np.argmax(bad)), bad.shape)
+    return int(row), int(column)
+
+
+def _count(n: int, what: str) -> str:
+    return f"1 value is {what}" if n == 1 else f"{n} values are {what}"
+
+
+def _value_problems(rows: NDArray) -> list[str]:
+    """What is wrong with the values of (N, F) rows of any float datatype, one phrase per kind."""
+    problems = []
+    nan = np.isnan(rows)
+    if nan.any():
+        row, column = _first(nan)
+        problems.append(f"{_count(int(nan.sum()), 'NaN')}, the first in row {row}, "
+                        f"column {column}")
+    inf = np.isinf(rows)
+    if inf.any():
+        row, column = _first(inf)
+        problems.append(f"{_count(int(inf.sum()), 'infinite')}, the first in row {row}, "
+                        f"column {column}")
+    if rows.dtype.itemsize > 4:  # FP64 can hold finite values that FP32 cannot
+        beyond = np.isfinite(rows) & (np.abs(rows) > FP32_MAX)
+        if beyond.any():
+            row, column = _first(beyond)
+            problems.append(
+                f"{_count(int(beyond.sum()), 'beyond the FP32 range (|x| > 3.4e38)')}, the "
+                f"first in row {row}, column {column}: {float(rows[row, column]):.3g}"
+            )
+    return problems
+
+
+def _model_space_problem(rows: NDArray[np.float32], preprocessing: Preprocessing) -> str:
+    """A phrase when some value lies beyond MAX_MODEL_ABS after the preprocessing, else ''."""
+    if preprocessing.clip is not None:  # clipped values are bounded by construction
+        return ""
+    shift = np.asarray(preprocessing.shift, dtype=np.float64)
+    scale = np.asarray(preprocessing.scale, dtype=np.float64)
+    model = np.abs((rows.astype(np.float64) - shift) * scale)  # float64: no overflow
+    far = model > MAX_MODEL_ABS
+    if not far.any():
+        return ""
+    row, column = _first(far)
+    bad_rows = np.flatnonzero(far.any(axis=1))
+    unit = ("standard deviations of the training data" if preprocessing.kind == "standardize"
+            else "training ranges")
+    return (
+        f"{_count(int(far.sum()), 'far outside the training range')} (more than "
+        f"{MAX_MODEL_ABS:g} {unit} from it, in {bad_rows.size} rows), the first in row {row}, "
+        f"column {column}: {float(rows[row, column]):.3g}, {float(model[row, column]):.3g} "
+        "after preprocessing; the model cannot give such rows a finite score"
+    )
+
+
 def validate_rows(
     array: NDArray, contract: InputContract, what: str = "input"
 ) -> NDArray[np.float32]:
-    """(N, ...) array of any accepted shape and numeric datatype -> finite (N, F) float32 rows."""
+    """(N, ...) array of any accepted shape and numeric datatype -> finite (N, F) float32 rows.
+
+    Refuses NaN, infinities, FP64 values beyond the FP32 range and values beyond MAX_MODEL_ABS
+    in model space, each counted with its first row and column.
+    """
     kind = array.dtype.kind
     if kind not in "iuf" or array.ndim < 2 or array.shape[1:] not in contract.row_shapes:
         got = f"{list(array.shape)} {v2_name(array.dtype)}"
@@ -56,18 +133,37 @@ def validate_rows(
             "carry; split it into several requests"
         )
     rows = array.reshape(n, contract.n_features)
-    if rows.dtype == np.float32:
-        rows = np.ascontiguousarray(rows)
-    else:
-        with np.errstate(over="ignore"):  # FP64 beyond the FP32 range becomes inf: refused below
-            rows = rows.astype(np.float32, order="C")
     if kind == "f":
-        finite = np.isfinite(rows)
-        if not finite.all():
-            bad = ~finite
-            first_row = int(np.flatnonzero(bad.any(axis=1))[0])
-            raise InvalidInput(
-                f"{what}: {int(bad.sum())} values are NaN or infinite (or beyond the FP32 range), "
-                f"the first in row {first_row}; every value must be finite"
-            )
+        problems = _value_problems(rows)
+        if problems:
+            raise InvalidInput(f"{what}: {'; '.join(problems)}; every value must be finite")
+    rows = np.ascontiguousarray(rows, dtype=np.float32)  # in range: the cast cannot overflow
+    if contract.preprocessing is not None:
+        problem = _model_space_problem(rows, contract.preprocessing)
+        if problem:
+            raise InvalidInput(f"{what}: {problem}")
     return rows
+
+
+def check_finite_scores(scores: Mapping[str, NDArray], what: str = "input") -> None:
+    """The safety net after scoring: InvalidInput naming the rows whose scores are not finite.
+
+    `validate_rows` refuses the inputs known to overflow; this catches any that still do, so
+    that no NaN or infinite score leaves the service silently.
+    """
+    bad: NDArray[np.bool_] | None = None
+    kinds = []
+    for kind, values in scores.items():
+        finite = np.isfinite(np.asarray(values, dtype=np.float64).reshape(len(values), -1))
+        rows_bad: NDArray[np.bool_] = ~np.all(finite, axis=1)
+        if rows_bad.any():
+            kinds.append(kind)
+            bad = rows_bad if bad is None else bad | rows_bad
+    if bad is None:
+        return
+    rows = np.flatnonzero(bad)
+    shown = ", ".join(map(str, rows[:10].tolist())) + (", ..." if rows.size > 10 else "")
+    raise InvalidInput(
+        f"{what}: {rows.size} rows have no finite score ({', '.join(kinds)}): rows {shown}; "
+        "their values are too far outside the training range for this model"
+    )

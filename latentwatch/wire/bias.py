@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from latentwatch.bias.accumulator import BiasReport, DimensionHistogram, GroupStats
 from latentwatch.bias.drift import Drift, ReferenceComparison
-from latentwatch.bias.options import BiasOptions
+from latentwatch.bias.options import DEFAULT_SIGNIFICANCE_LEVEL, BiasOptions
 from latentwatch.errors import InvalidInput, LatentwatchError
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.wire.tensors import from_tensor, to_tensor
@@ -33,6 +33,10 @@ def options_from_proto(options: pb.BiasReportOptions) -> BiasOptions:
             else default.sparse_fraction
         ),
         n_decoded=options.n_decoded if options.HasField("n_decoded") else None,
+        significance_level=(
+            options.significance_level if options.HasField("significance_level")
+            else default.significance_level
+        ),
     )
 
 
@@ -44,6 +48,7 @@ def options_to_proto(
     top_k: int | None = None,
     sparse_fraction: float | None = None,
     n_decoded: int | None = None,
+    significance_level: float | None = None,
 ) -> pb.BiasReportOptions:
     """Only what was given is set: the server fills in its defaults for the rest."""
     options = pb.BiasReportOptions(mode=mode or "")
@@ -57,6 +62,8 @@ def options_to_proto(
         options.sparse_fraction = sparse_fraction
     if n_decoded is not None:
         options.n_decoded = n_decoded
+    if significance_level is not None:
+        options.significance_level = significance_level
     return options
 
 
@@ -146,10 +153,16 @@ def response_from_report(
                 representation_ratio=g.representation_ratio,
                 mean_weight=g.mean_weight,
                 flagged=g.flagged,
+                n_sparse_rows=g.n_sparse_rows,
+                ratio_low=g.ratio_low,
+                ratio_high=g.ratio_high,
+                p_value=g.p_value,
+                significant=g.significant,
             )
             for g in report.groups
         ],
         kl_to_prior=report.kl_to_prior.tolist(),
+        significance_level=o.significance_level,
     )
     if report.worst_group_ratio is not None:
         response.worst_group_ratio = report.worst_group_ratio
@@ -245,6 +258,7 @@ def report_from_response(
             mode=response.mode,
             top_k=response.top_k,
             sparse_fraction=response.sparse_fraction,
+            significance_level=response.significance_level or DEFAULT_SIGNIFICANCE_LEVEL,
         ),
         ids=ids,
         log_density=log_density,
@@ -266,6 +280,11 @@ def report_from_response(
                 representation_ratio=g.representation_ratio,
                 mean_weight=g.mean_weight,
                 flagged=g.flagged,
+                n_sparse_rows=int(g.n_sparse_rows),
+                ratio_low=g.ratio_low,
+                ratio_high=g.ratio_high,
+                p_value=g.p_value,
+                significant=g.significant,
             )
             for g in response.groups
         ],

@@ -91,8 +91,11 @@ def test_json_holds_every_row_groups_and_drift(cli_run: CliRun) -> None:
     for group in groups:
         assert group["column"] == "label"
         assert group["n_rows"] == cli_run.labels.count(int(group["value"]))
-        assert {"sparse_share", "representation_ratio", "flagged"} <= set(group)
-        assert group["flagged"] == (not 0.8 <= group["representation_ratio"] <= 1.25)
+        assert {"sparse_share", "representation_ratio", "flagged", "ratio_low", "ratio_high",
+                "p_value", "significant", "n_sparse_rows"} <= set(group)
+        assert group["flagged"] == (group["significant"] and
+                                    not 0.8 <= group["representation_ratio"] <= 1.25)
+        assert group["ratio_low"] <= group["representation_ratio"] <= group["ratio_high"]
     assert sum(g["sparse_share"] for g in groups) == pytest.approx(1.0)
 
     drift = document["drift"]
@@ -164,9 +167,11 @@ def test_ids_come_from_the_groups_file_and_options_reach_the_report(
     out = tmp_path / "report.json"
     rc = main(["bias-report", "--server", cli_run.target, "--model", VAE, "--data", "digits",
                "--groups", str(groups), "--json", str(out), "--max-rows", "300", "--mode", "max",
-               "--bins", "8", "--top-k", "5", "--chunk-rows", "64"])
+               "--bins", "8", "--top-k", "5", "--chunk-rows", "64",
+               "--significance-level", "0.01"])
     assert rc == 0
     document = json.loads(out.read_text())
+    assert document["significance_level"] == 0.01
 
     assert document["n_rows"] == 300  # the groups file's 1,797 lines are cut like the data
     assert [row["id"] for row in document["rows"]] == ids[:300]
@@ -235,6 +240,7 @@ def test_bad_arguments_fail_before_any_server_is_asked(
         (["--mode", "median"], "mode: expected one of paper, max"),
         (["--top-k", "3", "--n-decoded", "4"], "n_decoded: expected 0 to top_k (3) rows, got 4"),
         (["--n-decoded", "-1"], "n_decoded: expected 0 to top_k (20) rows, got -1"),
+        (["--significance-level", "0"], "significance_level: expected a level in (0, 1)"),
     ],
 )
 def test_bad_options_fail_with_the_servers_message(

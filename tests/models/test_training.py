@@ -173,8 +173,10 @@ def test_cli_train_prints_a_summary(tmp_path: Path, capsys: pytest.CaptureFixtur
     [
         (["--model", "vae", "--beta", "2"], "requires beta 1.0"),
         (["--model", "ae", "--hidden", "16,x"], "comma-separated integers"),
-        (["--model", "ae", "--calibration-fraction", "1.5"], "calibration_fraction"),
-        (["--model", "ae", "--epochs", "0"], "epochs"),
+        (["--model", "ae", "--calibration-fraction", "1.5"],
+         "argument --calibration-fraction: expected a number in (0, 1), got '1.5'"),
+        (["--model", "ae", "--epochs", "0"], "argument --epochs: expected an integer >= 1"),
+        (["--model", "ae", "--epochs", "-3"], "argument --epochs: expected an integer >= 1"),
     ],
 )
 def test_cli_train_rejects_bad_flags(
@@ -184,3 +186,26 @@ def test_cli_train_rejects_bad_flags(
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_train_refuses_an_existing_run_directory_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--data", "digits", "--model", "ae", "--out", str(out), "--epochs", "1",
+            "--max-rows", "200", "--hidden", "16", "--latent-dim", "2"]
+    assert cli_main(args) == 0
+    trained = (out / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    assert cli_main([*args[:-2], "--latent-dim", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"latentwatch train: error: {out}: holds a training run; choose another "
+                   "directory, or overwrite it with --force\n")
+    assert (out / "checkpoint.pt").read_bytes() == trained  # untouched
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert cli_main([*args[:6], str(tmp_path / "other"), *args[7:]]) == 2
+    assert "other: is not empty; choose another directory" in capsys.readouterr().err
+    assert cli_main([*args[:-2], "--latent-dim", "3", "--force"]) == 0
+    _, ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt.config.latent_dim == 3

@@ -148,7 +148,7 @@ def test_non_finite_numbers_become_null() -> None:
     assert document["effective_sample_size"] is None
 
 
-def test_summary_names_the_sparse_weight_share_and_the_under_represented_group(
+def test_summary_names_the_sparse_weight_share_and_the_group_found_in_sparse_regions(
     tail_group: tuple[NDArray, dict[str, list[str]]],
 ) -> None:
     mu, groups = tail_group
@@ -164,12 +164,17 @@ def test_summary_names_the_sparse_weight_share_and_the_under_represented_group(
     ess = f"{round(report.effective_sample_size):,}"
     assert any(s.startswith(f"Effective sample size is {ess} of 1,000 rows") for s in sentences)
     far = [s for s in sentences if "label=far" in s]
-    assert len(far) == 1 and "over-represented among the sparsest rows" in far[0]
-    assert "under-represented in this data" in far[0]
+    assert len(far) == 1
+    # What was measured, with its interval and test; never a claim about the group's numbers.
+    assert far[0].startswith("A larger share of group label=far lies in the sparsest latent "
+                             "regions (89% of its 100 rows) than of the data overall (10%): "
+                             "ratio 8.9, 95% interval ")
+    assert "significant at 0.05 after Benjamini-Hochberg over 2 groups" in far[0]
+    assert not any("represented" in s for s in sentences)
     assert any("no stored training reference" in s for s in sentences)
 
 
-def test_summary_names_under_represented_groups_first_and_counts_the_rest() -> None:
+def test_summary_names_groups_most_in_sparse_regions_first_and_counts_the_rest() -> None:
     # Eight tight clusters in distinct histogram bins: the small ones are the sparse regions.
     sizes = [40, 60, 80, 100, 600, 900, 1100, 1120]
     labels = np.repeat(np.arange(len(sizes)), sizes)
@@ -180,12 +185,12 @@ def test_summary_names_under_represented_groups_first_and_counts_the_rest() -> N
     assert sum(g.representation_ratio > 1.25 for g in flagged) >= 4
     assert sum(g.representation_ratio < 0.8 for g in flagged) >= 2
 
-    group_sentences = [s for s in summary(report) if s.startswith("Group ")]
-    named = [s.split()[1].split("=")[1] for s in group_sentences]
+    group_sentences = [s for s in summary(report) if " share of group " in s]
+    named = [s.split(" share of group g=")[1].split()[0] for s in group_sentences]
     assert len(named) == 4
-    assert all("over-represented among the sparsest" in s for s in group_sentences[:3])
+    assert all(s.startswith("A larger share of group") for s in group_sentences[:3])
     assert [ratio[v] for v in named[:3]] == sorted((ratio[v] for v in ratio), reverse=True)[:3]
-    assert "under-represented among the sparsest" in group_sentences[3]
+    assert group_sentences[3].startswith("A smaller share of group")
     assert ratio[named[3]] == min(ratio.values())
     rest = len(flagged) - 4
     assert f"{rest} more group{'s' if rest > 1 else ''}" in " ".join(summary(report))
@@ -196,7 +201,9 @@ def test_summary_without_groups_and_without_disparity() -> None:
     assert any("No group labels" in s for s in summary(_report(mu)))
     balanced = {"half": ["a" if i % 2 else "b" for i in range(4000)]}
     sentences = summary(_report(mu, groups=balanced))
-    assert any(s.startswith("No group disparity outside [0.8, 1.25]") for s in sentences)
+    assert any(s.startswith("No group's share of the sparsest latent regions differs from the "
+                            "data's with significance at 0.05 and a ratio outside [0.8, 1.25]")
+               for s in sentences)
 
 
 def test_summary_reports_significant_drift_against_a_shifted_reference() -> None:

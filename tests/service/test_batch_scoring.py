@@ -67,7 +67,7 @@ def test_callers_get_the_pipelines_numbers_and_histograms_see_each_row_once(
     statistics: tuple[str, ...], default: str
 ) -> None:
     pipeline = make_pipeline(statistics, default)
-    metrics = VersionMetrics([-1.0, 0.0, 1.0])
+    metrics = VersionMetrics()
     rng = np.random.default_rng(1)
     inputs = [rng.normal(size=(1 + i % 3, F)).astype(np.float32) for i in range(12)]
     asked = [(STAGE_KIND, ()), ("kl", (STAGE_KIND,)), ("neg_elbo", ("recon_error",))]
@@ -99,8 +99,17 @@ def test_callers_get_the_pipelines_numbers_and_histograms_see_each_row_once(
     # A graph default kind is counted on every batch, exactly once; the stage default only on
     # batches where some caller asked for it.
     n_rows = sum(len(x) for x in inputs)
+    p_count = {k: int(h.counts.sum()) for k, h in metrics.p_value.items()}
+    score_count = {k: int(h.counts.sum()) for k, h in metrics.score.items()}
     if default != STAGE_KIND:
-        assert metrics.p_value.counts.sum() == metrics.score.counts.sum() == n_rows
+        assert p_count[default] == score_count[default] == n_rows
     else:
-        assert 0 < metrics.p_value.counts.sum() <= n_rows
-        assert metrics.score.counts.sum() == metrics.p_value.counts.sum()
+        assert 0 < p_count[default] <= n_rows
+        assert score_count[default] == p_count[default]
+    # Every kind a batch computed is in the histograms (labelled by kind), each row at most once;
+    # p-values of the kinds callers asked p-values of (and the default kind's).
+    assert set(score_count) == {default, STAGE_KIND, "kl", "neg_elbo", "recon_error"}
+    assert set(p_count) == {default, STAGE_KIND, "kl", "neg_elbo"}
+    assert all(0 < n <= n_rows for n in (*score_count.values(), *p_count.values()))
+    for kind in p_count:
+        assert p_count[kind] <= score_count[kind]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.request
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -83,12 +84,11 @@ BAD_SCORE_REQUESTS: dict[str, tuple[Callable[[int, int], dict], str, str]] = {
     ),
     "NaN": (
         lambda f, n: dict(input=to_tensor(_nan_in_row_1(f))),
-        "INVALID_ARGUMENT", "1 values are NaN or infinite (or beyond the FP32 range), the first "
-        "in row 1",
+        "INVALID_ARGUMENT", "1 value is NaN, the first in row 1, column 1",
     ),
     "Inf": (
         lambda f, n: dict(input=to_tensor(np.full((2, f), np.inf, np.float32))),
-        "INVALID_ARGUMENT", "first in row 0",
+        "INVALID_ARGUMENT", "values are infinite, the first in row 0, column 0",
     ),
     "empty": (
         lambda f, n: dict(input=to_tensor(np.zeros((0, f), np.float32))),
@@ -132,6 +132,58 @@ def test_bad_score_requests_get_the_right_status_and_then_a_good_one_works(
     assert caught.value.code().name == code
     assert text.format(f=f, nbytes=8 * f) in caught.value.details(), caught.value.details()
     assert len(stub(server).Score(pb.ScoreRequest(**good), timeout=10).score) == 2
+
+
+def _one_extreme(f: int, value: float, dtype: type, x: np.ndarray) -> np.ndarray:
+    x = x.astype(dtype)
+    x[1, f - 1] = value
+    return x
+
+
+# case -> (the value in row 1 of the last column, its datatype, the message ({c}: the column)).
+# Where the preprocessing clips (images), a finite value in the FP32 range is in range.
+EXTREME_VALUES: dict[str, tuple[float, type, str]] = {
+    "1e300 FP64": (1e300, np.float64, "1 value is beyond the FP32 range (|x| > 3.4e38), the "
+                   "first in row 1, column {c}: 1e+300"),
+    "1e30 FP32": (1e30, np.float32, "1 value is far outside the training range (more than 1e+06 "
+                  "standard deviations of the training data from it, in 1 rows), the first in "
+                  "row 1, column {c}: 1e+30"),
+    "NaN": (np.nan, np.float32, "1 value is NaN, the first in row 1, column {c}; every value "
+            "must be finite"),
+    "-inf FP64": (-np.inf, np.float64, "1 value is infinite, the first in row 1, column {c}; "
+                  "every value must be finite"),
+}
+
+
+@pytest.mark.parametrize("case", list(EXTREME_VALUES))
+def test_extreme_values_are_refused_with_what_is_wrong_and_the_server_keeps_serving(
+    case: str, server: ServerThread, repo_under_test: RepoUnderTest
+) -> None:
+    name = vae(repo_under_test)
+    m = repo_under_test.manifest(name)
+    value, dtype, text = EXTREME_VALUES[case]
+    good = rows_for(m, 2)
+    bad = _one_extreme(m.n_features, value, dtype, good)
+    clipped = m.input.preprocessing.clip is not None and np.isfinite(value) and value < 1e38
+    with warnings.catch_warnings(record=True) as caught_warnings:
+        warnings.simplefilter("always")
+        for call in (
+            lambda: stub(server).Score(pb.ScoreRequest(model_name=name, input=to_tensor(bad)),
+                                       timeout=10).score,
+            lambda: stub(server).Encode(pb.EncodeRequest(model_name=name, input=to_tensor(bad)),
+                                        timeout=10).latent_mu,
+        ):
+            if clipped:  # images clip to [0, 1]: a huge pixel is a white pixel
+                call()
+                continue
+            with pytest.raises(grpc.RpcError) as caught:
+                call()
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert text.format(c=m.n_features - 1) in caught.value.details(), \
+                caught.value.details()
+    assert not [w for w in caught_warnings if issubclass(w.category, RuntimeWarning)]
+    reply = stub(server).Score(pb.ScoreRequest(model_name=name, input=to_tensor(good)), timeout=10)
+    assert len(reply.score) == 2 and np.isfinite(reply.score).all()
 
 
 @pytest.mark.parametrize(
@@ -187,15 +239,16 @@ def test_metrics_are_served_after_requests(
         return samples[(sample, frozenset(labels.items()))]
 
     version = dict(model=name, version=m.version)
+    kind = dict(version, kind=m.require_scoring().default_score_kind)
     assert value("latentwatch_requests_total", method="Score", code="OK") >= 8
     assert value("latentwatch_requests_total", method="Score", code="INVALID_ARGUMENT") >= 1
     assert value("latentwatch_request_duration_seconds_count", method="Score", code="OK") >= 8
     assert value("latentwatch_rows_scored_total", **version) >= 40
-    assert value("latentwatch_outliers_total", **version) >= 8
-    n_p = value("latentwatch_p_value_count", **version)
-    assert n_p >= 40 and value("latentwatch_p_value_bucket", le="1.0", **version) == n_p
-    # Histograms with negative buckets (the second stage's scores) carry no _count or _sum.
-    assert value("latentwatch_score_bucket", le="+Inf", **version) == n_p
+    assert value("latentwatch_outliers_total", **kind) >= 8
+    n_p = value("latentwatch_p_value_count", **kind)
+    assert n_p >= 40 and value("latentwatch_p_value_bucket", le="1.0", **kind) == n_p
+    # Score histograms have negative buckets (one symmetric scale): no _count or _sum.
+    assert value("latentwatch_score_bucket", le="+Inf", **kind) == n_p
     assert value("latentwatch_batch_rows_sum", **version) >= 40
     assert value("latentwatch_queue_rows", **version) == 0
     assert value("latentwatch_model_loaded", **version) == 1

@@ -67,7 +67,8 @@ def test_groups_give_one_stats_row_per_value_and_ids_name_the_sparsest_rows(
         for g in stats:
             assert g.n_rows == columns[column].count(g.value)
             assert g.representation_ratio == pytest.approx(g.sparse_share / g.share)
-            assert g.flagged == (not 0.8 <= g.representation_ratio <= 1.25)
+            assert g.flagged == (g.significant and not 0.8 <= g.representation_ratio <= 1.25)
+            assert g.ratio_low <= g.representation_ratio <= g.ratio_high and 0 < g.p_value <= 1
     ratios = [g.representation_ratio for g in report.groups]
     assert report.worst_group_ratio == max(ratios, key=lambda r: abs(np.log(max(r, 1e-12))))
     assert report.ids == ids

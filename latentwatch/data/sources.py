@@ -1,4 +1,4 @@
-"""Data sources for training and scoring: digits, .npy, .npz, .csv and MNIST-format IDX files.
+"""Whole datasets for training: digits, .npy, .npz, CSV/TSV, Parquet, Arrow and MNIST IDX files.
 
 Torch-free (the `score` CLI uses it). Every problem raises `DataError` naming the file and the
 problem; nothing pickled is ever loaded.
@@ -6,7 +6,6 @@ problem; nothing pickled is ever loaded.
 
 from __future__ import annotations
 
-import csv
 import gzip
 import importlib.util
 import logging
@@ -22,6 +21,12 @@ from typing import BinaryIO
 import numpy as np
 from numpy.typing import NDArray
 
+from latentwatch.data.tables import (
+    ARROW_SUFFIXES,
+    CSV_SUFFIXES,
+    PARQUET_SUFFIXES,
+    open_table,
+)
 from latentwatch.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -29,6 +34,7 @@ logger = logging.getLogger(__name__)
 BUILTIN_SOURCES = ("digits",)
 IDX_IMAGES_MAGIC = 2051  # unsigned bytes, 3 dimensions (N, H, W)
 IDX_LABELS_MAGIC = 2049  # unsigned bytes, 1 dimension (N,)
+TABLE_CHUNK_ROWS = 65536
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,6 +44,8 @@ class Dataset:
     image_shape: tuple[int, int, int] | None  # (1, H, W) for image sources, else None
     max_value: float | None  # images: pixel scale max (16 for digits, 255 for uint8 data)
     source: str  # what was loaded, for provenance and messages
+    # Column names from a CSV header or a Parquet/Arrow schema; None for unnamed sources.
+    feature_names: tuple[str, ...] | None = None
 
     @property
     def is_image(self) -> bool:
@@ -61,7 +69,8 @@ def load_source(source: str, *, max_rows: int | None = None) -> Dataset:
     path = Path(source)
     if not path.exists():
         raise DataError(
-            f"{source}: no such file (expected 'digits' or a .npy/.npz/.csv/IDX file)"
+            f"{source}: no such file (expected 'digits' or a .npy/.npz/.csv/.tsv/.parquet/"
+            ".arrow/IDX file)"
         )
     if not path.is_file():
         raise DataError(f"{source}: not a regular file")
@@ -71,14 +80,15 @@ def load_source(source: str, *, max_rows: int | None = None) -> Dataset:
             dataset = _load_npy(path, max_rows)
         elif name.endswith(".npz"):
             dataset = _load_npz(path, max_rows)
-        elif name.endswith(".csv"):
-            dataset = _load_csv(path, max_rows)
+        elif name.endswith(CSV_SUFFIXES + PARQUET_SUFFIXES + ARROW_SUFFIXES):
+            dataset = _load_table(source, max_rows)
         elif name.endswith(".gz") or "ubyte" in name or name.endswith(".idx"):
             dataset = _load_idx_images(path, max_rows)
         else:
             raise DataError(
                 f"{path}: unknown format {path.suffix or '(no extension)'!r}; expected .npy, "
-                ".npz, .csv or an MNIST-format IDX file (…-idx3-ubyte, optionally .gz)"
+                ".npz, .csv, .tsv, .parquet, .arrow or an MNIST-format IDX file (…-idx3-ubyte, "
+                "optionally .gz)"
             )
     except OSError as err:
         raise DataError(f"{path}: cannot read: {err.strerror or err}") from err
@@ -103,7 +113,9 @@ def _finish(dataset: Dataset, max_rows: int | None) -> Dataset:
     if y is not None and y.shape[0] != X.shape[0]:
         raise DataError(f"{dataset.source}: X has {X.shape[0]} rows but y has {y.shape[0]}")
     X = np.ascontiguousarray(X, dtype=np.float32)
-    return Dataset(X, y, dataset.image_shape, dataset.max_value, dataset.source)
+    return Dataset(
+        X, y, dataset.image_shape, dataset.max_value, dataset.source, dataset.feature_names
+    )
 
 
 def _load_digits() -> Dataset:
@@ -237,55 +249,27 @@ def _pixel_max(images: NDArray, source: str) -> float:
 # --- CSV -----------------------------------------------------------------------------------------
 
 
-def _load_csv(path: Path, max_rows: int | None) -> Dataset:
-    rows: list[list[float]] = []
-    header: list[str] | None = None
-    width = 0
-    with path.open(newline="", encoding="utf-8", errors="replace") as f:
-        reader = csv.reader(f)
-        for cells in reader:
-            if not cells or all(not c.strip() for c in cells):
-                continue  # blank lines
-            line = reader.line_num
-            if header is None and not rows and not any(_is_number(c) for c in cells):
-                header, width = [c.strip() for c in cells], len(cells)
-                continue
-            if width == 0:
-                width = len(cells)
-            if len(cells) != width:
-                raise DataError(
-                    f"{path}: line {line} has {len(cells)} columns, expected {width}"
-                )
-            rows.append(_parse_row(cells, line, header, path))
-            if max_rows is not None and len(rows) >= max_rows:
-                break
-    if not rows:
-        raise DataError(f"{path}: no data rows")
-    return Dataset(np.asarray(rows, dtype=np.float32), None, None, None, str(path))
+def _load_table(source: str, max_rows: int | None) -> Dataset:
+    return load_with_ids(source, None, max_rows=max_rows)[0]
 
 
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
-
-
-def _parse_row(cells: list[str], line: int, header: list[str] | None, path: Path) -> list[float]:
-    try:
-        return [float(c) for c in cells]
-    except ValueError:
-        pass
-    # Slow path only to name the first bad cell.
-    for column, cell in enumerate(cells, start=1):
-        if not _is_number(cell):
-            name = f" ({header[column - 1]!r})" if header else ""
-            shown = repr(cell) if cell.strip() else "empty"
-            raise DataError(
-                f"{path}: line {line}, column {column}{name}: {shown} is not a number"
-            ) from None
-    raise AssertionError("unreachable")  # pragma: no cover
+def load_with_ids(
+    source: str, id_column: str | None, *, max_rows: int | None = None
+) -> tuple[Dataset, list[str] | None]:
+    """A CSV/TSV/Parquet/Arrow file whole, without its id column, and the ids it holds."""
+    table = open_table(source, id_column=id_column)
+    parts: list[NDArray[np.float32]] = []
+    ids: list[str] = []
+    n_rows = 0
+    for chunk in table.chunks(TABLE_CHUNK_ROWS):
+        parts.append(chunk.X)
+        ids.extend(chunk.ids or [])
+        n_rows += len(chunk.X)
+        if max_rows is not None and n_rows >= max_rows:
+            break
+    dataset = _finish(Dataset(np.concatenate(parts), None, None, None, source, table.names),
+                      max_rows)
+    return dataset, (ids[: dataset.n_rows] if id_column is not None else None)
 
 
 # --- IDX (MNIST format) ------------------------------------------------------------------------

@@ -1,0 +1,159 @@
+"""Per-group statistics of a bias report: the representation ratio, its interval and its test.
+
+The sparse set is the `sparse_fraction` of rows with the lowest latent density. For a group with
+a share `share` of all rows and `k` of the `n` sparse rows:
+
+- representation ratio = (k / n) / share: above 1, a larger share of the group lies in the sparse
+  latent regions than of the data overall; below 1, a smaller one.
+- interval: the Wilson score interval of k / n at confidence 1 - significance_level, divided by
+  share (the share comes from all rows, so it is taken as known).
+- p-value: the exact two-sided binomial test of k against Binomial(n, share), "minlike" as in
+  scipy.stats.binomtest (the outcomes no more likely than k). Drawing the sparse set without
+  replacement would be hypergeometric, whose variance is smaller, so the binomial is a little
+  conservative.
+- significant: rejected by Benjamini-Hochberg (latentwatch.scoring.conformal) at
+  significance_level over every group of the report, all columns together.
+- flagged: significant and the ratio outside DISPARITY_BAND.
+
+Pure numpy and math (no scipy: this runs in the service, whose install has none).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+from numpy.typing import NDArray
+
+from latentwatch.scoring.conformal import benjamini_hochberg
+
+DISPARITY_BAND = (0.8, 1.25)
+# Outcomes this much less likely than the mode give a probability below the smallest float64, so
+# the binomial pmf is summed over a window of the mode: `_WINDOW_SD` sd plus `_WINDOW_ROWS` rows
+# either side (the extra rows cover the long right tail of a rare group's skewed distribution).
+_WINDOW_SD, _WINDOW_ROWS = 40.0, 800
+_RELATIVE_TIE = 1.0 + 1e-7  # scipy's tolerance for outcomes as likely as the observed one
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    column: str
+    value: str
+    n_rows: int
+    share: float  # of all rows
+    sparse_share: float  # of the sparsest rows
+    representation_ratio: float  # sparse_share / share; > 1: more of it in sparse regions
+    mean_weight: float  # weights have mean 1 over all rows
+    flagged: bool  # significant and the ratio outside DISPARITY_BAND
+    n_sparse_rows: int = 0  # the group's rows among the sparsest
+    ratio_low: float = math.nan  # the ratio's interval at confidence 1 - significance_level
+    ratio_high: float = math.nan
+    p_value: float = math.nan  # two-sided exact binomial test of n_sparse_rows against share
+    significant: bool = False  # rejected by Benjamini-Hochberg across the report's groups
+
+    @property
+    def outside_band(self) -> bool:
+        return not DISPARITY_BAND[0] <= self.representation_ratio <= DISPARITY_BAND[1]
+
+
+class LogFactorials:
+    """log(j!) for j = 0..n, one table per report (math.lgamma, exact to rounding)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.table = np.fromiter((math.lgamma(j + 1.0) for j in range(n + 1)), np.float64, n + 1)
+
+    def log_pmf(self, j: NDArray[np.int64], p: float) -> NDArray[np.float64]:
+        """log P(X = j) for X ~ Binomial(n, p), 0 < p < 1."""
+        n = self.n
+        return (self.table[n] - self.table[j] - self.table[n - j]
+                + j * math.log(p) + (n - j) * math.log1p(-p))
+
+
+def binomial_test(k: int, n: int, p: float, log_factorials: LogFactorials | None = None) -> float:
+    """Exact two-sided p-value of k successes in n trials against success probability p."""
+    if not 0 <= k <= n or n < 1:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    if p <= 0.0:
+        return 1.0 if k == 0 else 0.0
+    if p >= 1.0:
+        return 1.0 if k == n else 0.0
+    table = log_factorials if log_factorials is not None else LogFactorials(n)
+    if table.n != n:
+        raise ValueError(f"the log-factorial table is for n={table.n}, not {n}")
+    mode = int(math.floor((n + 1) * p))
+    reach = int(math.ceil(_WINDOW_SD * math.sqrt(n * p * (1 - p)))) + _WINDOW_ROWS
+    lo, hi = max(0, mode - reach), min(n, mode + reach)
+    if not lo <= k <= hi:
+        return 0.0  # P(X = k) underflows, and so does every outcome as unlikely
+    j = np.arange(lo, hi + 1, dtype=np.int64)
+    log_pmf = table.log_pmf(j, p)
+    threshold = log_pmf[k - lo] + math.log(_RELATIVE_TIE)
+    as_unlikely = log_pmf[log_pmf <= threshold]
+    top = float(as_unlikely.max())
+    return min(1.0, math.exp(top) * float(np.exp(as_unlikely - top).sum()))
+
+
+def wilson_interval(k: int, n: int, confidence: float) -> tuple[float, float]:
+    """Wilson score interval of the proportion k / n."""
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    phat = k / n
+    centre = (phat + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n))
+    # At k = 0 (k = n) the exact bound is 0 (1); rounding can leave a hair either side.
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return low, high
+
+
+@dataclass(frozen=True)
+class GroupCounts:
+    """One group's counts, before the tests across groups."""
+
+    column: str
+    value: str
+    n_rows: int
+    n_sparse_rows: int
+    weight_sum: float
+
+
+def group_stats(
+    counts: Sequence[GroupCounts], n_rows: int, n_sparse: int, significance_level: float
+) -> list[GroupStats]:
+    """Ratios, intervals, p-values, BH across all groups and flags, in the order given."""
+    if not counts:
+        return []
+    log_factorials = LogFactorials(n_sparse)
+    confidence = 1.0 - significance_level
+    p_values = np.array([
+        binomial_test(c.n_sparse_rows, n_sparse, c.n_rows / n_rows, log_factorials)
+        for c in counts
+    ])
+    significant = benjamini_hochberg(p_values, significance_level).is_outlier
+    out = []
+    for c, p_value, is_significant in zip(counts, p_values.tolist(), significant.tolist(),
+                                          strict=True):
+        share = c.n_rows / n_rows
+        sparse_share = c.n_sparse_rows / n_sparse
+        ratio = sparse_share / share
+        low, high = wilson_interval(c.n_sparse_rows, n_sparse, confidence)
+        outside = not DISPARITY_BAND[0] <= ratio <= DISPARITY_BAND[1]
+        out.append(GroupStats(
+            column=c.column, value=c.value, n_rows=c.n_rows, share=share,
+            sparse_share=sparse_share, representation_ratio=ratio,
+            mean_weight=c.weight_sum / c.n_rows, flagged=bool(is_significant) and outside,
+            n_sparse_rows=c.n_sparse_rows, ratio_low=low / share, ratio_high=high / share,
+            p_value=float(p_value), significant=bool(is_significant),
+        ))
+    return out
+
+
+def farthest_from_parity(groups: Iterable[GroupStats]) -> GroupStats | None:
+    """The group whose ratio is farthest from 1 in log terms."""
+    return max(groups, key=lambda g: abs(math.log(max(g.representation_ratio, 1e-12))),
+               default=None)
