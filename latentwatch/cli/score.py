@@ -5,9 +5,10 @@ other score kind of the model, `p_value`, `outlier_probability`, `is_outlier` an
 `fdr_is_outlier`. The file is read in chunks (latentwatch.data.open_table) and streamed with
 flow control and retries (latentwatch.client.streaming); rows are written as their scores
 arrive, so memory does not grow with the file. With --fdr the Benjamini-Hochberg decision
-covers every row of the file: p-values go to a side file as they arrive, are sorted once at the
-end (8 bytes a row, then only) for the threshold, and a second pass over the written CSV adds
-the column. The summary's score quantiles are exact up to a million rows and from a
+covers every row of the file: each distinct p-value is counted as it arrives (a conformal
+p-value takes at most calibration size + 1 values, latentwatch.scoring.conformal.PValueTally),
+the exact threshold comes from those counts, and a second pass over the written CSV adds the
+column. The summary's score quantiles are exact up to a million rows and from a
 strided sample of about a million beyond.
 """
 
@@ -20,9 +21,8 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import TextIO
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,12 +32,12 @@ from latentwatch.client.frames import feature_names
 from latentwatch.client.streaming import StreamPolicy
 from latentwatch.data import Table, column_order, open_table
 from latentwatch.errors import DataError, InvalidInput
+from latentwatch.scoring.conformal import PValueTally
 
 logger = logging.getLogger(__name__)
 
 # A progress line at most this often, so small files print none and large ones a few.
 PROGRESS_EVERY_S = 2.0
-BH_BLOCK_ROWS = 1 << 20
 # Rows sent and not yet answered (at least one batch): a few batches keep the server busy
 # while staying well under its queue limit (8192 rows by default).
 IN_FLIGHT_ROWS = 4096
@@ -70,9 +70,9 @@ def _format(values: NDArray) -> list[str]:
 
 class _Summary:
     """What the last lines print: a strided sample of at most SAMPLE_ROWS scores for the
-    quantiles (exact below that); with --fdr, every p-value goes to a file for the decision."""
+    quantiles (exact below that); with --fdr, every p-value is counted for the decision."""
 
-    def __init__(self, p_values: BinaryIO | None) -> None:
+    def __init__(self, p_values: PValueTally | None) -> None:
         self._p_values = p_values
         self.first: ScoreResult | None = None
         self.n_rows = self.n_flagged = 0
@@ -90,7 +90,7 @@ class _Summary:
             merged = np.concatenate(self._sample)[::2]
             self._sample, self._sampled, self._stride = [merged], len(merged), 2 * self._stride
         if self._p_values is not None:
-            self._p_values.write(np.asarray(part.p_value, dtype="<f8").tobytes())
+            self._p_values.add(part.p_value)
         self.n_rows += len(part)
         self.n_flagged += int(part.is_outlier.sum())
 
@@ -111,7 +111,7 @@ def _chunks(table: Table, args: argparse.Namespace, order: NDArray | None,
         yield chunk.X if order is None else np.ascontiguousarray(chunk.X[:, order])
 
 
-def _score_to(partial: TextIO, p_values: BinaryIO | None, client: LatentwatchClient,
+def _score_to(partial: TextIO, p_values: PValueTally | None, client: LatentwatchClient,
               args: argparse.Namespace, table: Table) -> tuple[_Summary, float]:
     order = column_order(table.names, feature_names(client.get_model(args.model, args.version)),
                          args.data)
@@ -143,22 +143,6 @@ def _score_to(partial: TextIO, p_values: BinaryIO | None, client: LatentwatchCli
                 table.n_rows) else " rows"
             print(f"scored {done_rows}{of}, {rate:.0f} rows/s", file=sys.stderr, flush=True)
     return summary, time.perf_counter() - start_s
-
-
-def bh_threshold(p_values: NDArray[np.float64], level: float) -> float | None:
-    """Benjamini-Hochberg's p-value threshold, as latentwatch.scoring.conformal computes it,
-    without arrays beside the p-values: they are sorted in place and ranked in blocks. None when
-    nothing is flagged."""
-    p_values.sort()
-    m = p_values.shape[0]
-    last = -1
-    for start in range(0, m, BH_BLOCK_ROWS):
-        block = p_values[start : start + BH_BLOCK_ROWS]
-        ranks = np.arange(start + 1, start + 1 + block.shape[0])
-        passing = np.flatnonzero(block <= level * ranks / m)
-        if passing.size:
-            last = start + int(passing[-1])
-    return None if last < 0 else float(p_values[last])
 
 
 def _add_fdr_column(partial: Path, out: Path, threshold: float | None) -> int:
@@ -201,15 +185,6 @@ def _summary(summary: _Summary, fdr: tuple[float, int] | None, elapsed_s: float,
     return "\n".join(lines)
 
 
-@contextmanager
-def _p_value_file(path: Path, args: argparse.Namespace) -> Iterator[BinaryIO | None]:
-    if args.fdr is None:
-        yield None
-        return
-    with path.open("wb") as f:
-        yield f
-
-
 def _selected(columns: str | None) -> list[str] | None:
     if columns is None:
         return None
@@ -232,25 +207,24 @@ def run(args: argparse.Namespace) -> None:
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
-    p_path = out.with_name(out.name + ".p_values")
+    tally = PValueTally() if args.fdr is not None else None
     policy = StreamPolicy(max_in_flight_rows=max(args.batch_rows, IN_FLIGHT_ROWS))
     try:
         with LatentwatchClient(args.server, timeout_s=args.timeout,
                                stream_policy=policy) as client:
             client.connect()
             client.wait_ready(max(args.timeout, READY_TIMEOUT_S))
-            with partial.open("w", newline="") as f, _p_value_file(p_path, args) as p_file:
-                summary, elapsed_s = _score_to(f, p_file, client, args, table)
+            with partial.open("w", newline="") as f:
+                summary, elapsed_s = _score_to(f, tally, client, args, table)
         if summary.first is None:
             raise InvalidInput(f"{args.data}: no rows to score")
         fdr = None
-        if args.fdr is not None:
-            threshold = bh_threshold(np.fromfile(p_path, dtype="<f8"), args.fdr)
+        if tally is not None and args.fdr is not None:
+            threshold = tally.threshold(args.fdr)
             fdr = (args.fdr, _add_fdr_column(partial, out, threshold))
             partial.unlink()
         else:
             partial.replace(out)
     finally:
         partial.unlink(missing_ok=True)
-        p_path.unlink(missing_ok=True)
     print(_summary(summary, fdr, elapsed_s, out))

@@ -56,11 +56,49 @@ def benjamini_hochberg(p: NDArray[np.floating], level: float) -> FdrResult:
     """
     level = check_fdr(level)
     p = np.asarray(p, dtype=np.float64).reshape(-1)  # (N,)
-    m = p.shape[0]
-    ordered = np.sort(p)
-    passing = np.flatnonzero(ordered <= level * np.arange(1, m + 1) / m)
-    if passing.size == 0:
-        return FdrResult(level, np.zeros(m, dtype=bool), 0, 0.0)
-    threshold = float(ordered[passing[-1]])
+    values, counts = np.unique(p, return_counts=True)
+    threshold = bh_threshold(values, counts, level)
+    if threshold is None:
+        return FdrResult(level, np.zeros(p.shape[0], dtype=bool), 0, 0.0)
     is_outlier = p <= threshold
     return FdrResult(level, is_outlier, int(np.count_nonzero(is_outlier)), threshold)
+
+
+def bh_threshold(
+    values: NDArray[np.float64], counts: NDArray[np.int64], level: float
+) -> float | None:
+    """Benjamini-Hochberg's threshold from the distinct p-values (ascending) and how many rows
+    have each; None when nothing is flagged.
+
+    Among tied p-values the largest rank is the cumulative count, and it is the one that passes
+    first, so testing each distinct value at its cumulative count gives p_(k) exactly.
+    """
+    m = int(counts.sum())
+    ranks = np.cumsum(counts)  # the largest rank of each distinct value
+    passing = np.flatnonzero(values <= level * ranks / m)
+    return None if passing.size == 0 else float(values[passing[-1]])
+
+
+class PValueTally:
+    """How many rows of a stream had each distinct p-value: the exact Benjamini-Hochberg
+    threshold over any number of rows, in memory bounded by the distinct values. A conformal
+    p-value takes at most n + 1 values for n calibration rows, so that bound is n + 1."""
+
+    def __init__(self) -> None:
+        self._counts: dict[float, int] = {}
+        self.n_rows = 0
+
+    def add(self, p: NDArray[np.floating]) -> None:
+        values, counts = np.unique(np.asarray(p, dtype=np.float64), return_counts=True)
+        for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+            self._counts[value] = self._counts.get(value, 0) + count
+        self.n_rows += int(counts.sum())
+
+    def threshold(self, level: float) -> float | None:
+        """BH's threshold at `level` over every row added; None when nothing is flagged."""
+        level = check_fdr(level)
+        if not self._counts:
+            return None
+        values = np.array(sorted(self._counts), dtype=np.float64)
+        counts = np.array([self._counts[v] for v in values.tolist()], dtype=np.int64)
+        return bh_threshold(values, counts, level)

@@ -184,17 +184,20 @@ def test_bias_report_takes_ids_from_the_data_and_names_features(
     assert "<th>f0</th>" in html and "<th>x0</th>" not in html
 
 
-def test_the_bounded_memory_bh_threshold_is_the_conformal_one(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import latentwatch.cli.score as score_cli
-    from latentwatch.scoring.conformal import benjamini_hochberg
+def test_the_streamed_bh_threshold_is_the_conformal_one() -> None:
+    from latentwatch.scoring.conformal import PValueTally, benjamini_hochberg
 
-    monkeypatch.setattr(score_cli, "BH_BLOCK_ROWS", 7)  # many blocks
     rng = np.random.default_rng(0)
-    for p in (np.round(rng.uniform(size=500) ** 3, 3), rng.uniform(size=300), np.ones(40)):
+    n_calibration = 99  # conformal p-values: (1 + c) / 100
+    discrete = (1 + rng.integers(0, n_calibration + 1, size=5000)) / (n_calibration + 1)
+    for p in (discrete, np.round(rng.uniform(size=500) ** 3, 3), rng.uniform(size=300),
+              np.ones(40), np.full(30, 1e-4)):
         expected = benjamini_hochberg(p, 0.1)
-        got = score_cli.bh_threshold(p.copy(), 0.1)
+        tally = PValueTally()
+        for part in np.array_split(p, 7):  # chunk by chunk, as the CLI adds them
+            tally.add(part)
+        got = tally.threshold(0.1)
+        assert tally.n_rows == len(p)
         if expected.n_flagged == 0:
             assert got is None
         else:
