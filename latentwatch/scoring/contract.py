@@ -94,9 +94,7 @@ def _model_space_problem(rows: NDArray[np.float32], preprocessing: Preprocessing
     """A phrase when some value lies beyond MAX_MODEL_ABS after the preprocessing, else ''."""
     if preprocessing.clip is not None:  # clipped values are bounded by construction
         return ""
-    shift = np.asarray(preprocessing.shift, dtype=np.float64)
-    scale = np.asarray(preprocessing.scale, dtype=np.float64)
-    model = np.abs((rows.astype(np.float64) - shift) * scale)  # float64: no overflow
+    model = preprocessing.magnitude(rows)  # (N, F) float64
     far = model > MAX_MODEL_ABS
     if not far.any():
         return ""

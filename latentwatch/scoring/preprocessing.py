@@ -45,6 +45,13 @@ class Preprocessing(BaseModel):
             np.clip(out, self.clip[0], self.clip[1], out=out)
         return out
 
+    def magnitude(self, rows: NDArray) -> NDArray[np.float64]:
+        """(N, F) raw rows -> |(x_raw - shift) * scale| in float64, before any clipping: how far
+        each value lies from the training data in model units (float64, so it never overflows)."""
+        shift = np.asarray(self.shift, dtype=np.float64)
+        scale = np.asarray(self.scale, dtype=np.float64)
+        return np.abs((np.asarray(rows, dtype=np.float64) - shift) * scale)
+
     def invert(self, model_rows: NDArray) -> NDArray[np.float64]:
         """(N, F) model-space rows -> (N, F) float64 rows in raw units: x = z / scale + shift.
 

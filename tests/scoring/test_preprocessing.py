@@ -129,3 +129,10 @@ def test_unknown_fields_are_refused() -> None:
         Preprocessing.model_validate(
             {"kind": "scale", "shift": [0.0], "scale": [1.0], "offset": 1.0}
         )
+
+
+def test_magnitude_is_the_unclipped_model_space_distance_without_overflow() -> None:
+    pre = Preprocessing(kind="scale", shift=[1.0, 0.0], scale=[0.5, 2.0], clip=(0.0, 1.0))
+    rows = np.array([[5.0, -1.0], [1.0, 3e38]], dtype=np.float32)
+    np.testing.assert_allclose(pre.magnitude(rows), [[2.0, 2.0], [0.0, 6e38]], rtol=1e-6)
+    assert np.isfinite(pre.magnitude(rows)).all()  # float32 would overflow at 6e38
