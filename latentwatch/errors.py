@@ -10,6 +10,18 @@ from __future__ import annotations
 
 import grpc
 
+QUOTE_LIMIT = 120  # characters of a caller's string an error message repeats
+
+
+def quote(text: object, limit: int = QUOTE_LIMIT) -> str:
+    """A caller's (or a file's) string as an error or log message may repeat it: repr-quoted, so
+    a newline or control character cannot forge a log line, and cut to `limit` characters with
+    the full length said, so a 1 MB model name does not become a 1 MB error."""
+    text = str(text)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
+
 
 class LatentwatchError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
@@ -39,6 +51,18 @@ class DataError(LatentwatchError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
+class Unauthenticated(LatentwatchError):
+    """No credentials, or credentials the server does not know."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(LatentwatchError):
+    """Known credentials without the scope or model the call needs."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class VersionRefused(LatentwatchError):
     """A model version that cannot be served; the message says why."""
 
@@ -55,6 +79,8 @@ STATUS_TABLE: tuple[type[LatentwatchError], ...] = (
     QueueFull,
     NotReady,
     DataError,
+    Unauthenticated,
+    PermissionDenied,
     VersionRefused,
 )
 _CLASS_OF_CODE: dict[grpc.StatusCode, type[LatentwatchError]] = {}

@@ -22,6 +22,7 @@ from latentwatch.scoring.results import ScoreResult
 from latentwatch.service import bias
 from latentwatch.service.bias import BiasChunk, BiasResult
 from latentwatch.service.repository import ModelRepository, ModelVersion
+from latentwatch.service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,13 @@ class EncodeResult:
 class ScoringCore:
     """Serves a ModelRepository once it is ready; until then scoring raises NotReady."""
 
-    def __init__(
-        self, max_batch_rows: int, *, bias_max_rows: int = 2_000_000, max_queue_rows: int = 8192
-    ) -> None:
-        self._max_batch_rows = max_batch_rows
-        self._bias_max_rows = bias_max_rows
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._max_batch_rows = settings.max_batch_rows
+        self._bias_max_rows = settings.bias_max_rows
         # A bias report keeps at most half an encoder queue in flight, so other callers of the
         # same batcher still get in; when others fill the queue, its chunks wait and retry.
-        self._bias_window_rows = max(1, max_queue_rows // 2)
+        self._bias_window_rows = max(1, settings.max_queue_rows // 2)
         self._repository: ModelRepository | None = None
         self._not_ready = "models are still loading"
 

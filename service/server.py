@@ -84,11 +84,7 @@ async def start_server(settings: Settings) -> RunningServer:
     executor = ThreadPoolExecutor(
         max_workers=max(2, 2 * len(found)), thread_name_prefix="latentwatch-run"
     )
-    core = ScoringCore(
-        settings.max_batch_rows,
-        bias_max_rows=settings.bias_max_rows,
-        max_queue_rows=settings.max_queue_rows,
-    )
+    core = ScoringCore(settings)
     server = grpc.aio.server(
         # Errors -> status codes and request metrics, once, for every servicer on the port.
         interceptors=[ErrorsAndMetrics(metrics, per_message=PER_MESSAGE_METHODS)],

@@ -1,7 +1,8 @@
 """Server settings: one pydantic-settings class, read from `LATENTWATCH_*` environment variables.
 
 The CLI (`latentwatch serve`) overrides a few of them with flags; per-model knobs live in each
-model version's manifest, not here.
+model version's manifest, not here. Every limit the server enforces is a field here, with its
+default; the README's "Limits" table lists them.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LATENTWATCH_", frozen=True, extra="ignore")
 
     repo: Path = Field(Path("model_repository"), description="model repository to serve")
-    host: str = Field("127.0.0.1", description="address the gRPC and metrics servers bind")
+    host: str = Field("127.0.0.1", description="address the gRPC server binds")
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one")
+    metrics_host: str | None = Field(
+        None, description="address the metrics server binds; unset = the gRPC host"
+    )
     metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus port; 0 = ephemeral")
     max_batch_rows: int = Field(256, gt=0, description="most rows in one ONNX Runtime run")
     max_batch_delay_ms: float = Field(2.0, ge=0, description="longest a row waits for a batch")
@@ -33,3 +37,70 @@ class Settings(BaseSettings):
         2_000_000, gt=0,
         description="most rows in one BiasReport; memory about rows x latent_dim x 4 bytes + ids",
     )
+
+    # Limits on what one caller can make the server hold or do.
+    max_concurrent_rpcs: int = Field(
+        256, gt=0, description="calls handled at once; more get RESOURCE_EXHAUSTED"
+    )
+    max_concurrent_bias_reports: int = Field(
+        4, gt=0, description="BiasReport streams at once; more get RESOURCE_EXHAUSTED"
+    )
+    bias_max_group_columns: int = Field(16, gt=0, description="group columns in one BiasReport")
+    bias_max_group_values: int = Field(
+        1000, gt=0, description="distinct labels of one group column in one BiasReport"
+    )
+    bias_max_label_chars: int = Field(256, gt=0, description="longest group label or row id")
+    stream_idle_timeout_s: float = Field(
+        300.0, gt=0, description="a stream with no message for this long is cancelled"
+    )
+    keepalive_time_s: float = Field(60.0, gt=0, description="server keepalive ping interval")
+    keepalive_timeout_s: float = Field(20.0, gt=0, description="wait for a keepalive ack")
+    max_connection_idle_s: float = Field(
+        600.0, gt=0, description="a connection with no call for this long is closed"
+    )
+    max_connection_age_s: float = Field(
+        0.0, ge=0, description="connections are closed after this long (0 = never); lets "
+        "clients rebalance across replicas"
+    )
+
+    # Transport security: TLS on every port (gRPC and metrics), mTLS when a client CA is set.
+    tls_cert: Path | None = Field(None, description="PEM server certificate chain; enables TLS")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    tls_client_ca: Path | None = Field(
+        None, description="PEM CA bundle; when set, clients must present a certificate it signed"
+    )
+    tls_reload_s: float = Field(
+        60.0, gt=0, description="how often the certificate files are checked for a change"
+    )
+
+    # Authentication: bearer tokens with scopes, hashed in a file; health stays open.
+    auth_tokens: Path | None = Field(
+        None, description="token file (sha256 hashes, scopes, models); unset = no authentication"
+    )
+    reflection: bool | None = Field(
+        None, description="gRPC reflection; unset = on without authentication, off with it"
+    )
+
+    # Model files you can trust.
+    max_model_file_bytes: int = Field(
+        4 * 2**30, gt=0, description="largest file a manifest may list (checked before hashing)"
+    )
+    signing_keys: Path | None = Field(
+        None, description="file of trusted ed25519 public keys (one base64 key a line)"
+    )
+    require_signed: bool = Field(
+        False, description="refuse versions without a valid signature by a trusted key"
+    )
+
+    # Hot reload: new, changed and removed versions are picked up while serving.
+    reload_interval_s: float = Field(
+        10.0, ge=0, description="poll the repository this often (0 = only on SIGHUP or RPC)"
+    )
+
+    @property
+    def metrics_bind_host(self) -> str:
+        return self.host if self.metrics_host is None else self.metrics_host
+
+    @property
+    def reflection_enabled(self) -> bool:
+        return self.auth_tokens is None if self.reflection is None else self.reflection
