@@ -18,9 +18,10 @@ def quote(text: object, limit: int = QUOTE_LIMIT) -> str:
     a newline or control character cannot forge a log line, and cut to `limit` characters with
     the full length said, so a 1 MB model name does not become a 1 MB error."""
     text = str(text)
-    if len(text) <= limit:
-        return repr(text)
-    return f"{text[:limit]!r}... ({len(text):,} characters)"
+    quoted = repr(text[: limit + 1])  # escapes make the repr longer than the text: cut it
+    if len(text) <= limit and len(quoted) <= limit + 2:
+        return quoted
+    return f"{quoted[:limit]}... ({len(text):,} characters)"
 
 
 class LatentwatchError(Exception):
@@ -63,6 +64,12 @@ class PermissionDenied(LatentwatchError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
+class StreamIdle(LatentwatchError):
+    """A request stream that sent nothing for longer than the server waits."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 class VersionRefused(LatentwatchError):
     """A model version that cannot be served; the message says why."""
 
@@ -81,6 +88,7 @@ STATUS_TABLE: tuple[type[LatentwatchError], ...] = (
     DataError,
     Unauthenticated,
     PermissionDenied,
+    StreamIdle,
     VersionRefused,
 )
 _CLASS_OF_CODE: dict[grpc.StatusCode, type[LatentwatchError]] = {}

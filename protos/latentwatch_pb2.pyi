@@ -1,4 +1,5 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -345,3 +346,53 @@ class BiasReportResponse(_message.Message):
     decoded_densest: Tensor
     significance_level: float
     def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., n_rows: _Optional[int] = ..., latent_dim: _Optional[int] = ..., mode: _Optional[str] = ..., bins: _Optional[int] = ..., alpha: _Optional[float] = ..., sparse_fraction: _Optional[float] = ..., top_k: _Optional[int] = ..., log_density: _Optional[_Union[Tensor, _Mapping]] = ..., weight: _Optional[_Union[Tensor, _Mapping]] = ..., effective_sample_size: _Optional[float] = ..., sparsest: _Optional[_Iterable[int]] = ..., densest: _Optional[_Iterable[int]] = ..., histograms: _Optional[_Iterable[_Union[DimensionHistogram, _Mapping]]] = ..., reference: _Optional[_Union[ReferenceComparison, _Mapping]] = ..., groups: _Optional[_Iterable[_Union[GroupStats, _Mapping]]] = ..., worst_group_ratio: _Optional[float] = ..., drift: _Optional[_Union[Drift, _Mapping]] = ..., kl_to_prior: _Optional[_Iterable[float]] = ..., reference_kl_to_prior: _Optional[_Iterable[float]] = ..., decoded_sparsest: _Optional[_Union[Tensor, _Mapping]] = ..., decoded_densest: _Optional[_Union[Tensor, _Mapping]] = ..., significance_level: _Optional[float] = ...) -> None: ...
+
+class ModelControlRequest(_message.Message):
+    __slots__ = ("action", "model_name", "model_version")
+    class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ACTION_UNSPECIFIED: _ClassVar[ModelControlRequest.Action]
+        RELOAD: _ClassVar[ModelControlRequest.Action]
+        LOAD: _ClassVar[ModelControlRequest.Action]
+        UNLOAD: _ClassVar[ModelControlRequest.Action]
+    ACTION_UNSPECIFIED: ModelControlRequest.Action
+    RELOAD: ModelControlRequest.Action
+    LOAD: ModelControlRequest.Action
+    UNLOAD: ModelControlRequest.Action
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    action: ModelControlRequest.Action
+    model_name: str
+    model_version: str
+    def __init__(self, action: _Optional[_Union[ModelControlRequest.Action, str]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class ModelVersionRef(_message.Message):
+    __slots__ = ("model_name", "model_version")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class VersionRefusal(_message.Message):
+    __slots__ = ("model_name", "model_version", "reason")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    reason: str
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ModelControlResponse(_message.Message):
+    __slots__ = ("loaded", "reloaded", "unloaded", "refused")
+    LOADED_FIELD_NUMBER: _ClassVar[int]
+    RELOADED_FIELD_NUMBER: _ClassVar[int]
+    UNLOADED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    loaded: _containers.RepeatedCompositeFieldContainer[ModelVersionRef]
+    reloaded: _containers.RepeatedCompositeFieldContainer[ModelVersionRef]
+    unloaded: _containers.RepeatedCompositeFieldContainer[ModelVersionRef]
+    refused: _containers.RepeatedCompositeFieldContainer[VersionRefusal]
+    def __init__(self, loaded: _Optional[_Iterable[_Union[ModelVersionRef, _Mapping]]] = ..., reloaded: _Optional[_Iterable[_Union[ModelVersionRef, _Mapping]]] = ..., unloaded: _Optional[_Iterable[_Union[ModelVersionRef, _Mapping]]] = ..., refused: _Optional[_Iterable[_Union[VersionRefusal, _Mapping]]] = ...) -> None: ...

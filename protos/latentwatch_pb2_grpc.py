@@ -64,6 +64,11 @@ class LatentwatchStub(object):
                 request_serializer=latentwatch__pb2.BiasReportRequest.SerializeToString,
                 response_deserializer=latentwatch__pb2.BiasReportResponse.FromString,
                 _registered_method=True)
+        self.ModelControl = channel.unary_unary(
+                '/latentwatch.v1.Latentwatch/ModelControl',
+                request_serializer=latentwatch__pb2.ModelControlRequest.SerializeToString,
+                response_deserializer=latentwatch__pb2.ModelControlResponse.FromString,
+                _registered_method=True)
 
 
 class LatentwatchServicer(object):
@@ -113,6 +118,14 @@ class LatentwatchServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ModelControl(self, request, context):
+        """Model control (admin scope): rescan the repository now, or load or unload a model or
+        one version. An unloaded version stays unloaded until it is loaded again here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LatentwatchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +158,11 @@ def add_LatentwatchServicer_to_server(servicer, server):
                     servicer.BiasReport,
                     request_deserializer=latentwatch__pb2.BiasReportRequest.FromString,
                     response_serializer=latentwatch__pb2.BiasReportResponse.SerializeToString,
+            ),
+            'ModelControl': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelControl,
+                    request_deserializer=latentwatch__pb2.ModelControlRequest.FromString,
+                    response_serializer=latentwatch__pb2.ModelControlResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +327,33 @@ class Latentwatch(object):
             '/latentwatch.v1.Latentwatch/BiasReport',
             latentwatch__pb2.BiasReportRequest.SerializeToString,
             latentwatch__pb2.BiasReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelControl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/latentwatch.v1.Latentwatch/ModelControl',
+            latentwatch__pb2.ModelControlRequest.SerializeToString,
+            latentwatch__pb2.ModelControlResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,10 @@ class LatentwatchStub:
     resampling weights, the most under-represented rows, group disparities and drift against
     the training reference. Memory on the server grows with rows x latent_dim only.
     """
+    ModelControl: _grpc.UnaryUnaryMultiCallable[_latentwatch_pb2.ModelControlRequest, _latentwatch_pb2.ModelControlResponse]
+    """Model control (admin scope): rescan the repository now, or load or unload a model or
+    one version. An unloaded version stays unloaded until it is loaded again here.
+    """
 
 @_typing.type_check_only
 class LatentwatchAsyncStub(LatentwatchStub):
@@ -68,6 +72,10 @@ class LatentwatchAsyncStub(LatentwatchStub):
     """Latent-density bias report (DB-VAE) over a dataset sent as a stream of chunks of rows:
     resampling weights, the most under-represented rows, group disparities and drift against
     the training reference. Memory on the server grows with rows x latent_dim only.
+    """
+    ModelControl: _aio.UnaryUnaryMultiCallable[_latentwatch_pb2.ModelControlRequest, _latentwatch_pb2.ModelControlResponse]  # type: ignore[assignment]
+    """Model control (admin scope): rescan the repository now, or load or unload a model or
+    one version. An unloaded version stays unloaded until it is loaded again here.
     """
 
 class LatentwatchServicer(metaclass=_abc_1.ABCMeta):
@@ -120,6 +128,16 @@ class LatentwatchServicer(metaclass=_abc_1.ABCMeta):
         """Latent-density bias report (DB-VAE) over a dataset sent as a stream of chunks of rows:
         resampling weights, the most under-represented rows, group disparities and drift against
         the training reference. Memory on the server grows with rows x latent_dim only.
+        """
+
+    @_abc_1.abstractmethod
+    def ModelControl(
+        self,
+        request: _latentwatch_pb2.ModelControlRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_latentwatch_pb2.ModelControlResponse, _abc.Awaitable[_latentwatch_pb2.ModelControlResponse]]:
+        """Model control (admin scope): rescan the repository now, or load or unload a model or
+        one version. An unloaded version stays unloaded until it is loaded again here.
         """
 
 def add_LatentwatchServicer_to_server(servicer: LatentwatchServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,7 +1,8 @@
 """The BiasReport flow: encode a stream of row chunks, then build the report (latentwatch.bias).
 
-Transport-agnostic like service/core.py, which delegates to `bias_report` after resolving the
-version; the servicer turns protobuf chunks into BiasChunk and the result back into protobuf.
+Transport-agnostic like service/core.py, which resolves the version, takes one of its
+ReportSlots and delegates to `bias_report`; the servicer turns protobuf chunks into BiasChunk and
+the result back into protobuf. What one report may hold is BiasLimits, from the settings.
 """
 
 from __future__ import annotations
@@ -9,20 +10,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from latentwatch.bias.accumulator import BiasAccumulator, BiasReport
+from latentwatch.bias.groups import LabelLimits
 from latentwatch.bias.options import BiasOptions
 from latentwatch.errors import InvalidInput, QueueFull
 from latentwatch.scoring.contract import validate_rows
 from latentwatch.service.batcher import Outputs
 from latentwatch.service.repository import ModelVersion, decode
+from latentwatch.service.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Chunks of one bias report encoding at once while the next ones are read. More would not
 # encode faster (a batcher runs one batch at a time); these overlap reading with encoding.
@@ -30,6 +36,56 @@ BIAS_WINDOW_CHUNKS = 4
 # A bias report is a batch job: when the encoder queue is full it yields to interactive callers
 # and retries (backing off from 1 ms to 50 ms) for this long before failing RESOURCE_EXHAUSTED.
 BIAS_QUEUE_WAIT_S = 30.0
+# Per-chunk work on more cells than this (rows x group columns, rows x latent width) runs in a
+# thread, so that a large chunk does not hold up every other call; below it the hop costs more.
+INLINE_CELLS = 16_384
+
+
+@dataclass(frozen=True)
+class BiasLimits:
+    """What one bias report may hold or keep in flight."""
+
+    max_rows: int
+    window_rows: int  # rows encoding at once
+    labels: LabelLimits  # label and id length, distinct labels per column, group columns
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BiasLimits:
+        return cls(
+            max_rows=settings.bias_max_rows,
+            # At most half an encoder queue in flight, so other callers of the same batcher
+            # still get in; when others fill the queue, the report's chunks wait and retry.
+            window_rows=max(1, settings.max_queue_rows // 2),
+            labels=LabelLimits(
+                max_chars=settings.bias_max_label_chars,
+                max_values=settings.bias_max_group_values,
+                max_columns=settings.bias_max_group_columns,
+            ),
+        )
+
+
+class ReportSlots:
+    """At most `limit` bias reports at once; the next is refused at once, not queued: a report
+    holds its rows' means for as long as its stream lasts, so waiting ones would only pile up.
+    Used on the event loop only (no lock)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+
+    @contextmanager
+    def taken(self) -> Iterator[None]:
+        """One slot for the block, given back however the block ends (cancelled included)."""
+        if self.in_use >= self.limit:
+            raise QueueFull(
+                f"{self.in_use} bias reports are running, the most this server runs at once "
+                f"(LATENTWATCH_MAX_CONCURRENT_BIAS_REPORTS = {self.limit}); retry when one ends"
+            )
+        self.in_use += 1
+        try:
+            yield
+        finally:
+            self.in_use -= 1
 
 
 @dataclass(frozen=True)
@@ -51,22 +107,31 @@ class BiasResult:
 async def bias_report(
     mv: ModelVersion,
     chunks: AsyncIterator[BiasChunk],
-    options: BiasOptions | None = None,
-    *,
-    max_rows: int,
-    window_rows: int,
+    options: BiasOptions | None,
+    limits: BiasLimits,
 ) -> BiasResult:
     """Encodes every chunk's rows (in order), then builds the report (latentwatch.bias).
 
     The options are validated here, once, before any row is read. `options.decoded_rows` of the
     sparsest and densest rows are decoded at their latent means when the version has a decoder
-    graph, and come back in the data's units (`_decode_in_data_units`). At most `max_rows` rows
-    are taken, and at most `window_rows` are encoding at once.
+    graph (asking for some of a version without one is refused), and come back in the data's
+    units (`_decode_in_data_units`). Each chunk's ids and labels are checked and turned into
+    codes before its rows are encoded.
     """
     options = (options or BiasOptions()).validated()
+    if options.n_decoded and mv.decoder is None:
+        raise InvalidInput(
+            f"n_decoded: {mv.name}:{mv.version} has no decoder graph, so no rows can be "
+            "decoded; leave n_decoded unset or 0"
+        )
     n_decoded = options.decoded_rows
-    accumulator = BiasAccumulator(mv.manifest.require_latent().latent_dim, max_rows=max_rows)
-    means = await _accumulate(mv, chunks, accumulator, max_rows, window_rows)
+    labels = limits.labels
+    accumulator = BiasAccumulator(
+        mv.manifest.require_latent().latent_dim, max_rows=limits.max_rows,
+        max_group_values=labels.max_values, max_group_columns=labels.max_columns,
+        max_label_chars=labels.max_chars,
+    )
+    means = await _accumulate(mv, chunks, accumulator, limits)
     if accumulator.n_rows == 0:
         raise InvalidInput("the stream carried no rows; send rows in the input of each chunk")
     # Histograms and group statistics over up to millions of rows: not on the event loop.
@@ -89,21 +154,22 @@ async def _accumulate(
     mv: ModelVersion,
     chunks: AsyncIterator[BiasChunk],
     accumulator: BiasAccumulator,
-    max_rows: int,
-    window_rows: int,
+    limits: BiasLimits,
 ) -> list[NDArray[np.float32]]:
-    """Feeds the accumulator in input order; returns the means it holds, chunk by chunk
-    (the same arrays, so keeping them costs no memory)."""
-    window: deque[tuple[BiasChunk, int, asyncio.Future[Outputs]]] = deque()
+    """Feeds the accumulator in input order: a chunk's labels as it arrives, its means once
+    encoded. Returns the means it holds, chunk by chunk (the same arrays, so keeping them costs
+    no memory)."""
+    max_rows, window_rows = limits.max_rows, limits.window_rows
+    window: deque[tuple[int, asyncio.Future[Outputs]]] = deque()
     in_flight = received = 0
     means: list[NDArray[np.float32]] = []
 
     async def add_oldest() -> int:
-        chunk, n, encoding = window.popleft()
+        n, encoding = window.popleft()
         outputs = await encoding
         # A copy: the slice would keep the whole batch's output alive.
         mu = np.array(outputs["latent_mu"], dtype=np.float32)
-        accumulator.add(mu, outputs.get("latent_logvar"), chunk.ids, chunk.groups)
+        await _off_loop(mu.size, accumulator.add_means, mu, outputs.get("latent_logvar"))
         means.append(mu)
         return n
 
@@ -122,19 +188,29 @@ async def _accumulate(
                     f"a bias report takes at most {max_rows:,} rows "
                     f"(LATENTWATCH_BIAS_MAX_ROWS); this stream sent more"
                 )
+            # Before encoding: bad labels cost no encoder time, and the strings become codes now.
+            cells = n * (bool(chunk.ids) + len(chunk.groups or ()))
+            await _off_loop(cells, accumulator.add_labels, n, chunk.ids, chunk.groups)
             while window and (len(window) >= BIAS_WINDOW_CHUNKS or in_flight + n > window_rows):
                 in_flight -= await add_oldest()
-            window.append((chunk, n, asyncio.ensure_future(_encode_patiently(mv, rows))))
+            window.append((n, asyncio.ensure_future(_encode_patiently(mv, rows))))
             in_flight += n
         while window:
             await add_oldest()
     finally:
-        for _, _, encoding in window:
+        for _, encoding in window:
             if encoding.done() and not encoding.cancelled():
                 encoding.exception()  # retrieved: the first error is the one reported
             else:
                 encoding.cancel()
     return means
+
+
+async def _off_loop(cells: int, work: Callable[..., T], *args: object) -> T:
+    """`work(*args)` here when small, else in a thread; either way one at a time per report."""
+    if cells <= INLINE_CELLS:
+        return work(*args)
+    return await asyncio.to_thread(work, *args)
 
 
 async def _decode_in_data_units(

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from latentwatch.bias.options import BiasOptions
-from latentwatch.errors import NotReady
+from latentwatch.errors import InvalidInput, NotReady, quote
 from latentwatch.repository.catalog import ModelInfo, ModelSummary, TensorInfo
 from latentwatch.scoring.conformal import benjamini_hochberg, check_alpha, check_fdr
 from latentwatch.scoring.contract import check_finite_scores, validate_rows
@@ -21,6 +21,7 @@ from latentwatch.scoring.results import FdrResult as FdrResult  # the one result
 from latentwatch.scoring.results import ScoreResult
 from latentwatch.service import bias
 from latentwatch.service.bias import BiasChunk, BiasResult
+from latentwatch.service.reload import ReloadReport, RepositoryWatcher
 from latentwatch.service.repository import ModelRepository, ModelVersion
 from latentwatch.service.settings import Settings
 
@@ -41,12 +42,11 @@ class ScoringCore:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._max_batch_rows = settings.max_batch_rows
-        self._bias_max_rows = settings.bias_max_rows
-        # A bias report keeps at most half an encoder queue in flight, so other callers of the
-        # same batcher still get in; when others fill the queue, its chunks wait and retry.
-        self._bias_window_rows = max(1, settings.max_queue_rows // 2)
+        self._bias_limits = bias.BiasLimits.from_settings(settings)
+        self._bias_slots = bias.ReportSlots(settings.max_concurrent_bias_reports)
         self._repository: ModelRepository | None = None
         self._not_ready = "models are still loading"
+        self.watcher: RepositoryWatcher | None = None  # hot reload, set once serving
 
     @property
     def ready(self) -> bool:
@@ -71,7 +71,18 @@ class ScoringCore:
         fdr: float | None = None,
         score_kind: str | None = None,
     ) -> ScoreResult:
-        mv = self._serving(name, version)
+        with self._serving(name, version).lease() as mv:
+            return await self._score(mv, array, kinds, alpha, fdr, score_kind)
+
+    async def _score(
+        self,
+        mv: ModelVersion,
+        array: NDArray,
+        kinds: Sequence[str],
+        alpha: float | None,
+        fdr: float | None,
+        score_kind: str | None,
+    ) -> ScoreResult:
         pipeline = mv.pipeline
         calibration = mv.manifest.require_scoring().calibration
         kind = pipeline.resolve_score_kind(score_kind)
@@ -100,9 +111,9 @@ class ScoringCore:
         )
 
     async def encode(self, name: str, version: str, array: NDArray) -> EncodeResult:
-        mv = self._serving(name, version)
-        rows = validate_rows(array, mv.contract)
-        outputs = await mv.encoder.submit(rows)
+        with self._serving(name, version).lease() as mv:
+            rows = validate_rows(array, mv.contract)
+            outputs = await mv.encoder.submit(rows)
         return EncodeResult(
             mv.name, mv.version, outputs["latent_mu"], outputs.get("latent_logvar")
         )
@@ -114,11 +125,23 @@ class ScoringCore:
         chunks: AsyncIterator[BiasChunk],
         options: BiasOptions | None = None,
     ) -> BiasResult:
-        """The BiasReport flow on a serving version (service/bias.py)."""
-        return await bias.bias_report(
-            self._serving(name, version), chunks, options,
-            max_rows=self._bias_max_rows, window_rows=self._bias_window_rows,
-        )
+        """The BiasReport flow on a serving version (service/bias.py), in one of the
+        `max_concurrent_bias_reports` slots (RESOURCE_EXHAUSTED when none is free)."""
+        with self._serving(name, version).lease() as mv, self._bias_slots.taken():
+            return await bias.bias_report(mv, chunks, options, self._bias_limits)
+
+    async def model_control(self, action: str, name: str = "", version: str = "") -> ReloadReport:
+        """Hot reload on request: "reload" (the repository, or one model), "load" or "unload"
+        a model or one version (service/reload.py)."""
+        if self.watcher is None:
+            raise NotReady("not ready: model control starts once the first load has finished")
+        if action == "reload":
+            return await self.watcher.reload(name or None)
+        if action == "load":
+            return await self.watcher.load(name, version)
+        if action == "unload":
+            return await self.watcher.unload(name, version)
+        raise InvalidInput(f"action {quote(action)} is not one of reload, load, unload")
 
     def list_models(self) -> list[ModelSummary]:
         summaries = []

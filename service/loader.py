@@ -1,7 +1,9 @@
 """Loading the repository for serving: each version read and verified (repository/reader.py),
 its graphs loaded by runtimes (service/runtime.py), checked, warmed up, given metrics and
 batchers. A version that fails any step is refused with a logged reason (and the runtimes it had
-loaded closed); the others serve.
+loaded closed); the others serve. Whatever a version's files hold, loading it gives a served
+version or a VersionRefused: an unexpected exception from any step becomes one too, with its
+traceback in the log, so one bad version never stops the server.
 
 It runs on the server's event loop, which keeps answering health checks meanwhile: reading and
 verifying files goes to the executor, and the runtimes put their own blocking work there.
@@ -17,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from latentwatch.errors import VersionRefused
+from latentwatch.errors import VersionRefused, quote
+from latentwatch.repository.layout import is_safe_name, is_version_name
 from latentwatch.repository.manifest import Manifest
-from latentwatch.repository.reader import VersionFiles, read_version
+from latentwatch.repository.reader import ReadPolicy, VersionFiles, read_version
 from latentwatch.scoring.contract import InputContract
 from latentwatch.scoring.pipeline import ScoringPipeline
 from latentwatch.service.batch_scoring import BatchScoring
@@ -51,7 +54,7 @@ async def load_repository(
         try:
             loaded = await load_version(name, version, version_dir, settings, metrics, executor)
         except VersionRefused as err:
-            log.error("refusing model %s version %s: %s", name, version, err)
+            log.error("refusing model %s version %s: %s", _shown(name), _shown(version), err)
             repository.refused.append(Refusal(name, version, str(err)))
             metrics.set_refused(name, version)
             continue
@@ -66,6 +69,21 @@ async def load_repository(
     return repository
 
 
+def _shown(name: str) -> str:
+    """A model or version name for a log line: as it is when the walker's rule allows it (it
+    cannot forge a line), quoted otherwise."""
+    return name if is_safe_name(name) else quote(name)
+
+
+def read_policy(settings: Settings) -> ReadPolicy:
+    """What the settings ask of every version's files: size limit and signatures."""
+    return ReadPolicy(
+        max_file_bytes=settings.max_model_file_bytes,
+        signing_keys=settings.signing_keys,
+        require_signed=settings.require_signed,
+    )
+
+
 async def load_version(
     name: str,
     version: str,
@@ -74,9 +92,36 @@ async def load_version(
     metrics: ServiceMetrics,
     executor: Executor | None = None,
 ) -> ModelVersion:
+    """The version, loaded, checked and warmed up; VersionRefused, with the reason, for any
+    failure (an unexpected exception's traceback goes to the log)."""
+    try:
+        return await _load_version(name, version, version_dir, settings, metrics, executor)
+    except VersionRefused:
+        raise
+    except Exception as err:  # a bug or an odd file: a refusal of this version, not a crash
+        log.warning("loading model %s version %s raised an unexpected error", _shown(name),
+                    _shown(version), exc_info=True)
+        reason = " ".join(str(err).split())
+        raise VersionRefused(
+            f"unexpected {type(err).__name__} while loading: {quote(reason)}"
+        ) from err
+
+
+async def _load_version(
+    name: str,
+    version: str,
+    version_dir: Path,
+    settings: Settings,
+    metrics: ServiceMetrics,
+    executor: Executor | None,
+) -> ModelVersion:
+    if not (is_safe_name(name) and is_version_name(version)):
+        raise VersionRefused("not a model and version directory name the repository allows")
     loop = asyncio.get_running_loop()
     # sha256 of every file and the numpy loads block: in the executor, not on the loop.
-    files = await loop.run_in_executor(executor, read_version, name, version, version_dir)
+    files = await loop.run_in_executor(
+        executor, read_version, name, version, version_dir, read_policy(settings)
+    )
     lacking = [c for c in SERVED_CAPABILITIES if c not in files.manifest.capabilities]
     if lacking:
         raise VersionRefused(

@@ -12,16 +12,15 @@ can sum them across versions; the README's Metrics table lists them. The process
 from __future__ import annotations
 
 import logging
-import threading
+import ssl
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
 
 import numpy as np
 from numpy.typing import NDArray
-from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -31,6 +30,7 @@ from prometheus_client.core import (
 )
 
 from latentwatch.bias.accumulator import BiasReport
+from latentwatch.service.metrics_http import HttpLimits, MetricsHttpServer
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class VersionMetrics:
 class ServiceMetrics:
     """Every latentwatch_* metric; also the collector that exposes them."""
 
-    def __init__(self) -> None:
+    def __init__(self, http_limits: HttpLimits | None = None) -> None:
         self.registry = CollectorRegistry()
         self.inflight = 0
         self.ready = False
@@ -147,8 +147,7 @@ class ServiceMetrics:
         self._versions: dict[tuple[str, str], VersionMetrics] = {}
         self._loaded: dict[tuple[str, str], bool] = {}
         self._providers: dict[tuple[str, str], str] = {}
-        self._http: WSGIServer | None = None
-        self._http_thread: threading.Thread | None = None
+        self._http = MetricsHttpServer(self.registry, http_limits)
         self.registry.register(self)
         ProcessCollector(registry=self.registry)  # process_*: memory, CPU, fds, start time
 
@@ -158,8 +157,11 @@ class ServiceMetrics:
             histogram = self._requests[(method, code)] = Histogram(DURATION_BUCKETS_S)
         histogram.observe(duration_s)
 
-    def add_version(self, model: str, version: str, provider: str) -> VersionMetrics:
-        metrics = VersionMetrics()
+    def add_version(
+        self, model: str, version: str, provider: str, metrics: VersionMetrics | None = None
+    ) -> VersionMetrics:
+        """Series for a loaded version (fresh ones, or `metrics` again for a version kept)."""
+        metrics = VersionMetrics() if metrics is None else metrics
         self._versions[(model, version)] = metrics
         self._loaded[(model, version)] = True
         self._providers[(model, version)] = provider
@@ -168,16 +170,21 @@ class ServiceMetrics:
     def set_refused(self, model: str, version: str) -> None:
         self._loaded[(model, version)] = False
 
-    def serve(self, port: int, addr: str) -> int:
-        """Starts the HTTP endpoint in a daemon thread; returns the bound port."""
-        self._http, self._http_thread = start_http_server(port, addr, registry=self.registry)
-        return int(self._http.server_port)
+    def remove_version(self, model: str, version: str) -> None:
+        """A version unloaded while serving: its series end (a refused one's stay listed)."""
+        for table in (self._versions, self._loaded, self._providers):
+            table.pop((model, version), None)
+
+    def serve(self, port: int, addr: str, ssl_context: ssl.SSLContext | None = None) -> int:
+        """Serves GET /metrics (HTTPS with `ssl_context`) on its own thread and event loop,
+        never the gRPC loop, with the limits of service/metrics_http.py; returns the bound port.
+        Raises OSError when the address cannot be bound."""
+        return self._http.start(port, addr, ssl_context)
 
     def close(self) -> None:
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http = None
+        """Stops the metrics endpoint and drops its connections; blocking (call it off the
+        loop)."""
+        self._http.close()
 
     def describe(self) -> list[Metric]:
         return []  # names are ours alone in this registry: nothing to check at registration

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from latentwatch.bias.drift import LatentReference
-from latentwatch.errors import ModelNotFound
+from latentwatch.errors import InvalidInput, ModelNotFound, quote
 from latentwatch.repository.manifest import Manifest
 from latentwatch.scoring.contract import InputContract
 from latentwatch.scoring.pipeline import ScoringPipeline
@@ -20,6 +23,15 @@ from latentwatch.service.metrics import VersionMetrics
 from latentwatch.service.runtime import Runtime, input_names
 
 log = logging.getLogger(__name__)
+
+LISTED = 20  # models (or versions) a "not found" message names; the rest are counted
+
+
+def _listed(items: Iterable[str], separator: str = ", ") -> str:
+    """The first LISTED items and how many more there are ("" for none)."""
+    listed = list(items)
+    more = f"{separator}and {len(listed) - LISTED:,} more" if len(listed) > LISTED else ""
+    return separator.join(listed[:LISTED]) + more
 
 
 @dataclass
@@ -41,6 +53,34 @@ class ModelVersion:
     # The training data's latent summary for bias-report drift; None when not exported.
     reference: LatentReference | None = None
     runtimes: tuple[Runtime, ...] = ()  # every runtime loaded, closed with the repository
+    # Calls holding this version now: a version unloaded by a reload closes when they end.
+    _leases: int = field(default=0, repr=False)
+    _idle: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    @contextmanager
+    def lease(self) -> Iterator[ModelVersion]:
+        """Holds the version for the `with` block (one call)."""
+        self._leases += 1
+        self._idle.clear()
+        try:
+            yield self
+        finally:
+            self._leases -= 1
+            if not self._leases:
+                self._idle.set()
+
+    async def idle(self) -> None:
+        """Returns when no call holds the version."""
+        if self._leases:
+            await self._idle.wait()
+
+    async def close(self) -> None:
+        """Stops its batchers (calls still queued fail with NotReady) and closes its runtimes."""
+        await self.scorer.close()
+        if self.encoder is not self.scorer:
+            await self.encoder.close()
+        for runtime in self.runtimes:
+            await runtime.close()
 
 
 @dataclass(frozen=True)
@@ -63,8 +103,12 @@ class ModelRepository:
         """The named version; "" selects the latest (largest) loaded version."""
         versions = self.versions.get(name)
         if versions is None:
-            known = "; ".join(f"{n} (versions {', '.join(v)})" for n, v in self.versions.items())
-            raise ModelNotFound(f"no model {name!r}; this server has: {known or 'no models'}")
+            known = _listed(
+                (f"{n} (versions {_listed(v)})" for n, v in self.versions.items()), "; "
+            ) or "no models"
+            if not name:
+                raise InvalidInput(f"model_name is empty; this server has: {known}")
+            raise ModelNotFound(f"no model {quote(name)}; this server has: {known}")
         if not version:
             return versions[next(reversed(versions))]
         found = versions.get(version)
@@ -72,19 +116,15 @@ class ModelRepository:
             refused = [r.version for r in self.refused if r.name == name and r.version == version]
             note = " (it exists but was refused at load: see the server log)" if refused else ""
             raise ModelNotFound(
-                f"model {name!r} has no version {version!r}{note}; loaded versions: "
-                f"{', '.join(versions)}"
+                f"model {quote(name)} has no version {quote(version)}{note}; loaded versions: "
+                f"{_listed(versions)}"
             )
         return found
 
     async def close(self) -> None:
         for versions in self.versions.values():
             for v in versions.values():
-                await v.scorer.close()
-                if v.encoder is not v.scorer:
-                    await v.encoder.close()
-                for runtime in v.runtimes:
-                    await runtime.close()
+                await v.close()
 
 
 async def decode(

@@ -1,8 +1,15 @@
 """Starting and stopping the server: gRPC (latentwatch, health, reflection) and metrics.
 
+With `tls_cert` and `tls_key` both ports speak TLS (service/security.py), with `auth_tokens`
+every call but health needs a bearer token (service/auth.py), and reflection is then off unless
+`reflection` turns it on. The connection limits (concurrent calls, keepalive, idle and age) are
+gRPC server options from the settings.
+
 Health for "" and latentwatch.v1.Latentwatch stays NOT_SERVING until every version has loaded
-and run once (or for good when a required GPU is not in use); SIGTERM/SIGINT turn it
-NOT_SERVING at once, stop accepting calls, and give in-flight calls `shutdown_grace_s`.
+and run once (or for good when a required GPU is not in use); afterwards it follows hot reload
+(service/reload.py: polling, SIGHUP, ModelControl): NOT_SERVING while no version is loaded.
+SIGTERM/SIGINT turn it NOT_SERVING at once, stop accepting calls, and give in-flight calls
+`shutdown_grace_s`.
 """
 
 from __future__ import annotations
@@ -21,12 +28,19 @@ from grpc_reflection.v1alpha import reflection
 from latentwatch.errors import LatentwatchError, NotReady
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
 from latentwatch.repository.layout import find_versions
+from latentwatch.service.auth import TokenAuth, TokenFile
 from latentwatch.service.core import ScoringCore
 from latentwatch.service.interceptor import ErrorsAndMetrics
 from latentwatch.service.loader import load_repository
 from latentwatch.service.metrics import ServiceMetrics
+from latentwatch.service.reload import RepositoryWatcher
 from latentwatch.service.repository import ModelRepository
 from latentwatch.service.runtime import CUDA
+from latentwatch.service.security import (
+    certificate_source,
+    grpc_server_credentials,
+    http_ssl_context,
+)
 from latentwatch.service.servicer import (
     PER_MESSAGE_METHODS,
     SERVICE_NAME,
@@ -51,12 +65,15 @@ class RunningServer:
     settings: Settings
     _server: grpc.aio.Server
     _executor: ThreadPoolExecutor
+    watcher: RepositoryWatcher | None = None  # hot reload, once the first load is done
 
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING now; refuse new calls; in-flight calls get `grace_s` to finish."""
         grace_s = self.settings.shutdown_grace_s if grace_s is None else grace_s
         await self.health.enter_graceful_shutdown()
         self.metrics.ready = False
+        if self.watcher is not None:
+            await self.watcher.stop()
         await self._server.stop(grace_s)
         if self.core.repository is not None:
             await self.core.repository.close()
@@ -71,42 +88,62 @@ async def start_server(settings: Settings) -> RunningServer:
     """Binds, loads every model version (its blocking work in the executor), warms up, then
     reports SERVING.
 
-    Raises NotReady when there is nothing to serve (no versions, or every one refused).
+    Raises NotReady when there is nothing to serve (no versions, or every one refused), and
+    LatentwatchError, before anything binds, for certificate or token files it cannot use.
     """
+    certificates = certificate_source(settings)
+    credentials = None if certificates is None else grpc_server_credentials(certificates)
+    http_context = http_ssl_context(settings)
+    tokens = None if settings.auth_tokens is None else TokenFile(settings.auth_tokens)
     metrics = ServiceMetrics()
     try:
-        metrics_port = metrics.serve(settings.metrics_port, settings.host)
+        # Over TLS (same certificate, key and client CA) when the gRPC port has it.
+        metrics_port = metrics.serve(
+            settings.metrics_port, settings.metrics_bind_host, http_context
+        )
     except OSError as err:
         raise LatentwatchError(
-            f"cannot serve metrics on {settings.host}:{settings.metrics_port}: {err}"
+            f"cannot serve metrics on {settings.metrics_bind_host}:{settings.metrics_port}: {err}"
         ) from err
     found = find_versions(settings.repo) if settings.repo.is_dir() else []
     executor = ThreadPoolExecutor(
         max_workers=max(2, 2 * len(found)), thread_name_prefix="latentwatch-run"
     )
     core = ScoringCore(settings)
+    # Errors -> status codes and request metrics, once, for every servicer on the port; the
+    # token check runs inside, so its refusals are counted with their codes too.
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        ErrorsAndMetrics(
+            metrics, per_message=PER_MESSAGE_METHODS,
+            stream_idle_timeout_s=settings.stream_idle_timeout_s,
+        )
+    ]
+    if tokens is not None:
+        interceptors.append(TokenAuth(tokens))
     server = grpc.aio.server(
-        # Errors -> status codes and request metrics, once, for every servicer on the port.
-        interceptors=[ErrorsAndMetrics(metrics, per_message=PER_MESSAGE_METHODS)],
-        options=[
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.so_reuseport", 0),  # a taken port is an error, not a shared one
-        ]
+        interceptors=interceptors,
+        options=server_options(settings),
+        # Calls past this get RESOURCE_EXHAUSTED from gRPC before any interceptor sees them.
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     pb_grpc.add_LatentwatchServicer_to_server(LatentwatchServicer(core), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in HEALTH_SERVICES:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-    reflection.enable_server_reflection(
-        [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
+    if settings.reflection_enabled:
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
     running = RunningServer(
         0, metrics_port, health_servicer, core, metrics, settings, server, executor
     )
     try:
-        running.port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+        address = f"{settings.host}:{settings.port}"
+        running.port = (
+            server.add_insecure_port(address) if credentials is None
+            else server.add_secure_port(address, credentials)
+        )
     except RuntimeError as err:
         await running.stop(0)
         raise LatentwatchError(
@@ -123,19 +160,71 @@ async def start_server(settings: Settings) -> RunningServer:
     except BaseException:
         await running.stop(0)
         raise
-    not_ready = _gpu_problem(repository) if settings.require_gpu else ""
-    core.set_repository(repository, not_ready)
-    if not_ready:
-        log.error("NOT SERVING: %s", not_ready)
+    await _publish(running, repository)
+    running.watcher = RepositoryWatcher(
+        settings, repository, metrics, executor,
+        on_change=lambda changed: _publish(running, changed),
+    )
+    await running.watcher.adopt()
+    running.watcher.start()
+    core.watcher = running.watcher
+    if not running.metrics.ready:
         return running
-    for service in HEALTH_SERVICES:
-        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    metrics.ready = True
     log.info(
-        "serving %d model versions on %s:%d, metrics on :%d",
-        len(repository), settings.host, running.port, metrics_port,
+        "serving %d model versions on %s:%d (%s%s), metrics on :%d",
+        len(repository), settings.host, running.port,
+        "plaintext" if certificates is None else "TLS",
+        ", mutual" if settings.tls_client_ca is not None and certificates is not None else "",
+        metrics_port,
     )
     return running
+
+
+async def _publish(running: RunningServer, repository: ModelRepository) -> None:
+    """Makes the repository visible and health follow it: SERVING while at least one version is
+    loaded (on the GPU, when one is required), NOT_SERVING otherwise."""
+    settings = running.settings
+    if not len(repository):
+        not_ready = "no model version is loaded"
+    else:
+        not_ready = _gpu_problem(repository) if settings.require_gpu else ""
+    running.core.set_repository(repository, not_ready)
+    status = health_pb2.HealthCheckResponse.NOT_SERVING if not_ready else (
+        health_pb2.HealthCheckResponse.SERVING
+    )
+    first = running.watcher is None  # start-up, before hot reload takes over
+    if not_ready and (first or running.metrics.ready):
+        log.error("NOT SERVING: %s", not_ready)
+    elif not not_ready and not first and not running.metrics.ready:
+        log.info("serving again: %d model versions", len(repository))
+    for service in HEALTH_SERVICES:
+        await running.health.set(service, status)
+    running.metrics.ready = not not_ready
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """gRPC server options: message size, keepalive, and how long a connection may live."""
+    options = [
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),  # a taken port is an error, not a shared one
+        ("grpc.keepalive_time_ms", _ms(settings.keepalive_time_s)),
+        ("grpc.keepalive_timeout_ms", _ms(settings.keepalive_timeout_s)),
+        # Clients may ping as often as the server does; more often ends their connection.
+        ("grpc.http2.min_ping_interval_without_data_ms", _ms(settings.keepalive_time_s)),
+        ("grpc.max_connection_idle_ms", _ms(settings.max_connection_idle_s)),
+    ]
+    if settings.max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", _ms(settings.max_connection_age_s)),
+            # Calls in flight on an aged connection get the time they would get at shutdown.
+            ("grpc.max_connection_age_grace_ms", _ms(settings.shutdown_grace_s)),
+        ]
+    return options
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def _nothing_loaded(repo: Path, repository: ModelRepository) -> str:
@@ -171,6 +260,8 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     running = await start_server(settings)
+    if running.watcher is not None:  # SIGHUP: one hot-reload pass now (service/reload.py)
+        loop.add_signal_handler(signal.SIGHUP, running.watcher.reload_soon)
     await stop.wait()
     log.info("stopping: in-flight calls get up to %.1f s", settings.shutdown_grace_s)
     await running.stop(settings.shutdown_grace_s)

@@ -11,22 +11,27 @@ after it get no response. A client that wants to go on opens a new stream.
 
 BiasReport reads the model, version and options from its first message and hands the rows of
 every message to the core as they arrive; later messages may repeat the model and version but
-not change them.
+not change them, and may not carry options (they would not be used).
+
+ModelControl (admin scope when tokens are on) runs one hot-reload pass, load or unload
+(service/reload.py) and answers what changed.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import grpc
 
-from latentwatch.errors import InvalidInput
+from latentwatch.errors import InvalidInput, quote
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
 from latentwatch.service.core import BiasChunk, ScoringCore
 from latentwatch.service.interceptor import observed_message
 from latentwatch.wire.bias import options_from_proto, response_from_report
+from latentwatch.wire.control import control_response
 from latentwatch.wire.score import (
     encode_response,
     input_array,
@@ -40,6 +45,11 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Latentwatch"].full_name
 # Methods whose request metrics count each message, not the call (see service/interceptor.py).
 PER_MESSAGE_METHODS = frozenset({f"/{SERVICE_NAME}/ScoreStream"})
 STREAM_WINDOW = 64
+CONTROL_ACTIONS = {
+    pb.ModelControlRequest.RELOAD: "reload",
+    pb.ModelControlRequest.LOAD: "load",
+    pb.ModelControlRequest.UNLOAD: "unload",
+}
 
 
 class LatentwatchServicer(pb_grpc.LatentwatchServicer):
@@ -64,8 +74,9 @@ class LatentwatchServicer(pb_grpc.LatentwatchServicer):
             try:
                 async for request in request_iterator:
                     await window.acquire()
-                    call = observed_message(self._score(request))
-                    started.put_nowait(asyncio.ensure_future(call))
+                    # The coroutine is made inside the task: a task cancelled before it starts
+                    # leaves no scoring coroutine behind that was never awaited.
+                    started.put_nowait(asyncio.ensure_future(self._score_message(request)))
             except Exception as exc:
                 started.put_nowait(exc)
             else:
@@ -119,6 +130,25 @@ class LatentwatchServicer(pb_grpc.LatentwatchServicer):
         )
         return response_from_report(result.report, result.model_name, result.model_version)
 
+    async def ModelControl(
+        self, request: pb.ModelControlRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelControlResponse:
+        action = CONTROL_ACTIONS.get(request.action)
+        if action is None:
+            raise InvalidInput(
+                f"action: {request.action} is not one of RELOAD, LOAD, UNLOAD"
+            )
+        report = await self._core.model_control(
+            action, request.model_name, request.model_version
+        )
+        return control_response(
+            report.loaded, report.reloaded, report.unloaded,
+            [(r.name, r.version, r.reason) for r in report.refused],
+        )
+
+    async def _score_message(self, request: pb.ScoreRequest) -> pb.ScoreResponse:
+        return await observed_message(self._score(request))
+
     async def _score(self, request: pb.ScoreRequest) -> pb.ScoreResponse:
         result = await self._core.score(
             request.model_name,
@@ -136,22 +166,30 @@ async def _bias_chunks(
     first: pb.BiasReportRequest, rest: AsyncIterator[pb.BiasReportRequest]
 ) -> AsyncIterator[BiasChunk]:
     yield _bias_chunk(first)
+    index = 0
     async for request in rest:
+        index += 1
         for field in ("model_name", "model_version"):
             value, expected = getattr(request, field), getattr(first, field)
             if value and value != expected:
                 raise InvalidInput(
-                    f"{field}: {value!r} in a later chunk, but the stream is for {expected!r}; "
-                    "one stream reports on one model version"
+                    f"{field}: {quote(value)} in a later chunk, but the stream is for "
+                    f"{quote(expected)}; one stream reports on one model version"
                 )
+        if request.HasField("options"):
+            raise InvalidInput(
+                f"options: set in chunk {index}, but only the first chunk's are read; send "
+                "them with the first chunk only"
+            )
         yield _bias_chunk(request)
 
 
 def _bias_chunk(request: pb.BiasReportRequest) -> BiasChunk:
     groups = {column.name: column.values for column in request.groups}
     if len(groups) != len(request.groups):
-        names = [column.name for column in request.groups]
-        raise InvalidInput(f"groups: column names repeat in one chunk: {names}")
+        counts = Counter(column.name for column in request.groups)
+        twice = next(name for name, count in counts.items() if count > 1)
+        raise InvalidInput(f"groups: column {quote(twice)} appears more than once in one chunk")
     return BiasChunk(
         array=from_tensor(request.input) if request.HasField("input") else None,
         ids=request.ids or None,

@@ -25,7 +25,10 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus port; 0 = ephemeral")
     max_batch_rows: int = Field(256, gt=0, description="most rows in one ONNX Runtime run")
     max_batch_delay_ms: float = Field(2.0, ge=0, description="longest a row waits for a batch")
-    max_queue_rows: int = Field(8192, gt=0, description="rows queued per model version")
+    max_queue_rows: int = Field(
+        8192, gt=0,
+        description="rows queued per model version; a larger request enters in windows of half",
+    )
     max_request_rows: int = Field(65536, gt=0, description="most rows in one request")
     intra_op_threads: int = Field(0, ge=0, description="ORT threads per session; 0 = usable CPUs")
     require_gpu: bool = Field(False, description="stay NOT_SERVING unless CUDA is the provider")

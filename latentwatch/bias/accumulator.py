@@ -7,7 +7,7 @@ group statistics, KL to the prior and drift against the training reference.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,17 +27,18 @@ from latentwatch.bias.drift import (
 )
 from latentwatch.bias.groups import (
     DISPARITY_BAND,
+    GroupCodes,
     GroupCounts,
     GroupStats,
+    LabelLimits,
+    check_label_chars,
     farthest_from_parity,
     group_stats,
 )
 from latentwatch.bias.options import BiasOptions
-from latentwatch.errors import InvalidInput
+from latentwatch.errors import InvalidInput, quote
 
 __all__ = ["DISPARITY_BAND", "BiasAccumulator", "BiasReport", "DimensionHistogram", "GroupStats"]
-
-DEFAULT_MAX_GROUP_VALUES = 1000
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,31 +85,30 @@ class BiasReport:
         return replace(self, decoded_sparsest=sparsest, decoded_densest=densest)
 
 
-@dataclass
-class _GroupColumn:
-    codes: dict[str, int] = field(default_factory=dict)
-    blocks: list[NDArray[np.int32]] = field(default_factory=list)
-
-
 class BiasAccumulator:
     """Collects encoder means chunk by chunk in bounded memory, then builds the report.
 
     Per row it keeps the float32 means, the id and one int32 code per group column; the moments
-    drift and KL need are running float64 sums.
+    drift and KL need are running float64 sums. `add` takes a chunk whole; the service takes a
+    chunk's labels as it arrives (`add_labels`, so bad labels are refused before its rows are
+    encoded) and its means once encoded (`add_means`), in the same order.
     """
 
     def __init__(
         self, latent_dim: int, *, max_rows: int,
-        max_group_values: int = DEFAULT_MAX_GROUP_VALUES,
+        max_group_values: int = LabelLimits.max_values,
+        max_group_columns: int = LabelLimits.max_columns,
+        max_label_chars: int = LabelLimits.max_chars,
     ) -> None:
         if latent_dim < 1 or max_rows < 1:
             raise ValueError("latent_dim and max_rows must be positive")
         self.latent_dim = latent_dim
         self.max_rows = max_rows
-        self.max_group_values = max_group_values
+        self.limits = LabelLimits(max_label_chars, max_group_values, max_group_columns)
         self._mu: list[NDArray[np.float32]] = []
         self._ids: list[str] | None = None
-        self._groups: dict[str, _GroupColumn] | None = None
+        self._groups: dict[str, GroupCodes] | None = None
+        self._labelled = 0  # rows whose ids and labels are taken; means follow
         self._n = 0
         self._sum = np.zeros(latent_dim)
         self._outer = np.zeros((latent_dim, latent_dim))
@@ -125,49 +125,106 @@ class BiasAccumulator:
         mu: NDArray,
         logvar: NDArray | None = None,
         ids: Sequence[str] | None = None,
-        groups: Mapping[str, Sequence[str]] | None = None,
+        groups: Mapping[str, Sequence[object]] | None = None,
     ) -> None:
+        """Takes one chunk's means, ids and labels, every check first: a refused chunk leaves
+        nothing behind."""
+        mu = self._checked_means(mu)
+        self.add_labels(mu.shape[0], ids, groups)
+        self._take_means(mu, logvar)
+
+    def add_labels(
+        self,
+        n: int,
+        ids: Sequence[str] | None = None,
+        groups: Mapping[str, Sequence[object]] | None = None,
+    ) -> None:
+        """Takes the ids and group labels of the next `n` rows, or refuses them (InvalidInput)
+        and takes none. One dict look-up a row and column: labels seen before are not checked
+        again."""
+        if n == 0:
+            return
+        first = self._labelled == 0
+        if self._labelled + n > self.max_rows:
+            raise InvalidInput(self._too_many_rows())
+        id_list = list(map(str, ids)) if ids else None
+        if id_list is not None:
+            if len(id_list) != n:
+                raise InvalidInput(f"ids: {len(id_list)} given for a chunk of {n} rows")
+            check_label_chars(id_list, "ids", self._labelled, self.limits.max_chars)
+        if not first and (id_list is None) != (self._ids is None):
+            raise InvalidInput("ids: give them with every chunk or with none")
+        groups = dict(groups) if groups else {}
+        if first:
+            self._check_columns(groups)
+            columns = {name: GroupCodes(name, self.limits) for name in groups}
+        else:
+            columns = self._groups or {}
+            if set(groups) != set(columns):
+                lacks, adds = _some(set(columns) - set(groups)), _some(set(groups) - set(columns))
+                raise InvalidInput(
+                    f"group columns must be the same in every chunk: this one lacks {lacks} and "
+                    f"adds {adds}"
+                )
+        for name, values in groups.items():
+            if len(values) != n:
+                raise InvalidInput(
+                    f"group column {quote(name)}: {len(values)} labels for {n} rows"
+                )
+        encoded = [columns[name].encode(values, self._labelled) for name, values in groups.items()]
+        # Every check is done: from here the labels are taken whole.
+        if first:
+            self._ids = [] if id_list is not None else None
+            self._groups = columns
+        for name, (codes, new) in zip(groups, encoded, strict=True):
+            columns[name].take(codes, new)
+        if id_list is not None and self._ids is not None:
+            self._ids.extend(id_list)
+        self._labelled += n
+
+    def add_means(self, mu: NDArray, logvar: NDArray | None = None) -> None:
+        """Takes the latent means (and log-variances) of the next rows whose labels are taken."""
+        mu = self._checked_means(mu)
+        if self._n + mu.shape[0] > self._labelled:
+            raise ValueError("add_labels for these rows before their means")
+        self._take_means(mu, logvar)
+
+    def _check_columns(self, groups: Mapping[str, object]) -> None:
+        limits = self.limits
+        if len(groups) > limits.max_columns:
+            raise InvalidInput(
+                f"groups: {len(groups):,} columns; a bias report takes at most "
+                f"{limits.max_columns:,} (LATENTWATCH_BIAS_MAX_GROUP_COLUMNS)"
+            )
+        for name in groups:
+            if not name:
+                raise InvalidInput("group columns need a name")
+            if len(name) > limits.max_chars:
+                raise InvalidInput(
+                    f"groups: a column name of {len(name):,} characters, {quote(name)}; names "
+                    f"may have at most {limits.max_chars:,} (LATENTWATCH_BIAS_MAX_LABEL_CHARS)"
+                )
+
+    def _checked_means(self, mu: NDArray) -> NDArray[np.float32]:
         mu = np.asarray(mu, dtype=np.float32)
         if mu.ndim != 2 or mu.shape[1] != self.latent_dim:
             raise InvalidInput(f"expected (n, {self.latent_dim}) latent means, "
                                f"got {list(mu.shape)}")
-        n = mu.shape[0]
-        if n == 0:
-            return
-        if self._n + n > self.max_rows:
-            raise InvalidInput(
-                f"a bias report takes at most {self.max_rows:,} rows (LATENTWATCH_BIAS_MAX_ROWS); "
-                f"this stream sent more"
-            )
+        if self._n + mu.shape[0] > self.max_rows:
+            raise InvalidInput(self._too_many_rows())
         if not np.isfinite(mu).all():
             raise InvalidInput("the encoder gave non-finite means for some rows")
-        ids = list(ids) if ids else None
-        if ids is not None and len(ids) != n:
-            raise InvalidInput(f"ids: {len(ids)} given for a chunk of {n} rows")
-        first = self._n == 0
-        if not first and (ids is None) != (self._ids is None):
-            raise InvalidInput("ids: give them with every chunk or with none")
-        groups = dict(groups) if groups else {}
-        if not first and set(groups) != set(self._groups or {}):
-            raise InvalidInput(
-                f"group columns must be the same in every chunk: first {sorted(self._groups or {})}"
-                f", now {sorted(groups)}"
-            )
-        for name, values in groups.items():
-            if not name:
-                raise InvalidInput("group columns need a name")
-            if len(values) != n:
-                raise InvalidInput(f"group column {name!r}: {len(values)} labels for {n} rows")
-        # Every check is done: from here the chunk is taken whole.
-        if first:
-            self._ids = [] if ids is not None else None
-            self._groups = {name: _GroupColumn() for name in groups}
-        for name, values in groups.items():
-            self._add_group(name, values)
-        if ids is not None and self._ids is not None:
-            self._ids.extend(str(i) for i in ids)
+        return mu
+
+    def _too_many_rows(self) -> str:
+        return (f"a bias report takes at most {self.max_rows:,} rows (LATENTWATCH_BIAS_MAX_ROWS); "
+                f"this stream sent more")
+
+    def _take_means(self, mu: NDArray[np.float32], logvar: NDArray | None) -> None:
+        if mu.shape[0] == 0:
+            return
         self._mu.append(mu)
-        self._n += n
+        self._n += mu.shape[0]
         mu64 = mu.astype(np.float64)
         self._sum += mu64.sum(axis=0)
         self._outer += mu64.T @ mu64
@@ -175,22 +232,6 @@ class BiasAccumulator:
             self._sigma2 += np.exp(np.asarray(logvar, dtype=np.float64)).sum(axis=0)
         np.minimum(self._lo, mu64.min(axis=0), out=self._lo)
         np.maximum(self._hi, mu64.max(axis=0), out=self._hi)
-
-    def _add_group(self, name: str, values: Sequence[str]) -> None:
-        assert self._groups is not None
-        column = self._groups[name]
-        labels = np.asarray([str(v) for v in values])
-        uniques, inverse = np.unique(labels, return_inverse=True)
-        for u in uniques:
-            if str(u) not in column.codes:
-                if len(column.codes) >= self.max_group_values:
-                    raise InvalidInput(
-                        f"group column {name!r} has more than {self.max_group_values} distinct "
-                        f"values; group labels should be categories"
-                    )
-                column.codes[str(u)] = len(column.codes)
-        mapping = np.array([column.codes[str(u)] for u in uniques], dtype=np.int32)
-        column.blocks.append(mapping[inverse])
 
     def finish(self, options: BiasOptions, reference: LatentReference | None) -> BiasReport:
         options = options.validated()
@@ -257,3 +298,12 @@ class BiasAccumulator:
                     n_sparse_rows=int(sparse_rows[code]), weight_sum=float(weight_sums[code]),
                 ))
         return group_stats(counts, n, n_sparse, options.significance_level)
+
+
+def _some(names: set[str], shown: int = 4) -> str:
+    """A few of a caller's names for a message, quoted, with how many more there are."""
+    if not names:
+        return "none"
+    first = sorted(names)[:shown]
+    more = f" and {len(names) - shown:,} more" if len(names) > shown else ""
+    return ", ".join(map(quote, first)) + more

@@ -15,6 +15,10 @@ a share `share` of all rows and `k` of the `n` sparse rows:
   significance_level over every group of the report, all columns together.
 - flagged: significant and the ratio outside DISPARITY_BAND.
 
+Group labels become int32 codes as they arrive (GroupCodes), within LabelLimits: what a caller
+sends is checked label by label, so a report holds 4 bytes a row per column plus the distinct
+labels, however long the longest one is.
+
 Pure numpy and math (no scipy: this runs in the service, whose install has none).
 """
 
@@ -28,6 +32,7 @@ from statistics import NormalDist
 import numpy as np
 from numpy.typing import NDArray
 
+from latentwatch.errors import InvalidInput, quote
 from latentwatch.scoring.conformal import benjamini_hochberg
 
 DISPARITY_BAND = (0.8, 1.25)
@@ -99,9 +104,18 @@ def binomial_test(k: int, n: int, p: float, log_factorials: LogFactorials | None
 
 def wilson_interval(k: int, n: int, confidence: float) -> tuple[float, float]:
     """Wilson score interval of the proportion k / n."""
+    return _wilson(k, n, _two_sided_z(1.0 - confidence))
+
+
+def _two_sided_z(level: float) -> float:
+    """z with P(|Z| > z) = level, from the lower tail: 1 - level / 2 rounds to 1 for levels
+    below about 1e-16, where the quantile is infinite."""
+    return -NormalDist().inv_cdf(level / 2)
+
+
+def _wilson(k: int, n: int, z: float) -> tuple[float, float]:
     if n < 1 or not 0 <= k <= n:
         raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
     phat = k / n
     centre = (phat + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n))
@@ -109,6 +123,75 @@ def wilson_interval(k: int, n: int, confidence: float) -> tuple[float, float]:
     low = 0.0 if k == 0 else max(0.0, centre - half)
     high = 1.0 if k == n else min(1.0, centre + half)
     return low, high
+
+
+@dataclass(frozen=True)
+class LabelLimits:
+    """What the labels of one report may hold; the service passes its settings' values."""
+
+    max_chars: int = 256  # longest group label, column name or row id
+    max_values: int = 1000  # distinct labels of one column
+    max_columns: int = 16  # group columns of one report
+
+
+def check_label_chars(labels: Sequence[str], what: str, first_row: int, max_chars: int) -> None:
+    """Refuses the first label longer than `max_chars` (a C-speed pass when none is)."""
+    if max(map(len, labels), default=0) <= max_chars:
+        return
+    row, label = next((i, s) for i, s in enumerate(labels, first_row) if len(s) > max_chars)
+    raise InvalidInput(
+        f"{what}: row {row:,} holds {len(label):,} characters, {quote(label)}; group labels "
+        f"and row ids may have at most {max_chars:,} (LATENTWATCH_BIAS_MAX_LABEL_CHARS)"
+    )
+
+
+class GroupCodes:
+    """One group column: an int32 code per row, in chunks, and the dict from label to code.
+
+    The dict grows by the labels first seen, each checked once, so a chunk costs one look-up a
+    row whatever the labels' length; a fixed-width array of the labels would take rows x longest
+    label x 4 bytes (1 GiB for one 4,096-character label among 65,536 rows).
+    """
+
+    def __init__(self, name: str, limits: LabelLimits) -> None:
+        self.name = name
+        self.codes: dict[str, int] = {}  # label -> code, in order of first appearance
+        self.blocks: list[NDArray[np.int32]] = []  # (n,) codes of each chunk taken
+        self._limits = limits
+
+    def encode(
+        self, labels: Sequence[object], first_row: int
+    ) -> tuple[NDArray[np.int32], list[str]]:
+        """The codes of one chunk's labels and the labels new to the column, in code order; the
+        column is unchanged until `take`, so a chunk refused in another column leaves none."""
+        codes = self.codes
+        new: dict[str, int] = {}
+        out = []
+        for row, label in enumerate(map(str, labels), first_row):
+            code = codes.get(label)
+            if code is None:
+                code = new.get(label)
+                if code is None:
+                    code = len(codes) + len(new)
+                    self._check_new(label, row, code)
+                    new[label] = code
+            out.append(code)
+        return np.array(out, dtype=np.int32), list(new)
+
+    def take(self, codes: NDArray[np.int32], new: Sequence[str]) -> None:
+        for label in new:
+            self.codes[label] = len(self.codes)
+        self.blocks.append(codes)
+
+    def _check_new(self, label: str, row: int, code: int) -> None:
+        what = f"group column {quote(self.name)}"
+        check_label_chars([label], what, row, self._limits.max_chars)
+        if code >= self._limits.max_values:
+            raise InvalidInput(
+                f"{what}: row {row:,} brings a label past the {self._limits.max_values:,} "
+                f"distinct values one column may have (LATENTWATCH_BIAS_MAX_GROUP_VALUES), "
+                f"{quote(label)}; group labels should be categories"
+            )
 
 
 @dataclass(frozen=True)
@@ -129,7 +212,7 @@ def group_stats(
     if not counts:
         return []
     log_factorials = LogFactorials(n_sparse)
-    confidence = 1.0 - significance_level
+    z = _two_sided_z(significance_level)  # any level in (0, 1), however small
     p_values = np.array([
         binomial_test(c.n_sparse_rows, n_sparse, c.n_rows / n_rows, log_factorials)
         for c in counts
@@ -141,7 +224,7 @@ def group_stats(
         share = c.n_rows / n_rows
         sparse_share = c.n_sparse_rows / n_sparse
         ratio = sparse_share / share
-        low, high = wilson_interval(c.n_sparse_rows, n_sparse, confidence)
+        low, high = _wilson(c.n_sparse_rows, n_sparse, z)
         outside = not DISPARITY_BAND[0] <= ratio <= DISPARITY_BAND[1]
         out.append(GroupStats(
             column=c.column, value=c.value, n_rows=c.n_rows, share=share,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from latentwatch.errors import InvalidInput
+from latentwatch.errors import InvalidInput, quote
 
 MODES = ("paper", "max")
 # "max" by default: with many latent dimensions the paper's product puts nearly all the weight on
@@ -53,7 +53,7 @@ class BiasOptions:
         if not (np.isfinite(self.alpha) and self.alpha >= 0):
             raise InvalidInput(f"alpha: expected a finite smoothing >= 0, got {self.alpha}")
         if self.mode not in MODES:
-            raise InvalidInput(f"mode: expected one of {', '.join(MODES)}, got {self.mode!r}")
+            raise InvalidInput(f"mode: expected one of {', '.join(MODES)}, got {quote(self.mode)}")
         if not 0 <= self.top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k: expected 0 to {MAX_TOP_K} rows, got {self.top_k}")
         if not 0 < self.sparse_fraction <= 0.5:

@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from latentwatch.bias.accumulator import BiasReport
+from latentwatch.cli.connect import security_options
 from latentwatch.client.client import LatentwatchClient
 from latentwatch.client.frames import feature_names
 from latentwatch.data import Dataset, column_order
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> None:
     # Options go to the server as given: it validates them (INVALID_ARGUMENT names the option).
     logger.info("read %d rows of %d features from %s", dataset.n_rows, dataset.n_features,
                 args.data)
-    with LatentwatchClient(args.server) as client:
+    with LatentwatchClient(args.server, **security_options(args)) as client:
         client.wait_ready(READY_TIMEOUT_S)
         info = client.get_model(args.model, args.version)
         # Named columns in the model's order (refused when they differ); unnamed stay as given.

@@ -27,6 +27,9 @@ COMMANDS = {
     "score": "latentwatch.cli.score",
     "bias-report": "latentwatch.cli.bias_report",
     "recalibrate": "latentwatch.cli.recalibrate",
+    "token": "latentwatch.cli.token",
+    "keygen": "latentwatch.cli.sign",
+    "sign": "latentwatch.cli.sign",
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -160,6 +163,46 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="gRPC port (default: $LATENTWATCH_PORT, else 50051)")
     p.add_argument("--metrics-port", type=_port, default=None,
                    help="Prometheus port (default: $LATENTWATCH_METRICS_PORT, else 9090)")
+    p.add_argument("--tls-cert", type=Path, default=None,
+                   help="PEM certificate chain: TLS on the gRPC and metrics ports, re-read "
+                        "when it changes (default: $LATENTWATCH_TLS_CERT, else plaintext)")
+    p.add_argument("--tls-key", type=Path, default=None,
+                   help="PEM private key of --tls-cert (default: $LATENTWATCH_TLS_KEY)")
+    p.add_argument("--tls-client-ca", type=Path, default=None,
+                   help="PEM CA bundle: clients must present a certificate it signed (mTLS) "
+                        "(default: $LATENTWATCH_TLS_CLIENT_CA, else no client certificates)")
+    p.add_argument("--auth-tokens", type=Path, default=None,
+                   help="token file (see `latentwatch token`): every call but health needs a "
+                        "token (default: $LATENTWATCH_AUTH_TOKENS, else no authentication)")
+
+
+def _add_connection(p: argparse.ArgumentParser) -> None:
+    """TLS and token flags of the commands that talk to a server."""
+    g = p.add_argument_group("security", "for a server with TLS or tokens")
+    g.add_argument("--tls-ca", type=Path, default=None,
+                   help="PEM CA that signed the server's certificate: connect over TLS "
+                        "(default: plaintext, or the system's CAs with --tls-cert)")
+    g.add_argument("--tls-cert", type=Path, default=None,
+                   help="PEM client certificate for mTLS, with --tls-key (default: none)")
+    g.add_argument("--tls-key", type=Path, default=None,
+                   help="PEM private key of --tls-cert (default: none)")
+    g.add_argument("--token-file", type=Path, default=None,
+                   help="file holding the bearer token (default: $LATENTWATCH_TOKEN, else no "
+                        "token)")
+
+
+def _add_token(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "token", help="create a bearer token: its hash goes to the token file, it is printed once"
+    )
+    p.add_argument("--tokens-file", required=True, type=Path,
+                   help="token file the server reads (--auth-tokens); created if missing")
+    p.add_argument("--name", required=True, help="who or what the token is for; unique in the file")
+    p.add_argument("--scopes", required=True,
+                   help="comma-separated: score (Score, ScoreStream, Encode), reports "
+                        "(BiasReport), generate, admin, read (ListModels, GetModel)")
+    p.add_argument("--models", default=None,
+                   help="comma-separated model names the token may use (default: every model)")
 
 
 def _add_score(sub: argparse._SubParsersAction) -> None:
@@ -188,6 +231,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-rows", type=_positive_int, default=1024, help="rows per request")
     p.add_argument("--score-kind", default="",
                    help="kind for score, p-values and decisions (default: the model's)")
+    _add_connection(p)
 
 
 def _add_bias_report(sub: argparse._SubParsersAction) -> None:
@@ -225,6 +269,7 @@ def _add_bias_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-rows", type=int, default=4096, help="rows per request chunk")
     p.add_argument("--max-rows", type=int, default=None,
                    help="use at most this many rows (default: all)")
+    _add_connection(p)
 
 
 def _add_recalibrate(sub: argparse._SubParsersAction) -> None:
@@ -244,6 +289,20 @@ def _add_recalibrate(sub: argparse._SubParsersAction) -> None:
                    help="default alpha of the new version (default: the source version's)")
 
 
+def _add_sign(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("keygen", help="create an ed25519 key pair for signing model versions")
+    p.add_argument("--out", required=True, type=Path,
+                   help="PREFIX: writes PREFIX.key (private, mode 0600) and PREFIX.pub (the "
+                        "line for the server's signing keys file); never overwrites")
+    p = sub.add_parser(
+        "sign", help="sign a model version (its manifest.json, which lists every file's sha256)"
+    )
+    p.add_argument("--key", required=True, type=Path,
+                   help="private key PEM written by `latentwatch keygen`")
+    p.add_argument("version_dir", type=Path,
+                   help="<repo>/<model>/<version>/ to sign; its files must match the manifest")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="latentwatch", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -251,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="logging threshold on stderr")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_export, _add_bootstrap, _add_serve, _add_score,
-                _add_bias_report, _add_recalibrate):
+                _add_bias_report, _add_recalibrate, _add_token, _add_sign):
         add(sub)
     _document_defaults(parser)
     return parser

@@ -27,6 +27,7 @@ from typing import TextIO
 import numpy as np
 from numpy.typing import NDArray
 
+from latentwatch.cli.connect import security_options
 from latentwatch.client.client import LatentwatchClient, ScoreResult, benjamini_hochberg
 from latentwatch.client.frames import feature_names
 from latentwatch.client.streaming import StreamPolicy
@@ -210,8 +211,8 @@ def run(args: argparse.Namespace) -> None:
     tally = PValueTally() if args.fdr is not None else None
     policy = StreamPolicy(max_in_flight_rows=max(args.batch_rows, IN_FLIGHT_ROWS))
     try:
-        with LatentwatchClient(args.server, timeout_s=args.timeout,
-                               stream_policy=policy) as client:
+        with LatentwatchClient(args.server, timeout_s=args.timeout, stream_policy=policy,
+                               **security_options(args)) as client:
             client.connect()
             client.wait_ready(max(args.timeout, READY_TIMEOUT_S))
             with partial.open("w", newline="") as f:

@@ -17,7 +17,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     """LATENTWATCH_* settings, with the flags that were given (not None) taking precedence."""
     overrides = {
         key: value
-        for key in ("repo", "host", "port", "metrics_port")
+        for key in (
+            "repo", "host", "port", "metrics_port", "tls_cert", "tls_key", "tls_client_ca",
+            "auth_tokens",
+        )
         if (value := getattr(args, key, None)) is not None
     }
     return Settings(**overrides)

@@ -10,6 +10,10 @@
 
 Server errors arrive as `latentwatch.errors` exceptions chosen by gRPC status code, with the
 server's message as their text. Importing this module never imports torch or onnx.
+
+For a server with TLS pass `tls_ca` (the CA file that signed its certificate), for mTLS also
+`tls_cert` and `tls_key`; for one with tokens pass `token` or set LATENTWATCH_TOKEN
+(see latentwatch.client.channel).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from numpy.typing import NDArray
 
 from latentwatch.bias.accumulator import BiasReport
+from latentwatch.client.channel import FileArg, open_channel
 from latentwatch.client.frames import aligned, frame_rows
 from latentwatch.client.streaming import StreamPolicy, score_chunks
 from latentwatch.errors import InvalidInput, NotReady, error_for_status
@@ -94,6 +99,9 @@ def _raise_rpc_error(err: grpc.RpcError) -> NoReturn:
 class LatentwatchClient:
     """A synchronous client over one gRPC channel; safe to share across threads.
 
+    `tls_ca`, `tls_cert`, `tls_key` (files) turn on TLS and mTLS; `token` (default: the
+    LATENTWATCH_TOKEN environment variable) goes with every call as a bearer token.
+
     `timeout_s` is the deadline of each unary call and of `connect`. Streams (`score_stream`,
     `bias_report`, and `score` with `batch_rows`) have no overall deadline, since their length
     depends on the data; `stream_policy` bounds the rows a score stream has in flight and how it
@@ -111,18 +119,19 @@ class LatentwatchClient:
         timeout_s: float = 30.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         stream_policy: StreamPolicy | None = None,
+        tls_ca: FileArg | None = None,
+        tls_cert: FileArg | None = None,
+        tls_key: FileArg | None = None,
+        token: str | None = None,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         self.target = target
         self.timeout_s = timeout_s
         self.stream_policy = stream_policy or StreamPolicy()
-        self._channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.max_receive_message_length", max_message_bytes),
-            ],
+        self._channel = open_channel(
+            target, max_message_bytes=max_message_bytes, tls_ca=tls_ca, tls_cert=tls_cert,
+            tls_key=tls_key, token=token,
         )
         self._stub = pb_grpc.LatentwatchStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)

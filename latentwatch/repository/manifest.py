@@ -3,54 +3,132 @@
 Export writes it last (after every other file, with their sha256); the service reads it first
 and trusts nothing it does not list. Pure pydantic: importing this never imports torch or onnx.
 
+No sha256 covers the manifest itself (a signature can: latentwatch.repository.signing), so every
+field is checked here, shapes and ranges included: whatever a manifest says, reading it either
+gives values the service can allocate and compute with, or a ValidationError that says why.
+
 Where the files live (names, version directories, the walker): latentwatch.repository.layout.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
+from latentwatch.errors import quote
 from latentwatch.families import Capability
 from latentwatch.repository.capabilities import check_capabilities
+from latentwatch.repository.files import (
+    DEFAULT_MAX_FILE_BYTES,
+    check_listed_files,
+    sha256_stream,
+)
 from latentwatch.repository.layout import (
     CALIBRATION_FILE,
     MANIFEST_FILE,
     REFERENCE_FILE,
     SECOND_STAGE_FILE,
+    SIGNATURE_FILE,
+    is_safe_name,
+    is_version_name,
 )
 from latentwatch.repository.manifest_v1 import is_v1, upgrade_v1
 from latentwatch.scoring.preprocessing import Preprocessing
 
 FORMAT_VERSION: Literal[2] = 2
 
+FORMATS_READ = (1, 2)  # format 1 is upgraded when read (manifest_v1.py)
+
 DecoderKind = Literal["bernoulli", "gaussian", "gaussian-hetero"]
+
+# Most features, latent dimensions or values along one tensor axis a manifest may declare: a
+# 2048 x 2048 image. Warm-up allocates (2, features) rows, so the bound keeps that small.
+MAX_WIDTH = 2**22
+MAX_ROWS = 2**31  # calibration and reference rows
+MAX_TENSOR_RANK = 8
+
+
+def _file_name(name: str) -> str:
+    if not is_safe_name(name):
+        raise ValueError(
+            f"file name {quote(name)} is not a file of the version directory (letters, digits, "
+            "'.', '_' and '-', not starting with '.')"
+        )
+    if name in (MANIFEST_FILE, SIGNATURE_FILE):
+        raise ValueError(f"{name} cannot be listed: it is not covered by its own sha256")
+    return name
+
+
+def _model_name(name: str) -> str:
+    if not is_safe_name(name):
+        raise ValueError(f"model name {quote(name)} is not a directory name the repository uses")
+    return name
+
+
+def _version_name(version: str) -> str:
+    if not is_version_name(version):
+        raise ValueError(f"version {quote(version)} is not an integer")
+    return version
+
+
+# A file directly inside the version directory (no separators, "..", absolute paths).
+FileName = Annotated[str, AfterValidator(_file_name)]
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Width = Annotated[int, Field(gt=0, le=MAX_WIDTH)]
+# A tensor, graph or score-kind name as graphs, manifests and protos spell it.
+TensorName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.:/-]{0,127}$")]
+NonNegative = Annotated[float, Field(ge=0.0)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities are refused in every number but the provenance's (informational).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class InputSpec(_Strict):
-    name: str = "input"
+    name: TensorName = "input"
     # Datatype the graphs take; the service casts other numeric datatypes to it.
     datatype: Literal["FP32"] = "FP32"
     # Features per row (without the batch axis): rows are (batch, n_features).
-    shape: list[int]
+    shape: list[Width] = Field(min_length=1, max_length=1)
     # (channels, height, width) for image models: the service also accepts (N, H, W) and
     # (N, C, H, W) and flattens them to rows.
-    image_shape: list[int] | None = None
+    image_shape: list[Width] | None = Field(default=None, min_length=3, max_length=3)
     preprocessing: Preprocessing
     # Column names of the training data (CSV header, Parquet/Arrow schema), one per feature, in
     # graph order; clients put named inputs in this order. None for unnamed data and v1.
-    feature_names: list[str] | None = None
+    feature_names: list[Annotated[str, StringConstraints(max_length=1024)]] | None = None
 
     @model_validator(mode="after")
-    def _one_name_per_feature(self) -> InputSpec:
+    def _consistent(self) -> InputSpec:
+        n_features = self.shape[0]
+        if self.image_shape is not None and math.prod(self.image_shape) != n_features:
+            raise ValueError(f"image_shape {self.image_shape} holds {math.prod(self.image_shape)} "
+                             f"values, not the {n_features} features")
+        pre = self.preprocessing
+        for what, values in (("shift", pre.shift), ("scale", pre.scale)):
+            if len(values) not in (1, n_features):
+                raise ValueError(f"preprocessing.{what} has {len(values)} values for "
+                                 f"{n_features} features")
+            if not all(math.isfinite(v) for v in values):
+                raise ValueError(f"preprocessing.{what} holds NaN or infinite values")
+        if not all(v != 0 for v in pre.scale):
+            raise ValueError("preprocessing.scale holds a zero")
+        if pre.clip is not None and not (
+            all(math.isfinite(c) for c in pre.clip) and pre.clip[0] < pre.clip[1]
+        ):
+            raise ValueError(f"preprocessing.clip {list(pre.clip)} is not a finite (low, high)")
         if self.feature_names is not None:
             if len(self.feature_names) != self.shape[-1]:
                 raise ValueError(f"feature_names has {len(self.feature_names)} names for "
@@ -61,16 +139,22 @@ class InputSpec(_Strict):
 
 
 class TensorSpec(_Strict):
-    name: str
-    datatype: str = "FP32"
+    name: TensorName
+    datatype: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9]{0,15}$")] = "FP32"
     # -1 marks the dynamic batch axis (named "batch" in the graphs).
-    shape: list[int]
+    shape: list[Annotated[int, Field(ge=-1, le=MAX_WIDTH)]] = Field(max_length=MAX_TENSOR_RANK)
+
+    @model_validator(mode="after")
+    def _no_empty_axis(self) -> TensorSpec:
+        if 0 in self.shape:
+            raise ValueError(f"tensor {self.name!r} has an axis of length 0: {self.shape}")
+        return self
 
 
 class GraphSpec(_Strict):
-    file: str
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
+    file: FileName
+    inputs: list[TensorSpec] = Field(max_length=64)
+    outputs: list[TensorSpec] = Field(max_length=64)
 
 
 class Calibration(_Strict):
@@ -79,9 +163,9 @@ class Calibration(_Strict):
     `calibration.npy` is float64 of shape (size, len(score_kinds)), one column per kind.
     """
 
-    file: str = CALIBRATION_FILE
-    size: int = Field(gt=0)
-    score_kinds: list[str]
+    file: FileName = CALIBRATION_FILE
+    size: int = Field(gt=0, le=MAX_ROWS)
+    score_kinds: list[TensorName] = Field(min_length=1, max_length=64)
     default_alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
     split: str  # how the held-out split was made, in words (fraction, seed)
 
@@ -94,12 +178,12 @@ class SecondStageSpec(_Strict):
     `combine` ("max" or "sum") turns the standardised statistics into one score.
     """
 
-    kind: str = "stats_density"
-    file: str = SECOND_STAGE_FILE
-    statistics: list[str]
+    kind: TensorName = "stats_density"
+    file: FileName = SECOND_STAGE_FILE
+    statistics: list[TensorName] = Field(max_length=64)
     combine: Literal["max", "max_abs", "sum"]
-    k: int = Field(gt=0)
-    n_reference_rows: int = Field(ge=0)
+    k: int = Field(gt=0, le=10_000)
+    n_reference_rows: int = Field(ge=0, le=MAX_ROWS)
     fit_split: str  # which rows fitted the standardisation, in words
 
 
@@ -108,24 +192,24 @@ class ReferenceSpec(_Strict):
     per-dimension histograms and deciles of the encoder means, their moments, and the mean
     posterior variance; drift and the reference plots of a bias report compare against it."""
 
-    file: str = REFERENCE_FILE
-    n_rows: int = Field(gt=1)
+    file: FileName = REFERENCE_FILE
+    n_rows: int = Field(gt=1, le=MAX_ROWS)
     fit_split: str  # which rows were encoded, in words
 
 
 class Parity(_Strict):
     """ONNX Runtime vs PyTorch on fixed inputs; export fails when a tolerance is not met."""
 
-    batch_sizes: list[int]
-    rtol: float
-    atol: float
+    batch_sizes: list[Annotated[int, Field(gt=0)]]
+    rtol: NonNegative
+    atol: NonNegative
     # Worst |ort - torch| per output name seen over the checked batches.
-    max_abs_error: dict[str, float]
+    max_abs_error: dict[str, NonNegative]
 
 
 class OnnxInfo(_Strict):
-    opset: int
-    ir_version: int
+    opset: int = Field(gt=0)
+    ir_version: int = Field(gt=0)
     producer: str
 
 
@@ -134,14 +218,16 @@ class Recalibration(_Strict):
 
     from_version: str
     data: str  # where the calibration rows came from
-    n_rows: int = Field(gt=0)
+    n_rows: int = Field(gt=0, le=MAX_ROWS)
     recalibrated_at: str
 
 
 class Provenance(_Strict):
+    model_config = ConfigDict(allow_inf_nan=True)  # training losses, as they were
+
     data: str
-    n_train: int
-    n_validation: int
+    n_train: int = Field(ge=0)
+    n_validation: int = Field(ge=0)
     seed: int
     epochs: int
     final_losses: dict[str, float]
@@ -159,18 +245,18 @@ class Provenance(_Strict):
 class LatentSpec(_Strict):
     """The latent space of an encoder/decoder family (absent for families without one)."""
 
-    latent_dim: int = Field(gt=0)
-    beta: float | None = None  # the KL weight in training (variational families)
+    latent_dim: Width
+    beta: NonNegative | None = None  # the KL weight in training (variational families)
     decoder: DecoderKind | None = None  # the decoder's likelihood
     # Fixed latent draws the scorer averages over; 0 when it draws none (the AE).
-    n_importance_samples: int = Field(default=0, ge=0)
+    n_importance_samples: int = Field(default=0, ge=0, le=1_000_000)
 
 
 class ScoringSpec(_Strict):
     """What the scorer graph (and the service's second stage) give, and their calibration."""
 
     # Names of per-row scores (higher = more anomalous): scorer outputs or the second stage's.
-    score_kinds: list[str]
+    score_kinds: list[TensorName] = Field(min_length=1, max_length=64)
     default_score_kind: str
     # Why the default kind is the default (chosen without labels, or fixed by a benchmark).
     default_score_reason: str = ""
@@ -180,6 +266,8 @@ class ScoringSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ScoringSpec:
+        if len(set(self.score_kinds)) != len(self.score_kinds):
+            raise ValueError(f"score_kinds {self.score_kinds} name one kind twice")
         if self.default_score_kind not in self.score_kinds:
             raise ValueError(
                 f"default_score_kind {self.default_score_kind!r} is not in {self.score_kinds}"
@@ -199,13 +287,13 @@ class Manifest(_Strict):
     """
 
     format_version: Literal[2] = FORMAT_VERSION
-    name: str
-    version: str
-    model_kind: str  # a latentwatch.families kind
+    name: Annotated[str, AfterValidator(_model_name)]
+    version: Annotated[str, AfterValidator(_version_name)]
+    model_kind: Annotated[str, StringConstraints(max_length=64)]  # a latentwatch.families kind
     capabilities: list[Capability]
     input: InputSpec
     # Graph name -> file and tensors: "scorer", "encoder", "decoder", ...
-    graphs: dict[str, GraphSpec]
+    graphs: dict[TensorName, GraphSpec] = Field(max_length=16)
     latent: LatentSpec | None = None
     scoring: ScoringSpec | None = None
     # The latent reference of the training rows for bias reports; absent in older versions.
@@ -214,12 +302,19 @@ class Manifest(_Strict):
     onnx: OnnxInfo
     provenance: Provenance
     # sha256 hex digest of every other file in the version directory.
-    sha256: dict[str, str]
+    sha256: dict[FileName, Sha256Hex] = Field(max_length=64)
     created_at: str
 
     @model_validator(mode="before")
     @classmethod
     def _upgrade(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data  # pydantic refuses it: a manifest is a JSON object
+        version = data.get("format_version")
+        if version is not None and (isinstance(version, bool) or version not in FORMATS_READ):
+            shown = quote(version) if isinstance(version, str) else repr(version)[:40]
+            raise ValueError(f"format_version {shown} is not one this version of latentwatch "
+                             f"reads ({', '.join(map(str, FORMATS_READ))})")
         return upgrade_v1(data) if is_v1(data) else data
 
     @model_validator(mode="after")
@@ -252,22 +347,14 @@ class Manifest(_Strict):
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+    """The sha256 hex digest of a file export wrote (the service hashes through files.py)."""
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return sha256_stream(f)
 
 
-def verify_files(version_dir: Path, manifest: Manifest) -> list[str]:
-    """Problems with the version's files, in words; empty when every sha256 matches."""
-    problems = []
-    for name, expected in sorted(manifest.sha256.items()):
-        path = version_dir / name
-        if not path.is_file():
-            problems.append(f"{name}: missing")
-        elif (actual := sha256_file(path)) != expected:
-            problems.append(
-                f"{name}: sha256 {actual[:12]}… does not match manifest {expected[:12]}…"
-            )
-    return problems
+def verify_files(
+    version_dir: Path, manifest: Manifest, max_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> list[str]:
+    """Problems with the version's files, in words; empty when every sha256 matches (each file
+    a regular file of the directory within `max_bytes`: latentwatch.repository.files)."""
+    return check_listed_files(version_dir, manifest.sha256, max_bytes)

@@ -8,6 +8,7 @@ Benjamini-Hochberg is here once, for the service (one request) and the client (m
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,7 +26,17 @@ def p_values(sorted_calibration: NDArray[np.float64], scores: NDArray) -> NDArra
 
 def min_rows_for_alpha(alpha: float) -> int:
     """Fewest calibration rows for which p = (1 + #{s_i >= s}) / (n + 1) can reach alpha."""
-    return max(1, math.ceil(1.0 / alpha - 1.0 - 1e-9))
+    rows = 1.0 / alpha - 1.0 - 1e-9
+    if math.isinf(rows):  # a subnormal alpha (below 5.6e-309): 1 / alpha overflows a float
+        return math.ceil(1 / Fraction(alpha)) - 1
+    return max(1, math.ceil(rows))
+
+
+def _at_least(rows: int) -> str:
+    """A row count for a message: exact up to 15 digits, else its leading digits (rounded down,
+    so "at least" stays true) and its power of ten."""
+    digits = str(rows)
+    return digits if len(digits) <= 15 else f"{digits[0]}.{digits[1:3]}e+{len(digits) - 1}"
 
 
 def check_alpha(alpha: float, n_calibration: int) -> float:
@@ -37,7 +48,7 @@ def check_alpha(alpha: float, n_calibration: int) -> float:
         raise InvalidInput(
             f"alpha {alpha:g} is below 1/(n+1) = {1.0 / (n_calibration + 1):.4g}, the smallest "
             f"p-value of this model's {n_calibration} calibration rows; resolving alpha {alpha:g} "
-            f"needs a calibration set of at least {needed} rows"
+            f"needs a calibration set of at least {_at_least(needed)} rows"
         )
     return float(alpha)
 

@@ -13,12 +13,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from latentwatch.errors import InvalidInput
+from latentwatch.errors import InvalidInput, quote
 from latentwatch.repository.manifest import Manifest
 from latentwatch.scoring.conformal import p_values
 from latentwatch.scoring.preprocessing import Preprocessing
 from latentwatch.scoring.second_stage import KIND as STAGE_KIND
 from latentwatch.scoring.second_stage import SecondStage
+
+# Unknown kinds a message names, each cut to SHOWN_CHARS; the rest are counted.
+MAX_SHOWN = 3
+SHOWN_CHARS = 24  # score kinds are short names: more is not a kind
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,8 +117,11 @@ def resolve_kinds(requested: Sequence[str], available: Sequence[str]) -> tuple[s
         return tuple(available)
     unknown = [k for k in requested if k not in available]
     if unknown:
+        shown = ", ".join(quote(k, SHOWN_CHARS) for k in unknown[:MAX_SHOWN])
+        more = f" and {len(unknown) - MAX_SHOWN:,} more" if len(unknown) > MAX_SHOWN else ""
         raise InvalidInput(
-            f"unknown score kind(s) {unknown}; this model has {list(available)} (or '*' for all)"
+            f"unknown score kind(s) [{shown}]{more}; this model has {list(available)} "
+            "(or '*' for all)"
         )
     return tuple(dict.fromkeys(requested))
 
@@ -125,7 +132,7 @@ def resolve_score_kind(requested: str | None, available: Sequence[str], default:
         return default
     if requested not in available:
         raise InvalidInput(
-            f"unknown score_kind {requested!r}; this model has {list(available)} "
+            f"unknown score_kind {quote(requested)}; this model has {list(available)} "
             f"(default {default!r})"
         )
     return requested

@@ -34,8 +34,9 @@ KIND = "stats_density"
 MAX_REFERENCE_ROWS = 4096
 REFERENCE_VALUES = 4096 * 64
 MAX_NARROW_REFERENCE_ROWS = 8192
-# Distance rows are computed in chunks so a large batch never holds a (B, R) matrix at once.
-_CHUNK_ROWS = 512
+# Distance rows are computed in chunks so a large batch never holds a (B, R) matrix at once. A
+# caller that splits rows at multiples of it gets the same float32 products, so identical scores.
+KNN_CHUNK_ROWS = 512
 _TINY = 1e-12
 
 # Statistics the second stage can use; each needs the named scorer outputs.
@@ -172,8 +173,8 @@ def knn_distance(
     ref_sq = np.einsum("ij,ij->i", reference, reference)  # (R,)
     skip = 1 if exclude_self else 0
     out = np.empty(queries.shape[0], dtype=np.float64)
-    for start in range(0, queries.shape[0], _CHUNK_ROWS):
-        q = np.asarray(queries[start : start + _CHUNK_ROWS], dtype=np.float32)  # (b, D)
+    for start in range(0, queries.shape[0], KNN_CHUNK_ROWS):
+        q = np.asarray(queries[start : start + KNN_CHUNK_ROWS], dtype=np.float32)  # (b, D)
         d2 = ref_sq[None, :] - 2.0 * (q @ reference.T)  # (b, R), without |q|^2 (added below)
         d2 += np.einsum("ij,ij->i", q, q)[:, None]
         nearest = np.partition(d2, k + skip - 1, axis=1)[:, : k + skip]  # (b, k + skip)

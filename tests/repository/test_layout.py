@@ -84,3 +84,56 @@ def test_published_versions_are_those_with_a_manifest(tmp_path: Path) -> None:
     for version_dir in ("m/10", "m/2", f"m/{STAGING_PREFIX}x", ".hidden/1"):
         (tmp_path / version_dir / MANIFEST_FILE).write_text("{}")
     assert published_versions(tmp_path) == [tmp_path / "m" / "2", tmp_path / "m" / "10"]
+
+
+def test_version_names_are_ascii_integers_without_leading_zeros() -> None:
+    # "²" and "١" pass str.isdigit() but int() refuses the first: the walker's sort crashed.
+    for name in ("²", "١", "01", "007", "1 ", "-1", "1e3", "9" * 19):
+        assert not is_version_name(name), name
+    assert is_version_name("0") and is_version_name("123")
+
+
+def test_safe_names() -> None:
+    for name in ("digits-vae", "m", "a.b_c-1", "1", "scorer.onnx"):
+        assert layout.is_safe_name(name), name
+    for name in ("", ".hidden", "..", "a/b", "a\\b", "a\nb", "a b", "é", "/etc", "x" * 129):
+        assert not layout.is_safe_name(name), name
+
+
+def test_unsafe_and_linked_directories_are_skipped_with_one_quoted_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = tmp_path / "repo"
+    forged = "x\n2026-01-01 INFO forged line"
+    _dirs(repo, "good/1", f"{forged}/1", f"good/2\n{forged}", "good/²", "odd name/1")
+    outside = tmp_path / "outside"
+    _dirs(outside, "1")
+    (repo / "linked").symlink_to(outside, target_is_directory=True)
+    (repo / "good" / "3").symlink_to(outside / "1", target_is_directory=True)
+    with caplog.at_level(logging.WARNING):
+        found = find_versions(repo)
+    assert [(m, v) for m, v, _ in found] == [("good", "1")]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert all("\n" not in w for w in warnings)  # no forged line
+    for shown in (repr(forged), repr(f"2\n{forged}"), "'odd name'"):
+        assert sum(shown in w for w in warnings) == 1, (shown, warnings)
+    assert sum("'linked'" in w and "symbolic link" in w for w in warnings) == 1
+    assert sum("'3'" in w and "symbolic link" in w for w in warnings) == 1
+    assert sum("'²'" in w for w in warnings) == 1  # a digit to str.isdigit, not ASCII
+    assert model_dirs_names(repo) == ["good"]
+    assert version_dirs(repo / "good") == [repo / "good" / "1"]
+
+
+def model_dirs_names(repo: Path) -> list[str]:
+    return [p.name for p in layout.model_dirs(repo)]
+
+
+def test_a_repository_walked_again_warns_about_each_directory_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _dirs(tmp_path, "m/1", "m/draft", "bad name/1")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):  # the server polls its repository
+            assert [(m, v) for m, v, _ in find_versions(tmp_path)] == [("m", "1")]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2 and any("'bad name'" in w for w in warnings), warnings

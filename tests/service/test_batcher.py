@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pytest
@@ -238,3 +240,216 @@ def test_callers_of_one_batch_share_its_outputs_and_memo() -> None:
         await batcher.close()
 
     asyncio.run(main())
+
+
+class RecordingRuntime(SumRuntime):
+    """Sums, and records the batcher's queued rows at every run and each run's first value."""
+
+    def __init__(self, gate: asyncio.Event | None = None) -> None:
+        super().__init__(gate)
+        self.batcher: MicroBatcher | None = None
+        self.queued: list[int] = []
+        self.firsts: list[float] = []
+
+    async def infer(self, feeds: Mapping[str, NDArray]) -> dict[str, NDArray]:
+        assert self.batcher is not None
+        self.queued.append(self.batcher.queued_rows)
+        out = await super().infer(feeds)
+        self.firsts.append(float(feeds["input"][0, 0]))
+        return out
+
+
+class SteppedRuntime(RecordingRuntime):
+    """Records, and starts a run only when the test releases a step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps = asyncio.Semaphore(0)
+        self.started = 0  # runs started (some may be held)
+
+    async def infer(self, feeds: Mapping[str, NDArray]) -> dict[str, NDArray]:
+        self.entered.set()
+        self.started += 1
+        await asyncio.wait_for(self.steps.acquire(), 10)
+        return await super().infer(feeds)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(5000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("condition not met in 5 s")
+
+
+def test_a_caller_that_leaves_takes_its_rows_out_of_the_queue_at_once() -> None:
+    async def main() -> None:
+        gate = asyncio.Event()
+        runtime = SumRuntime(gate)
+        batcher = MicroBatcher(runtime, max_batch_rows=2, max_batch_delay_ms=0, max_queue_rows=12)
+        running = asyncio.ensure_future(batcher.submit(rows(2, 0)))
+        await until(runtime.entered.is_set)  # the worker is busy: what comes next queues
+        gone = asyncio.ensure_future(batcher.submit(rows(6, 100)))
+        await asyncio.sleep(0.01)
+        assert batcher.queued_rows == 6
+        gone.cancel()
+        await asyncio.sleep(0)
+        assert batcher.queued_rows == 0  # at once, not when the worker gets to it
+        kept = asyncio.ensure_future(batcher.submit(rows(8, 200)))  # would not fit beside it
+        gate.set()
+        await asyncio.gather(running, kept)
+        assert runtime.runs == [2, 2, 2, 2, 2]  # the cancelled rows never ran
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_a_batch_whose_callers_left_stops_after_the_run_in_progress() -> None:
+    async def main() -> None:
+        gate = asyncio.Event()
+        runtime = SumRuntime(gate)
+        batcher = MicroBatcher(runtime, max_batch_rows=2, max_batch_delay_ms=0)
+        gone = asyncio.ensure_future(batcher.submit(rows(10, 0)))  # one batch, 5 runs
+        await until(runtime.entered.is_set)
+        gone.cancel()
+        await asyncio.sleep(0.01)
+        gate.set()
+        out = await batcher.submit(rows(1, 50))  # runs after what is left of the batch
+        np.testing.assert_array_equal(out["sum"], rows(1, 50).sum(axis=1))
+        assert runtime.runs == [2, 1]  # the run in progress finished; the 4 others never ran
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_a_request_bigger_than_the_queue_enters_window_by_window_with_others_beside_it() -> None:
+    async def main() -> None:
+        gate = asyncio.Event()
+        runtime = RecordingRuntime(gate)
+        batcher = runtime.batcher = MicroBatcher(
+            runtime, max_batch_rows=2, max_batch_delay_ms=0, max_queue_rows=8
+        )
+        first = asyncio.ensure_future(batcher.submit(rows(2, 0)))
+        await until(runtime.entered.is_set)
+        big_rows = rows(20, 1000)  # 2.5 times the queue: windows of 4 (half of it)
+        big = asyncio.ensure_future(batcher.submit(big_rows))
+        await asyncio.sleep(0.01)
+        assert batcher.queued_rows == 4  # its first window, not all of it
+        small = asyncio.ensure_future(batcher.submit(rows(3, 5000)))  # gets in beside it
+        await asyncio.sleep(0.01)
+        gate.set()
+        out_big, out_small, _ = await asyncio.gather(big, small, first)
+        np.testing.assert_array_equal(out_big["sum"], big_rows.sum(axis=1))
+        np.testing.assert_array_equal(out_big["twice"], 2 * big_rows)
+        np.testing.assert_array_equal(out_big.rows, big_rows)
+        np.testing.assert_array_equal(out_small["sum"], rows(3, 5000).sum(axis=1))
+        assert max(runtime.queued) <= 8
+        # The big request's runs are the row ranges it would have as one batch: 10 runs of 2.
+        big_runs = [i for i, v in enumerate(runtime.firsts) if 1000 <= v < 5000]
+        assert [runtime.runs[i] for i in big_runs] == [2] * 10
+        assert runtime.firsts[big_runs[0]] == 1000 and big_runs[-1] == len(runtime.runs) - 1
+        small_run = runtime.firsts.index(5000.0)
+        assert small_run < big_runs[-1]  # answered between the big request's windows
+        assert batcher.queued_rows == 0
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_later_windows_wait_for_room_ahead_of_new_requests() -> None:
+    async def main() -> None:
+        runtime = SteppedRuntime()
+        batcher = runtime.batcher = MicroBatcher(
+            runtime, max_batch_rows=2, max_batch_delay_ms=0, max_queue_rows=8
+        )
+        big = asyncio.ensure_future(batcher.submit(rows(12, 0)))  # windows of 4: 2 runs each
+        await until(runtime.entered.is_set)  # its first window is running
+        others = [asyncio.ensure_future(batcher.submit(rows(1, 100 * i))) for i in range(1, 9)]
+        await asyncio.sleep(0.01)
+        assert batcher.queued_rows == 8  # the queue is full of others
+        runtime.steps.release()
+        runtime.steps.release()  # the first window's two runs end; the next batch is 2 others
+        await until(lambda: runtime.started == 3)  # the third run: 2 of the others
+        await asyncio.sleep(0.01)
+        assert batcher.queued_rows == 6  # no room for the big request's second window yet
+        # It waits for room, and a newcomer does not take that room from it.
+        with pytest.raises(QueueFull, match="due from requests running window by window"):
+            await batcher.submit(rows(1, 999))
+        for _ in range(100):
+            runtime.steps.release()
+        out, *_ = await asyncio.gather(big, *others)
+        np.testing.assert_array_equal(out["sum"], rows(12, 0).sum(axis=1))
+        assert max(runtime.queued) <= 8
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_a_big_request_whose_caller_leaves_runs_no_later_window() -> None:
+    async def main() -> None:
+        gate = asyncio.Event()
+        runtime = SumRuntime(gate)
+        batcher = MicroBatcher(runtime, max_batch_rows=2, max_batch_delay_ms=0, max_queue_rows=8)
+        gone = asyncio.ensure_future(batcher.submit(rows(40, 0)))  # 10 windows of 4
+        await until(runtime.entered.is_set)
+        gone.cancel()
+        await asyncio.sleep(0.01)
+        gate.set()
+        await batcher.submit(rows(8, 0))  # the whole queue is free again
+        assert runtime.runs == [2, 2, 2, 2, 2]  # its run in progress, then the newcomer's
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_close_fails_a_big_request_running_window_by_window() -> None:
+    async def main() -> None:
+        runtime = SteppedRuntime()
+        batcher = runtime.batcher = MicroBatcher(
+            runtime, max_batch_rows=2, max_batch_delay_ms=0, max_queue_rows=4
+        )
+        big = asyncio.ensure_future(batcher.submit(rows(40, 0)))  # windows of 2
+        runtime.steps.release()
+        await until(lambda: len(runtime.runs) == 1)
+        await asyncio.sleep(0.01)  # its second window runs, held
+        await batcher.close()
+        with pytest.raises(NotReady):
+            await big
+        assert runtime.runs == [2]
+
+    asyncio.run(main())
+
+
+def test_callers_that_leave_leave_no_unretrieved_exceptions(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A cancelled caller's future is never failed later, so nothing is logged as 'never
+    retrieved' when the batch it was in fails."""
+
+    async def main() -> None:
+        gate = asyncio.Event()
+
+        class GatedFailing(FailingRuntime):
+            async def infer(self, feeds: Mapping[str, NDArray]) -> dict[str, NDArray]:
+                self.entered.set()
+                await gate.wait()
+                return await super().infer(feeds)
+
+        runtime = GatedFailing()
+        batcher = MicroBatcher(runtime, max_batch_rows=2, max_batch_delay_ms=0, max_queue_rows=16)
+        callers = [asyncio.ensure_future(batcher.submit(rows(n, 0))) for n in (6, 1, 40)]
+        await until(runtime.entered.is_set)
+        for caller in callers:
+            caller.cancel()
+        await asyncio.sleep(0.01)
+        gate.set()
+        results = await asyncio.gather(*callers, return_exceptions=True)
+        assert all(isinstance(r, asyncio.CancelledError) for r in results)
+        with pytest.raises(RuntimeError):  # the next batch fails, and its caller hears it
+            await batcher.submit(rows(3, 0))
+        await batcher.close()
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        asyncio.run(main())
+        gc.collect()
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]

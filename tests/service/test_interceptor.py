@@ -1,7 +1,8 @@
 """The errors-and-metrics interceptor over a real server and a real channel.
 
-A probe service with every handler kind, the health service and a Latentwatch servicer that fails
-on demand share one port and one interceptor, as in service/server.py.
+A probe service with every handler kind (and the same kinds again with protobuf requests), the
+health service and a Latentwatch servicer that fails on demand share one port and one
+interceptor, as in service/server.py.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from latentwatch.errors import (
     LatentwatchError,
     ModelNotFound,
     NotReady,
+    PermissionDenied,
     QueueFull,
+    StreamIdle,
+    Unauthenticated,
     VersionRefused,
 )
 from latentwatch.protos import latentwatch_pb2 as pb
@@ -35,6 +39,9 @@ from latentwatch.service.interceptor import ErrorsAndMetrics, observed_message
 from latentwatch.service.metrics import ServiceMetrics
 
 PROBE = "latentwatch.test.Probe"
+SERVICE = pb.DESCRIPTOR.services_by_name["Latentwatch"].full_name
+PARSED = "latentwatch.test.Parsed"  # the probe's handler kinds, taking GetModelRequest messages
+GARBAGE = b"\xff\xff\xff\xff"  # no protobuf message parses from these bytes
 ERRORS = {cls.__name__: cls for cls in STATUS_TABLE}
 SECRET = "secret detail 42"
 
@@ -47,7 +54,7 @@ async def act(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
     if verb == "unknown":
         raise RuntimeError(SECRET)
     if verb == "abort":
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED, "nope")
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "nope")
     if verb == "wait":
         await asyncio.sleep(60)
     return request
@@ -82,6 +89,50 @@ async def per_message(requests: AsyncIterator[bytes], context: grpc.aio.Servicer
         yield await observed_message(act(request, context))
 
 
+def _name(request: pb.GetModelRequest) -> bytes:
+    assert isinstance(request, pb.GetModelRequest)  # parsed before the handler runs
+    return request.model_name.encode()
+
+
+async def _names(requests: AsyncIterator[pb.GetModelRequest]) -> AsyncIterator[bytes]:
+    async for request in requests:
+        yield _name(request)
+
+
+async def parsed_unary(request: pb.GetModelRequest, context: grpc.aio.ServicerContext) -> bytes:
+    return await unary(_name(request), context)
+
+
+async def parsed_responses(request: pb.GetModelRequest, context: grpc.aio.ServicerContext) -> Any:
+    async for response in responses(_name(request), context):
+        yield response
+
+
+async def parsed_written(request: pb.GetModelRequest, context: grpc.aio.ServicerContext) -> None:
+    await written(_name(request), context)
+
+
+async def parsed_upload(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> bytes:
+    return await upload(_names(requests), context)
+
+
+async def parsed_chat(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+    async for response in chat(_names(requests), context):
+        yield response
+
+
+async def parsed_per_message(
+    requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+) -> Any:
+    async for response in per_message(_names(requests), context):
+        yield response
+
+
+def message(text: str) -> bytes:
+    """A serialized GetModelRequest naming `text`: what the Parsed methods act on."""
+    return pb.GetModelRequest(model_name=text).SerializeToString()
+
+
 class FailingLatentwatch(pb_grpc.LatentwatchServicer):
     """GetModel raises the table's class named by `model_name` (or aborts with a code)."""
 
@@ -105,7 +156,9 @@ class ProbeServer:
         self.channel = grpc.insecure_channel(self.target)
 
     async def _start(self) -> int:
-        interceptor = ErrorsAndMetrics(self.metrics, per_message={f"/{PROBE}/PerMessage"})
+        interceptor = ErrorsAndMetrics(
+            self.metrics, per_message={f"/{PROBE}/PerMessage", f"/{PARSED}/ParsedPerMessage"}
+        )
         self.server = grpc.aio.server(interceptors=[interceptor])
         handlers = {
             "Unary": grpc.unary_unary_rpc_method_handler(unary),
@@ -115,8 +168,19 @@ class ProbeServer:
             "Chat": grpc.stream_stream_rpc_method_handler(chat),
             "PerMessage": grpc.stream_stream_rpc_method_handler(per_message),
         }
-        probes = grpc.method_handlers_generic_handler(PROBE, handlers)
-        self.server.add_generic_rpc_handlers([probes])
+        parse = {"request_deserializer": pb.GetModelRequest.FromString}
+        parsed = {
+            "ParsedUnary": grpc.unary_unary_rpc_method_handler(parsed_unary, **parse),
+            "ParsedResponses": grpc.unary_stream_rpc_method_handler(parsed_responses, **parse),
+            "ParsedWritten": grpc.unary_stream_rpc_method_handler(parsed_written, **parse),
+            "ParsedUpload": grpc.stream_unary_rpc_method_handler(parsed_upload, **parse),
+            "ParsedChat": grpc.stream_stream_rpc_method_handler(parsed_chat, **parse),
+            "ParsedPerMessage": grpc.stream_stream_rpc_method_handler(parsed_per_message, **parse),
+        }
+        self.server.add_generic_rpc_handlers([
+            grpc.method_handlers_generic_handler(PROBE, handlers),
+            grpc.method_handlers_generic_handler(PARSED, parsed),
+        ])
         health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), self.server)
         pb_grpc.add_LatentwatchServicer_to_server(FailingLatentwatch(), self.server)
         port = self.server.add_insecure_port("127.0.0.1:0")
@@ -125,12 +189,13 @@ class ProbeServer:
 
     def call(self, method: str, requests: list[bytes]) -> list[bytes]:
         """Calls a probe method with its handler kind; returns the responses received."""
-        path = f"/{PROBE}/{method}"
-        if method == "Unary":
+        kind = method.removeprefix("Parsed")
+        path = f"/{PARSED if kind != method else PROBE}/{method}"
+        if kind == "Unary":
             return [self.channel.unary_unary(path)(requests[0], timeout=10)]
-        if method in ("Responses", "Written"):
+        if kind in ("Responses", "Written"):
             return self._collect(self.channel.unary_stream(path)(requests[0], timeout=10))
-        if method == "Upload":
+        if kind == "Upload":
             return [self.channel.stream_unary(path)(iter(requests), timeout=10)]
         return self._collect(self.channel.stream_stream(path)(iter(requests), timeout=10))
 
@@ -174,8 +239,8 @@ KINDS = ["Unary", "Responses", "Written", "Upload", "Chat"]
 STREAMED_FIRST = {"Responses": [b"first"], "Written": [b"first"], "Chat": [b"ok"]}
 
 
-def requests_for(method: str, last: bytes) -> list[bytes]:
-    return [b"ok", last] if method in ("Upload", "Chat") else [last]
+def requests_for(method: str, last: bytes, first: bytes = b"ok") -> list[bytes]:
+    return [first, last] if method in ("Upload", "Chat") else [last]
 
 
 @pytest.mark.parametrize("method", KINDS)
@@ -214,16 +279,98 @@ def test_unknown_exceptions_become_internal_with_a_generic_message_and_a_logged_
     assert probe.call("Unary", [b"still serving"]) == [b"still serving"]
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_parsed_requests_reach_the_handler_as_messages(kind: str, probe: ProbeServer) -> None:
+    method = f"Parsed{kind}"
+    before = probe.count(method, "OK")
+    assert probe.call(method, requests_for(kind, message("fine"), message("ok")))[-1] == b"fine"
+    assert probe.count(method, "OK") == before + 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_requests_that_do_not_parse_end_the_call_with_invalid_argument_naming_the_message(
+    kind: str, probe: ProbeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # gRPC's own parsing answered UNKNOWN "Unexpected <class 'google.protobuf.message.
+    # DecodeError'>: ..." (unary requests) or INTERNAL with a logged traceback (streams).
+    method = f"Parsed{kind}"
+    before = probe.count(method, "INVALID_ARGUMENT")
+    probe.received = []
+    with caplog.at_level(logging.INFO):
+        with pytest.raises(grpc.RpcError) as caught:
+            probe.call(method, requests_for(kind, GARBAGE, message("ok")))
+    assert (caught.value.code(), caught.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "request is not a valid latentwatch.v1.GetModelRequest"
+    )
+    # A unary request fails before the handler runs; Chat answered the message before.
+    assert probe.received == ([b"ok"] if kind == "Chat" else [])
+    assert probe.count(method, "INVALID_ARGUMENT") == before + 1
+    assert not [r.getMessage() for r in caplog.records if r.exc_info]
+    assert probe.call(method, requests_for(kind, message("again"), message("ok")))[-1] == b"again"
+
+
+def test_a_message_that_does_not_parse_is_one_request_of_a_per_message_stream(
+    probe: ProbeServer,
+) -> None:
+    ok = probe.count("ParsedPerMessage", "OK")
+    bad = probe.count("ParsedPerMessage", "INVALID_ARGUMENT")
+    with pytest.raises(grpc.RpcError) as caught:
+        probe.call("ParsedPerMessage", [message("a"), message("b"), GARBAGE, message("c")])
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert probe.received == [b"a", b"b"]
+    assert probe.count("ParsedPerMessage", "OK") == ok + 2
+    assert probe.count("ParsedPerMessage", "INVALID_ARGUMENT") == bad + 1
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        (f"/{SERVICE}/GetModel", "Unary"),
+        ("/grpc.health.v1.Health/Check", "Unary"),
+        ("/grpc.health.v1.Health/Watch", "Responses"),
+    ],
+    ids=lambda value: value.rsplit("/", 1)[-1],
+)
+def test_generated_servicers_on_the_port_answer_undecodable_bytes_the_same_way(
+    path: str, kind: str, probe: ProbeServer
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        if kind == "Unary":
+            probe.channel.unary_unary(path)(GARBAGE, timeout=10)
+        else:
+            list(probe.channel.unary_stream(path)(GARBAGE, timeout=10))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("request is not a valid ")
+    assert caught.value.details().endswith(("GetModelRequest", "HealthCheckRequest"))
+
+
+def test_a_method_the_servicer_lacks_is_unimplemented_not_an_internal_error(
+    probe: ProbeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # FailingLatentwatch has no Score: the generated default sets UNIMPLEMENTED and raises
+    # NotImplementedError, which was INTERNAL with a logged traceback.
+    before = probe.count("Score", "UNIMPLEMENTED")
+    request = pb.ScoreRequest(model_name="m").SerializeToString()
+    with caplog.at_level(logging.INFO):
+        with pytest.raises(grpc.RpcError) as caught:
+            probe.channel.unary_unary(f"/{SERVICE}/Score")(request, timeout=10)
+    assert (caught.value.code(), caught.value.details()) == (
+        grpc.StatusCode.UNIMPLEMENTED, "Score is not implemented by this server"
+    )
+    assert probe.count("Score", "UNIMPLEMENTED") == before + 1
+    assert not [r.getMessage() for r in caplog.records if r.exc_info]
+
+
 @pytest.mark.parametrize("method", KINDS)
 def test_a_handlers_own_abort_passes_through(method: str, probe: ProbeServer) -> None:
-    before = probe.count(method, "PERMISSION_DENIED")
+    before = probe.count(method, "FAILED_PRECONDITION")
     with pytest.raises(grpc.RpcError) as caught:
         probe.call(method, requests_for(method, b"abort"))
     assert (caught.value.code(), caught.value.details()) == (
-        grpc.StatusCode.PERMISSION_DENIED, "nope"
+        grpc.StatusCode.FAILED_PRECONDITION, "nope"
     )
     # abort sends the status before the handler's frame unwinds, so the count may follow it.
-    wait_until(lambda: probe.count(method, "PERMISSION_DENIED") == before + 1)
+    wait_until(lambda: probe.count(method, "FAILED_PRECONDITION") == before + 1)
 
 
 @pytest.mark.parametrize("method", KINDS)
@@ -279,6 +426,9 @@ CLIENT_RAISES: dict[type[LatentwatchError], type[LatentwatchError]] = {
     QueueFull: QueueFull,
     NotReady: NotReady,
     DataError: InvalidInput,
+    Unauthenticated: Unauthenticated,
+    PermissionDenied: PermissionDenied,
+    StreamIdle: StreamIdle,
     VersionRefused: LatentwatchError,
 }
 
@@ -311,5 +461,5 @@ def test_the_client_keeps_a_code_outside_the_table(probe: ProbeServer) -> None:
             client.get_model("abort")
         assert client.get_model("fine").name == "fine"
     assert type(caught.value) is LatentwatchError
-    assert caught.value.code == grpc.StatusCode.PERMISSION_DENIED
+    assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert str(caught.value) == "nope"
