@@ -24,6 +24,7 @@ refused call is counted in the request metrics with its status code, like any ot
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import hmac
 import inspect
@@ -42,6 +43,18 @@ from latentwatch.errors import LatentwatchError, PermissionDenied, Unauthenticat
 from latentwatch.service.interceptor import Behavior, handler_parts, observed_message
 
 log = logging.getLogger(__name__)
+
+# The models the current call's token may use (None: every model), for listings that should
+# show a caller only those (ListModels). Set by TokenAuth in the call's own context.
+_CALLER_MODELS: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar(
+    "latentwatch_caller_models", default=None
+)
+
+
+def caller_may_see(model: str) -> bool:
+    """Whether the current call's token may use `model` (always, without authentication)."""
+    models = _CALLER_MODELS.get()
+    return models is None or model in models
 
 SCOPES = ("score", "reports", "generate", "admin", "read")
 ANY_MODEL = "*"
@@ -301,6 +314,7 @@ class TokenAuth(grpc.aio.ServerInterceptor):
         async def admit(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
                 entry = allowed(context)  # before any message is read
+                _CALLER_MODELS.set(None if ANY_MODEL in entry.models else entry.models)
                 if not request_streaming:
                     check_model(entry, request)
                     return request

@@ -4,7 +4,9 @@ prometheus_client's own server gives every connection a thread and waits on it f
 connections that send half a request and stop pile up threads (and fill its 5-deep accept
 queue); it answers every path and method too. This one runs its own asyncio loop in its own
 thread, never the gRPC loop, and bounds what a caller can make it hold: at most
-`max_connections` at once (more are closed at once, unread), the request head (TLS handshake
+`max_connections` at once (past it, the oldest connection still sending its request head is
+dropped for the new one, or the new one is closed at once, unread, when every connection is
+being answered), the request head (TLS handshake
 included) must arrive within `head_timeout_s` in all and fit in `max_head_bytes`, the whole
 exchange ends within `request_timeout_s`, and a connection carries one request. Collection
 runs in one worker thread, so scrapes at once queue instead of multiplying the work.
@@ -121,6 +123,10 @@ class MetricsHttpServer:
         self._sock: socket.socket | None = None
         # One task per connection, from accept on; loop thread only.
         self._open: set[asyncio.Task[None]] = set()
+        # Connections still sending their request head, oldest first: at the cap, the oldest is
+        # dropped for a new one, so slow senders cannot shut scrapes out (loop thread only).
+        self._heads: dict[asyncio.Task[None], None] = {}
+        self._evicted: set[asyncio.Task[None]] = set()  # cancelled, not yet finished
         self._collector = ThreadPoolExecutor(1, thread_name_prefix="latentwatch-metrics-collect")
 
     def start(self, port: int, addr: str, ssl_context: ssl.SSLContext | None = None) -> int:
@@ -172,13 +178,24 @@ class MetricsHttpServer:
                 loop.remove_reader(sock)
                 loop.call_later(_ACCEPT_RETRY_S, self._start_accepting, sock)
                 return
-            if len(self._open) >= self.limits.max_connections:
-                conn.close()
-                continue
+            if len(self._open) - len(self._evicted) >= self.limits.max_connections:
+                if not self._heads:  # every connection is being answered: the new one waits
+                    conn.close()
+                    continue
+                oldest = next(iter(self._heads))
+                del self._heads[oldest]
+                self._evicted.add(oldest)
+                oldest.cancel()
             conn.setblocking(False)
             task = loop.create_task(self._connection(conn))
             self._open.add(task)
-            task.add_done_callback(self._open.discard)
+            self._heads[task] = None
+            task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._open.discard(task)
+        self._heads.pop(task, None)
+        self._evicted.discard(task)
 
     async def _shutdown(self) -> None:
         if self._sock is not None:
@@ -203,6 +220,7 @@ class MetricsHttpServer:
                         lambda: protocol, conn, ssl=self._ssl_context
                     )
                     head = await _read_head(reader)
+                    self._heads.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
                 if head is None:
                     reply = _short(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
                 else:

@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from latentwatch.errors import LatentwatchError, NotReady
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
 from latentwatch.repository.layout import find_versions
+from latentwatch.repository.manifest import Manifest
 from latentwatch.service.auth import TokenAuth, TokenFile
 from latentwatch.service.core import ScoringCore
 from latentwatch.service.interceptor import ErrorsAndMetrics
@@ -47,10 +48,12 @@ from latentwatch.service.servicer import (
     LatentwatchServicer,
 )
 from latentwatch.service.settings import Settings
+from latentwatch.wire.bias import BIAS_CHUNK_ROWS
 
 log = logging.getLogger(__name__)
 
 HEALTH_SERVICES = ("", SERVICE_NAME)
+MESSAGE_SLACK = 2**20  # request bytes besides the rows: names, ids, group labels, options
 
 
 @dataclass
@@ -120,9 +123,10 @@ async def start_server(settings: Settings) -> RunningServer:
     ]
     if tokens is not None:
         interceptors.append(TokenAuth(tokens))
+    receive_bytes = receive_limit(settings, found)
     server = grpc.aio.server(
         interceptors=interceptors,
-        options=server_options(settings),
+        options=server_options(settings, receive_bytes),
         # Calls past this get RESOURCE_EXHAUSTED from gRPC before any interceptor sees them.
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
@@ -171,11 +175,11 @@ async def start_server(settings: Settings) -> RunningServer:
     if not running.metrics.ready:
         return running
     log.info(
-        "serving %d model versions on %s:%d (%s%s), metrics on :%d",
+        "serving %d model versions on %s:%d (%s%s, requests up to %.1f MB), metrics on :%d",
         len(repository), settings.host, running.port,
         "plaintext" if certificates is None else "TLS",
         ", mutual" if settings.tls_client_ca is not None and certificates is not None else "",
-        metrics_port,
+        receive_bytes / 1e6, metrics_port,
     )
     return running
 
@@ -202,11 +206,31 @@ async def _publish(running: RunningServer, repository: ModelRepository) -> None:
     running.metrics.ready = not not_ready
 
 
-def server_options(settings: Settings) -> list[tuple[str, int]]:
+def receive_limit(settings: Settings, found: list[tuple[str, str, Path]]) -> int:
+    """The largest request message: `max_request_rows` rows of the widest model found, in FP64,
+    plus a BiasReport chunk's group labels at their longest (BIAS_CHUNK_ROWS rows) and 1 MiB
+    for the rest; never above `max_message_bytes`. A 5-feature model then takes messages of
+    about 20 MB, not 256 MiB per concurrent call. A wider model added
+    later by hot reload keeps this bound until a restart."""
+    widest = 0
+    for _, _, version_dir in found:
+        try:
+            widest = max(widest, Manifest.read(version_dir).n_features)
+        except Exception:  # refused at load, with its reason; no bound from it
+            continue
+    if not widest:
+        return settings.max_message_bytes
+    labels = BIAS_CHUNK_ROWS * settings.bias_max_group_columns * (settings.bias_max_label_chars + 4)
+    rows = settings.max_request_rows * widest * 8
+    return min(settings.max_message_bytes, rows + labels + MESSAGE_SLACK)
+
+
+def server_options(settings: Settings, receive_bytes: int | None = None) -> list[tuple[str, int]]:
     """gRPC server options: message size, keepalive, and how long a connection may live."""
+    receive = settings.max_message_bytes if receive_bytes is None else receive_bytes
     options = [
         ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_receive_message_length", receive),
         ("grpc.so_reuseport", 0),  # a taken port is an error, not a shared one
         ("grpc.keepalive_time_ms", _ms(settings.keepalive_time_s)),
         ("grpc.keepalive_timeout_ms", _ms(settings.keepalive_timeout_s)),

@@ -28,6 +28,7 @@ import grpc
 from latentwatch.errors import InvalidInput, quote
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
+from latentwatch.service.auth import caller_may_see
 from latentwatch.service.core import BiasChunk, ScoringCore
 from latentwatch.service.interceptor import observed_message
 from latentwatch.wire.bias import options_from_proto, response_from_report
@@ -108,7 +109,9 @@ class LatentwatchServicer(pb_grpc.LatentwatchServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        return models_response(self._core.list_models())
+        # A token limited to some models lists only those (service/auth.py).
+        visible = [m for m in self._core.list_models() if caller_may_see(m.name)]
+        return models_response(visible)
 
     async def GetModel(
         self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext

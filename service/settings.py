@@ -33,7 +33,11 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(0, ge=0, description="ORT threads per session; 0 = usable CPUs")
     require_gpu: bool = Field(False, description="stay NOT_SERVING unless CUDA is the provider")
     shutdown_grace_s: float = Field(10.0, ge=0, description="time in-flight requests get to end")
-    max_message_bytes: int = Field(256 * 2**20, gt=0, description="largest gRPC message")
+    max_message_bytes: int = Field(
+        256 * 2**20, gt=0,
+        description="largest gRPC message; requests get at most max_request_rows rows of the "
+        "widest model found at start as FP64, plus 1 MiB",
+    )
     log_level: str = Field("INFO", description="logging level of the server process")
     warmup: bool = Field(True, description="run every graph once before reporting SERVING")
     bias_max_rows: int = Field(

@@ -40,7 +40,13 @@ from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
 from latentwatch.repository.catalog import ModelInfo, ModelSummary, TensorInfo
 from latentwatch.scoring.conformal import benjamini_hochberg
 from latentwatch.scoring.results import FdrResult, ScoreResult
-from latentwatch.wire.bias import bias_requests, options_to_proto, report_from_response, row_labels
+from latentwatch.wire.bias import (
+    BIAS_CHUNK_ROWS,
+    bias_requests,
+    options_to_proto,
+    report_from_response,
+    row_labels,
+)
 from latentwatch.wire.score import (
     latents_from_response,
     model_info_from_message,
@@ -311,7 +317,7 @@ class LatentwatchClient:
         sparse_fraction: float | None = None,
         n_decoded: int | None = None,
         significance_level: float | None = None,
-        chunk_rows: int = 4096,
+        chunk_rows: int = BIAS_CHUNK_ROWS,
         progress: Callable[[int, int], None] | None = None,
     ) -> BiasReport:
         """Latent-density bias report over rows (N, F) or images, streamed in chunks.

@@ -19,6 +19,9 @@ from latentwatch.errors import InvalidInput, LatentwatchError
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.wire.tensors import from_tensor, to_tensor
 
+# Rows per BiasReport message by default (client and CLI); the server sizes its message limit
+# so that a chunk this long with every group label at its longest still fits.
+BIAS_CHUNK_ROWS = 4096
 
 def options_from_proto(options: pb.BiasReportOptions) -> BiasOptions:
     """The request's options over the defaults, as sent: the service validates them."""
@@ -91,7 +94,7 @@ def bias_requests(
     ids: Sequence[str] | None = None,
     groups: Mapping[str, Sequence[object]] | None = None,
     options: pb.BiasReportOptions | None = None,
-    chunk_rows: int = 4096,
+    chunk_rows: int = BIAS_CHUNK_ROWS,
     progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[pb.BiasReportRequest]:
     """Requests of `chunk_rows` rows each, built lazily so only one chunk is on the wire side

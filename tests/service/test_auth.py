@@ -301,3 +301,18 @@ def test_model_control_needs_the_admin_scope(
         stub.ModelControl(reload_all, metadata=_bearer(tokens["scorer"]), timeout=10)
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "'admin' scope" in (caught.value.details() or "")
+
+
+def test_list_models_shows_a_model_limited_token_only_its_models(
+    server: ServerThread, tokens: dict[str, str]
+) -> None:
+    def listed(who: str) -> set[str]:
+        reply = _stub(server).ListModels(
+            pb.ListModelsRequest(), metadata=_bearer(tokens[who]), timeout=10)
+        return {m.name for m in reply.models}
+
+    assert listed("tab-only") == {TAB}
+    assert {TAB, IMG} <= listed("reader")
+    code = _code(lambda: _stub(server).GetModel(
+        pb.GetModelRequest(model_name=IMG), metadata=_bearer(tokens["tab-only"]), timeout=10))
+    assert code == grpc.StatusCode.PERMISSION_DENIED

@@ -345,3 +345,16 @@ def test_close_is_prompt_and_drops_every_connection() -> None:
     finally:
         close_all(socks)
         metrics.close()  # a second close is harmless
+
+
+def test_a_scrape_gets_through_while_slow_senders_hold_every_slot(server: ServerThread) -> None:
+    port = server.running.metrics_port
+    socks = half_sent(port, 2 * DEFAULT_CAP)  # more half-sent requests than the cap
+    try:
+        for _ in range(3):  # each scrape drops the oldest slow sender for itself
+            status, _, body = request(port)
+            assert status == 200 and b"latentwatch_ready" in body
+        held = len(socks) - len(closed_by_server(socks, wait_s=1.0))
+        assert held <= DEFAULT_CAP
+    finally:
+        close_all(socks)

@@ -1,4 +1,5 @@
-"""A request stream that goes quiet is ended (LATENTWATCH_STREAM_IDLE_TIMEOUT_S)."""
+"""Request limits on the gRPC port: quiet streams end (LATENTWATCH_STREAM_IDLE_TIMEOUT_S), and
+messages are bounded by the row limit of the widest model, not a flat 256 MiB."""
 
 from __future__ import annotations
 
@@ -75,3 +76,34 @@ def test_a_stream_that_keeps_sending_is_not_cut(server: ServerThread) -> None:
 
     replies = list(stub.ScoreStream(steady(), timeout=20))
     assert len(replies) == 4
+
+
+def test_messages_are_bounded_by_the_row_limit_of_the_widest_model(tmp_path: Path) -> None:
+    from repo_builder import build_version
+
+    from latentwatch.service.server import MESSAGE_SLACK, receive_limit
+    from latentwatch.wire.bias import BIAS_CHUNK_ROWS
+
+    repo = tmp_path / "repo"
+    build_version(repo, "narrow", "1", kind="ae", n_features=5, latent_dim=2)
+    settings = server_settings(repo, max_request_rows=20_000)
+    from latentwatch.repository.layout import find_versions
+
+    limit = receive_limit(settings, find_versions(repo))
+    labels = BIAS_CHUNK_ROWS * settings.bias_max_group_columns * (settings.bias_max_label_chars + 4)
+    assert limit == 20_000 * 5 * 8 + labels + MESSAGE_SLACK  # not max_message_bytes' 256 MiB
+    assert limit < 25 * 2**20
+    running = ServerThread(settings)
+    try:
+        stub = pb_grpc.LatentwatchStub(running.channel)
+        largest = np.zeros((20_000, 5), np.float64)  # the most rows, in the widest datatype
+        reply = stub.Score(pb.ScoreRequest(model_name="narrow", input=to_tensor(largest)))
+        assert len(reply.score) == 20_000
+        too_big = np.zeros((1_500_000, 5), np.float32)  # 30 MB: gRPC refuses it unparsed
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Score(pb.ScoreRequest(model_name="narrow", input=to_tensor(too_big)))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        reply = stub.Score(pb.ScoreRequest(model_name="narrow", input=to_tensor(largest[:3])))
+        assert len(reply.score) == 3
+    finally:
+        running.close()
