@@ -149,7 +149,10 @@ async def _load_runtimes(
     graphs = files.manifest.graphs
 
     async def load(graph: str) -> Runtime:
-        runtime = await make_runtime(files.graph_path(graph), settings, executor)
+        file = graphs[graph].file
+        runtime = await make_runtime(
+            files.graph_path(graph), settings, executor, sha256=files.manifest.sha256[file]
+        )
         loaded.append(runtime)
         return runtime
 
@@ -157,6 +160,8 @@ async def _load_runtimes(
         scorer = await load("scorer")
         encoder = await load("encoder") if "encoder" in graphs else scorer
         decoder = await load("decoder") if "decoder" in graphs else None
+    except VersionRefused:
+        raise
     except Exception as err:  # onnxruntime raises several unrelated types for bad graphs
         raise VersionRefused(f"ONNX Runtime cannot load a graph: {err}") from err
     return scorer, encoder, decoder

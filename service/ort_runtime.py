@@ -13,6 +13,7 @@ from pathlib import Path
 import onnxruntime as ort
 from numpy.typing import NDArray
 
+from latentwatch.repository.files import read_verified
 from latentwatch.service.runtime import CPU, CUDA, TensorSpec, usable_cpu_count
 
 log = logging.getLogger(__name__)
@@ -91,9 +92,18 @@ class OrtRuntime:
     batches_itself = False
 
     def __init__(
-        self, path: Path, intra_op_threads: int = 0, executor: Executor | None = None
+        self,
+        path: Path,
+        intra_op_threads: int = 0,
+        executor: Executor | None = None,
+        *,
+        sha256: str | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self.path = path
+        # With the manifest's sha256, the session is made from the bytes checked against it
+        # (no window between the check and ONNX Runtime opening the file; no external data).
+        self._sha256, self._max_bytes = sha256, max_bytes
         self.intra_op_threads = intra_op_threads or usable_cpu_count()
         self._executor = executor
         self._session: ort.InferenceSession | None = None
@@ -123,7 +133,11 @@ class OrtRuntime:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         wanted = session_providers()
-        session = ort.InferenceSession(str(self.path), sess_options=options, providers=wanted)
+        model: str | bytes = str(self.path)
+        if self._sha256 is not None:
+            limit = self._max_bytes if self._max_bytes is not None else 2**62
+            model = read_verified(self.path.parent, self.path.name, self._sha256, limit)
+        session = ort.InferenceSession(model, sess_options=options, providers=wanted)
         # The first provider is the one actually in use; CUDA silently drops out on failure.
         self.provider = session.get_providers()[0]
         if CUDA in wanted and self.provider != CUDA:

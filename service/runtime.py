@@ -63,13 +63,17 @@ def output_names(runtime: Runtime) -> tuple[str, ...]:
 
 
 async def make_runtime(
-    path: Path, settings: Settings, executor: Executor | None = None
+    path: Path, settings: Settings, executor: Executor | None = None, sha256: str | None = None
 ) -> Runtime:
     """The runtime for the graph file `path`, loaded (its blocking work in `executor`; None:
-    the loop's default). Only ONNX Runtime exists today."""
+    the loop's default); with `sha256`, from the file's bytes checked against it. Only ONNX
+    Runtime exists today."""
     from latentwatch.service.ort_runtime import OrtRuntime  # onnxruntime only when used
 
-    runtime = OrtRuntime(path, settings.intra_op_threads, executor)
+    runtime = OrtRuntime(
+        path, settings.intra_op_threads, executor,
+        sha256=sha256, max_bytes=settings.max_model_file_bytes,
+    )
     await runtime.load()
     return runtime
 

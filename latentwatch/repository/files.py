@@ -112,3 +112,16 @@ def check_listed_files(
         for _, _, f in opened:
             f.close()
     return problems
+
+
+def read_verified(version_dir: Path, name: str, sha256: str, max_bytes: int) -> bytes:
+    """The bytes of a listed file, read once and checked against its sha256 in the manifest, so
+    what is used is what was verified (a graph swapped after the check is not loaded)."""
+    data = read_version_file(version_dir, name, max_bytes)
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise VersionRefused(
+            f"{name}: sha256 {actual[:12]}… does not match manifest {sha256[:12]}… "
+            "(it changed after the version was checked)"
+        )
+    return data

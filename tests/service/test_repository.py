@@ -237,7 +237,9 @@ def test_a_runtime_that_batches_itself_gets_requests_without_a_batching_delay(
     class SelfBatching(OrtRuntime):
         batches_itself = True
 
-    async def make(path: Path, settings: Settings, executor: object = None) -> OrtRuntime:
+    async def make(
+        path: Path, settings: Settings, executor: object = None, sha256: str | None = None
+    ) -> OrtRuntime:
         runtime = SelfBatching(path, settings.intra_op_threads)
         await runtime.load()
         return runtime

@@ -31,9 +31,10 @@ class Recording(ort_runtime.OrtRuntime):
     gate: threading.Event | None = None  # when set: sessions wait for it (a slow load)
 
     def __init__(
-        self, path: Path, intra_op_threads: int = 0, executor: Executor | None = None
+        self, path: Path, intra_op_threads: int = 0, executor: Executor | None = None,
+        **verified: object,
     ) -> None:
-        super().__init__(path, intra_op_threads, executor)
+        super().__init__(path, intra_op_threads, executor, **verified)  # type: ignore[arg-type]
         self.events: list[str] = []
         self.load_thread = self.session_thread = 0
         Recording.built.append(self)
