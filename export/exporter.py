@@ -10,7 +10,6 @@ write manifest.json last and rename the finished directory into place (publish).
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -23,12 +22,15 @@ from pydantic import ValidationError
 
 from latentwatch.export.calibration import calibration_scores, warn_if_small
 from latentwatch.export.errors import ExportError
+from latentwatch.export.generator_export import export_generator
+from latentwatch.export.generator_inputs import exports_generator
+from latentwatch.export.generator_run import load_generator_run
 from latentwatch.export.graphs import GraphDef, run_torch
 from latentwatch.export.onnx_file import export_onnx
 from latentwatch.export.parity import ParityConfig, check_parity, parity_rows
-from latentwatch.export.publish import check_name, make_staging, publish, remove_if_empty
+from latentwatch.export.publish import check_name, stage_and_publish, staged_sha256
 from latentwatch.export.reference import write_reference
-from latentwatch.export.run_inputs import ExportInputs, check_inputs, load_run
+from latentwatch.export.run_inputs import ExportInputs, check_inputs, load_run, run_model_kind
 from latentwatch.export.second_stage_fit import default_kind, fit_export_second_stage
 from latentwatch.export.sessions import cpu_session
 from latentwatch.export.triton import write_triton_config
@@ -46,7 +48,6 @@ from latentwatch.repository.manifest import (
     ScoringSpec,
     SecondStageSpec,
     TensorSpec,
-    sha256_file,
 )
 from latentwatch.scoring.second_stage import KIND as SECOND_STAGE_KIND
 
@@ -58,9 +59,13 @@ __all__ = ["ExportInputs", "export_inputs", "export_run", "load_run"]
 def export_run(run_dir: Path, repo: Path, name: str, *, default_alpha: float = 0.05) -> Path:
     """Export `run_dir` (from `latentwatch train`) as the next version of `name` in `repo`.
 
-    Returns the new version directory `<repo>/<name>/<version>/`.
+    Returns the new version directory `<repo>/<name>/<version>/`. Runs of generator families
+    take export/generator_export.py (`default_alpha` does not apply: they calibrate nothing).
     """
-    return export_inputs(load_run(Path(run_dir)), Path(repo), name, default_alpha=default_alpha)
+    run_dir = Path(run_dir)
+    if exports_generator(run_model_kind(run_dir)):  # gan, cgan, pix2pix: no scorer
+        return export_generator(load_generator_run(run_dir), Path(repo), name)
+    return export_inputs(load_run(run_dir), Path(repo), name, default_alpha=default_alpha)
 
 
 def export_inputs(
@@ -93,17 +98,10 @@ def export_inputs(
         seed=inputs.provenance.seed,
     )
     model_dir = repo / name
-    created_model_dir = not model_dir.exists()
-    model_dir.mkdir(parents=True, exist_ok=True)
-    staging = make_staging(model_dir)
-    try:
-        write_manifest = _build_version(inputs, graphs, staging, name, default_alpha, parity)
-        version_dir = publish(staging, model_dir, write_manifest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created_model_dir:
-            remove_if_empty(model_dir)
-        raise
+    version_dir = stage_and_publish(
+        model_dir,
+        lambda staging: _build_version(inputs, graphs, staging, name, default_alpha, parity),
+    )
     write_triton_config(model_dir, Manifest.read(version_dir))
     logger.info(
         "exported %s version %s in %.1f s: %s",
@@ -225,11 +223,7 @@ def _manifest(
         parity=parity,
         onnx=onnx_info,
         provenance=inputs.provenance,
-        sha256={
-            p.name: sha256_file(p)
-            for p in sorted(staging.iterdir())
-            if p.is_file() and p.name != MANIFEST_FILE
-        },
+        sha256=staged_sha256(staging),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
 

@@ -58,12 +58,12 @@ def load_run(run_dir: Path) -> ExportInputs:
     model, checkpoint = load_checkpoint(checkpoint_path)
     config = checkpoint.config
     provenance = Provenance(**checkpoint.provenance)
-    rows = _load_rows(run_dir / CALIBRATION_ROWS_FILE, config.n_features)
+    rows = load_rows(run_dir / CALIBRATION_ROWS_FILE, config.n_features)
     train_rows = validation_rows = None
     if (run_dir / TRAIN_ROWS_FILE).is_file():
-        train_rows = _load_rows(run_dir / TRAIN_ROWS_FILE, config.n_features)
+        train_rows = load_rows(run_dir / TRAIN_ROWS_FILE, config.n_features)
         if (run_dir / VALIDATION_ROWS_FILE).is_file():
-            validation_rows = _load_rows(run_dir / VALIDATION_ROWS_FILE, config.n_features)
+            validation_rows = load_rows(run_dir / VALIDATION_ROWS_FILE, config.n_features)
     else:
         logger.warning(
             "%s: no %s (a run from an older latentwatch): exporting without the %s score",
@@ -88,6 +88,24 @@ def load_run(run_dir: Path) -> ExportInputs:
         validation_rows=validation_rows,
         feature_names=provenance.feature_names,
     )
+
+
+def run_model_kind(run_dir: Path) -> str:
+    """The model kind of a training run, read from its checkpoint: generator families write it
+    at the top level ("kind"), the scorer families inside "config"."""
+    import torch
+
+    path = run_dir / CHECKPOINT_FILE
+    if not path.is_file():
+        raise ExportError(f"{run_dir}: no {CHECKPOINT_FILE}; is this a training run directory?")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        kind = payload.get("kind") or payload["config"]["kind"]
+    except Exception as err:  # torch raises many types for foreign or corrupt files
+        raise ExportError(f"{path}: not a readable checkpoint ({err})") from err
+    if not isinstance(kind, str):
+        raise ExportError(f"{path}: the checkpoint names no model kind")
+    return kind
 
 
 def check_inputs(inputs: ExportInputs) -> None:
@@ -120,9 +138,12 @@ def describe_split(split: dict[str, Any], provenance: Provenance, n_rows: int) -
     return words + "; never used for training or early stopping"
 
 
-def _load_rows(path: Path, n_features: int) -> NDArray[np.float32]:
+def load_rows(
+    path: Path, n_features: int, what: str = "held-out calibration rows"
+) -> NDArray[np.float32]:
+    """(n > 0, n_features) finite float32 rows a run saved; ExportError naming `what`."""
     if not path.is_file():
-        raise ExportError(f"{path}: missing; the run has no held-out calibration rows")
+        raise ExportError(f"{path}: missing; the run has no {what}")
     try:
         rows = np.load(path, allow_pickle=False)
     except ValueError as err:

@@ -1,7 +1,8 @@
 """config.pbtxt for NVIDIA Triton: the exported repository is also a Triton model repository.
 
-Triton serves the scorer (`default_model_filename`) with its onnxruntime backend; the other
-files in a version directory are ignored by Triton. The config describes the latest version,
+Triton serves the version's main graph (`default_model_filename`) with its onnxruntime
+backend: the scorer, or for generator families the generator or translator; the other files in
+a version directory are ignored by Triton. The config describes the latest version,
 and Triton is told to serve only that one (the service itself serves every version).
 """
 
@@ -11,29 +12,40 @@ import os
 from pathlib import Path
 
 from latentwatch.repository.layout import TRITON_CONFIG_FILE, hidden_temp
-from latentwatch.repository.manifest import Manifest
+from latentwatch.repository.manifest import GraphSpec, Manifest, TensorSpec
 
 MAX_BATCH_SIZE = 1024
 MAX_QUEUE_DELAY_US = 500
+# The graph Triton serves, the first of these a version has.
+SERVED_GRAPHS = ("scorer", "generator", "translator")
 
 
-def _tensor(name: str, dims: list[int]) -> str:
-    # Per-row scalars are (batch,) in the graph; Triton wants at least one dim beside the
-    # batch, so they are declared [1] and reshaped to [] for the model.
+def _tensor(tensor: TensorSpec) -> str:
+    # Per-row scalars (scores, labels) are (batch,) in the graph; Triton wants at least one dim
+    # beside the batch, so they are declared [1] and reshaped to [] for the model.
+    name, dims = tensor.name, tensor.shape[1:]
+    # Triton's type names are the v2 datatypes prefixed with TYPE_, but for BYTES.
+    dtype = "TYPE_STRING" if tensor.datatype == "BYTES" else f"TYPE_{tensor.datatype}"
     if not dims:
-        return f'  {{ name: "{name}" data_type: TYPE_FP32 dims: [ 1 ] reshape: {{ shape: [ ] }} }}'
+        return f'  {{ name: "{name}" data_type: {dtype} dims: [ 1 ] reshape: {{ shape: [ ] }} }}'
     shape = f"dims: [ {', '.join(map(str, dims))} ]"
-    return f'  {{ name: "{name}" data_type: TYPE_FP32 {shape} }}'
+    return f'  {{ name: "{name}" data_type: {dtype} {shape} }}'
+
+
+def served_graph(manifest: Manifest) -> GraphSpec:
+    """The graph of the version that Triton serves."""
+    name = next(g for g in SERVED_GRAPHS if g in manifest.graphs)
+    return manifest.graphs[name]
 
 
 def triton_config(manifest: Manifest) -> str:
-    scorer = manifest.graphs["scorer"]
-    inputs = ",\n".join(_tensor(t.name, t.shape[1:]) for t in scorer.inputs)
-    outputs = ",\n".join(_tensor(t.name, t.shape[1:]) for t in scorer.outputs)
+    graph = served_graph(manifest)
+    inputs = ",\n".join(_tensor(t) for t in graph.inputs)
+    outputs = ",\n".join(_tensor(t) for t in graph.outputs)
     return (
         f'name: "{manifest.name}"\n'
         'platform: "onnxruntime_onnx"\n'
-        f'default_model_filename: "{scorer.file}"\n'
+        f'default_model_filename: "{graph.file}"\n'
         f"max_batch_size: {MAX_BATCH_SIZE}\n"
         f"input [\n{inputs}\n]\n"
         f"output [\n{outputs}\n]\n"

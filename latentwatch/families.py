@@ -12,7 +12,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-# What a served version can do; "generate" and "translate" are for families still to come.
+# What a served version can do.
 Capability = Literal["score", "encode", "decode", "generate", "translate"]
 CAPABILITIES: tuple[Capability, ...] = ("score", "encode", "decode", "generate", "translate")
 
@@ -56,6 +56,10 @@ class Family:
     resampling: Literal["latent-density"] | None = None
     fixed_beta: float | None = None  # the KL weight the kind requires, when it requires one
     default_beta: float = 1.0
+    # Trained against a discriminator (latentwatch.models.gan_training), not by a likelihood:
+    # such a kind has no encoder, no latent section and no scorer.
+    adversarial: bool = False
+    conditional: bool = False  # the generator takes a class label beside z (cGAN)
 
     @property
     def resamples(self) -> bool:
@@ -68,6 +72,11 @@ class Family:
         return self.variational
 
     @property
+    def scores(self) -> bool:
+        """The kind exports a scorer: anomaly scores, calibration, bias reports."""
+        return "score" in self.capabilities
+
+    @property
     def latent_outputs(self) -> tuple[str, ...]:
         return ("latent_mu", "latent_logvar") if self.variational else ("latent_mu",)
 
@@ -78,6 +87,9 @@ _AE_PLAN = SecondStagePlan(tabular=("log_recon_error", "log_input_knn"),
                            image=("log_recon_error", "log_input_knn"))
 _LATENT_GRAPHS = ("scorer", "encoder", "decoder")
 _LATENT_CAPABILITIES: tuple[Capability, ...] = ("score", "encode", "decode")
+_GAN_CONFIG, _GAN_MODEL = "latentwatch.models.gan:GANConfig", "latentwatch.models.gan:GAN"
+_GAN_LOSS = "latentwatch.models.gan:gan_losses"
+_GENERATOR_GRAPHS = "latentwatch.export.generator_graphs:build_generator_graphs"
 
 FAMILIES: dict[str, Family] = {
     f.kind: f
@@ -107,6 +119,32 @@ FAMILIES: dict[str, Family] = {
             capabilities=_LATENT_CAPABILITIES, graphs=_LATENT_GRAPHS,
             score_kinds=VAE_SCORE_KINDS, variational=True, second_stage=_VAE_PLAN,
             resampling="latent-density",
+        ),
+        Family(
+            kind="gan", description="GAN: a DCGAN-style conv generator for images, an MLP "
+            "generator for tabular rows, sampled from z ~ N(0, I)",
+            capabilities=("generate",), graphs=("generator",), score_kinds=(),
+            variational=False, second_stage=None, adversarial=True,
+            config_class=_GAN_CONFIG, model_class=_GAN_MODEL, loss=_GAN_LOSS,
+            graph_builder=_GENERATOR_GRAPHS,
+        ),
+        Family(
+            kind="cgan", description="conditional GAN: the class label embedded into both "
+            "the generator and the discriminator",
+            capabilities=("generate",), graphs=("generator",), score_kinds=(),
+            variational=False, second_stage=None, adversarial=True, conditional=True,
+            config_class=_GAN_CONFIG, model_class=_GAN_MODEL, loss=_GAN_LOSS,
+            graph_builder=_GENERATOR_GRAPHS,
+        ),
+        Family(
+            kind="pix2pix", description="Pix2Pix: image-to-image translation (sketch -> image) "
+            "with a U-Net generator and a PatchGAN discriminator",
+            capabilities=("translate",), graphs=("translator",), score_kinds=(),
+            variational=False, second_stage=None, adversarial=True,
+            config_class="latentwatch.models.pix2pix:Pix2PixConfig",
+            model_class="latentwatch.models.pix2pix:Pix2Pix",
+            loss="latentwatch.models.pix2pix:pix2pix_losses",
+            graph_builder="latentwatch.export.generator_graphs:build_translator_graphs",
         ),
     )
 }

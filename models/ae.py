@@ -14,7 +14,7 @@ from latentwatch.models.losses import LossTerms
 
 class AE(LatentModel):
     def __init__(self, config: ModelConfig) -> None:
-        if config.kind not in (ae_kinds := kinds_where(variational=False)):
+        if config.kind not in (ae_kinds := kinds_where(variational=False, adversarial=False)):
             raise ValueError(f"AE takes kind {' or '.join(map(repr, ae_kinds))}, "
                              f"got {config.kind!r}")
         super().__init__(config)

@@ -39,7 +39,11 @@ class ModelConfig:
         self._validate()
 
     def _validate(self) -> None:
-        family(self.kind)  # UnknownModelKind (a ValueError) lists the known kinds
+        if family(self.kind).adversarial:  # UnknownModelKind (a ValueError) lists the kinds
+            cls = family(self.kind).config_class.rpartition(":")[2]
+            latent = " or ".join(map(repr, kinds_where(adversarial=False)))
+            raise ValueError(f"model kind {self.kind!r} is adversarial (configured by {cls}): "
+                             f"it has no encoder or scorer; ModelConfig takes {latent}")
         _one_of("body", self.body, BodyKind)
         _one_of("decoder", self.decoder, DecoderKind)
         if self.n_features < 1:

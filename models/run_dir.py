@@ -9,9 +9,12 @@ and raw rows, and export turns it into one version of a model.
     RUN_DIR/validation_rows.npy    raw validation rows kept for export's second stage
     RUN_DIR/splits.npz             row indices of train / validation / calibration (int64)
     RUN_DIR/metrics.json           per-epoch losses, best epoch, the resolved configs
+    RUN_DIR/samples/epoch_001.png  adversarial runs: a sample grid per epoch
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CALIBRATION_ROWS_FILE = "calibration_rows.npy"
@@ -20,3 +23,10 @@ SPLITS_FILE = "splits.npz"
 TRAIN_ROWS_FILE = "train_rows.npy"
 VALIDATION_ROWS_FILE = "validation_rows.npy"
 METRICS_FILE = "metrics.json"
+# Adversarial runs (models/gan_training.py): one sample grid PNG per epoch.
+SAMPLES_DIR = "samples"
+
+
+def sample_grid_path(run_dir: Path, epoch: int) -> Path:
+    """RUN_DIR/samples/epoch_007.png"""
+    return Path(run_dir) / SAMPLES_DIR / f"epoch_{epoch:03d}.png"

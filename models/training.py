@@ -107,6 +107,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
+        if family(self.model).adversarial:
+            raise ValueError(f"model {self.model!r} is adversarial: train it with "
+                             "latentwatch.models.gan_training.GANTrainConfig")
         self._check_dbvae_fields()
         if self.hidden is not None:
             object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -205,7 +208,7 @@ def run_training(config: TrainConfig, *, overwrite: bool = True) -> TrainResult:
     logger.info("schedule: %s", schedule.describe())
 
     start_s = time.perf_counter()
-    with _torch_settings(config.n_threads):
+    with torch_settings(config.n_threads):
         torch.manual_seed(config.seed)
         model = build_model(model_config)
         head = ClassifierHead(HeadConfig(model_config.latent_dim, classes)) if labels else None
@@ -261,7 +264,7 @@ def run_training(config: TrainConfig, *, overwrite: bool = True) -> TrainResult:
 
 
 @contextmanager
-def _torch_settings(n_threads: int) -> Iterator[None]:
+def torch_settings(n_threads: int) -> Iterator[None]:
     """Deterministic kernels and a fixed thread count, restored afterwards."""
     previous_threads = torch.get_num_threads()
     previous_deterministic = torch.are_deterministic_algorithms_enabled()

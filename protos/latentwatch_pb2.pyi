@@ -396,3 +396,105 @@ class ModelControlResponse(_message.Message):
     unloaded: _containers.RepeatedCompositeFieldContainer[ModelVersionRef]
     refused: _containers.RepeatedCompositeFieldContainer[VersionRefusal]
     def __init__(self, loaded: _Optional[_Iterable[_Union[ModelVersionRef, _Mapping]]] = ..., reloaded: _Optional[_Iterable[_Union[ModelVersionRef, _Mapping]]] = ..., unloaded: _Optional[_Iterable[_Union[ModelVersionRef, _Mapping]]] = ..., refused: _Optional[_Iterable[_Union[VersionRefusal, _Mapping]]] = ...) -> None: ...
+
+class GenerateRequest(_message.Message):
+    __slots__ = ("model_name", "model_version", "n", "seed", "labels", "truncation", "centers", "spread")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATION_FIELD_NUMBER: _ClassVar[int]
+    CENTERS_FIELD_NUMBER: _ClassVar[int]
+    SPREAD_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    n: int
+    seed: int
+    labels: _containers.RepeatedScalarFieldContainer[int]
+    truncation: float
+    centers: Tensor
+    spread: float
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., labels: _Optional[_Iterable[int]] = ..., truncation: _Optional[float] = ..., centers: _Optional[_Union[Tensor, _Mapping]] = ..., spread: _Optional[float] = ...) -> None: ...
+
+class GenerateResponse(_message.Message):
+    __slots__ = ("model_name", "model_version", "samples", "latents", "labels", "seed", "class_names")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    LATENTS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    samples: Tensor
+    latents: Tensor
+    labels: _containers.RepeatedScalarFieldContainer[int]
+    seed: int
+    class_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., samples: _Optional[_Union[Tensor, _Mapping]] = ..., latents: _Optional[_Union[Tensor, _Mapping]] = ..., labels: _Optional[_Iterable[int]] = ..., seed: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TraverseRequest(_message.Message):
+    __slots__ = ("model_name", "model_version", "input", "latent", "dimensions", "low", "high", "steps", "label")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    LATENT_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    input: Tensor
+    latent: Tensor
+    dimensions: _containers.RepeatedScalarFieldContainer[int]
+    low: float
+    high: float
+    steps: int
+    label: int
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., input: _Optional[_Union[Tensor, _Mapping]] = ..., latent: _Optional[_Union[Tensor, _Mapping]] = ..., dimensions: _Optional[_Iterable[int]] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., steps: _Optional[int] = ..., label: _Optional[int] = ...) -> None: ...
+
+class TraverseResponse(_message.Message):
+    __slots__ = ("model_name", "model_version", "base_latent", "dimensions", "values", "samples", "change", "inactive_dimensions", "inactive_threshold")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BASE_LATENT_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    INACTIVE_DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    INACTIVE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    base_latent: Tensor
+    dimensions: _containers.RepeatedScalarFieldContainer[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    samples: Tensor
+    change: _containers.RepeatedScalarFieldContainer[float]
+    inactive_dimensions: _containers.RepeatedScalarFieldContainer[int]
+    inactive_threshold: float
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., base_latent: _Optional[_Union[Tensor, _Mapping]] = ..., dimensions: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ..., samples: _Optional[_Union[Tensor, _Mapping]] = ..., change: _Optional[_Iterable[float]] = ..., inactive_dimensions: _Optional[_Iterable[int]] = ..., inactive_threshold: _Optional[float] = ...) -> None: ...
+
+class TranslateRequest(_message.Message):
+    __slots__ = ("model_name", "model_version", "input")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    input: Tensor
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., input: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class TranslateResponse(_message.Message):
+    __slots__ = ("model_name", "model_version", "output")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    output: Tensor
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., output: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...

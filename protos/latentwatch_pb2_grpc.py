@@ -69,6 +69,21 @@ class LatentwatchStub(object):
                 request_serializer=latentwatch__pb2.ModelControlRequest.SerializeToString,
                 response_deserializer=latentwatch__pb2.ModelControlResponse.FromString,
                 _registered_method=True)
+        self.Generate = channel.unary_unary(
+                '/latentwatch.v1.Latentwatch/Generate',
+                request_serializer=latentwatch__pb2.GenerateRequest.SerializeToString,
+                response_deserializer=latentwatch__pb2.GenerateResponse.FromString,
+                _registered_method=True)
+        self.Traverse = channel.unary_unary(
+                '/latentwatch.v1.Latentwatch/Traverse',
+                request_serializer=latentwatch__pb2.TraverseRequest.SerializeToString,
+                response_deserializer=latentwatch__pb2.TraverseResponse.FromString,
+                _registered_method=True)
+        self.Translate = channel.unary_unary(
+                '/latentwatch.v1.Latentwatch/Translate',
+                request_serializer=latentwatch__pb2.TranslateRequest.SerializeToString,
+                response_deserializer=latentwatch__pb2.TranslateResponse.FromString,
+                _registered_method=True)
 
 
 class LatentwatchServicer(object):
@@ -126,6 +141,31 @@ class LatentwatchServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Generate(self, request, context):
+        """Samples from a version's prior through its generator (gan, cgan) or decoder graph (VAE
+        families): deterministic for a seed; optionally class-conditioned, truncated, or drawn
+        around given latent centres (e.g. the latent means of a bias report's sparsest rows).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Traverse(self, request, context):
+        """A latent sweep: from a base point (a row, encoded, or a latent vector) one or every
+        dimension is set to each of `steps` values; the decoded sweep and how much the output
+        changes along each dimension.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Translate(self, request, context):
+        """Image-to-image translation (pix2pix): images in, translated images out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LatentwatchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +203,21 @@ def add_LatentwatchServicer_to_server(servicer, server):
                     servicer.ModelControl,
                     request_deserializer=latentwatch__pb2.ModelControlRequest.FromString,
                     response_serializer=latentwatch__pb2.ModelControlResponse.SerializeToString,
+            ),
+            'Generate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Generate,
+                    request_deserializer=latentwatch__pb2.GenerateRequest.FromString,
+                    response_serializer=latentwatch__pb2.GenerateResponse.SerializeToString,
+            ),
+            'Traverse': grpc.unary_unary_rpc_method_handler(
+                    servicer.Traverse,
+                    request_deserializer=latentwatch__pb2.TraverseRequest.FromString,
+                    response_serializer=latentwatch__pb2.TraverseResponse.SerializeToString,
+            ),
+            'Translate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Translate,
+                    request_deserializer=latentwatch__pb2.TranslateRequest.FromString,
+                    response_serializer=latentwatch__pb2.TranslateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -354,6 +409,87 @@ class Latentwatch(object):
             '/latentwatch.v1.Latentwatch/ModelControl',
             latentwatch__pb2.ModelControlRequest.SerializeToString,
             latentwatch__pb2.ModelControlResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Generate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/latentwatch.v1.Latentwatch/Generate',
+            latentwatch__pb2.GenerateRequest.SerializeToString,
+            latentwatch__pb2.GenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Traverse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/latentwatch.v1.Latentwatch/Traverse',
+            latentwatch__pb2.TraverseRequest.SerializeToString,
+            latentwatch__pb2.TraverseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Translate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/latentwatch.v1.Latentwatch/Translate',
+            latentwatch__pb2.TranslateRequest.SerializeToString,
+            latentwatch__pb2.TranslateResponse.FromString,
             options,
             channel_credentials,
             insecure,

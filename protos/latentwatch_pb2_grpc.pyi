@@ -54,6 +54,18 @@ class LatentwatchStub:
     """Model control (admin scope): rescan the repository now, or load or unload a model or
     one version. An unloaded version stays unloaded until it is loaded again here.
     """
+    Generate: _grpc.UnaryUnaryMultiCallable[_latentwatch_pb2.GenerateRequest, _latentwatch_pb2.GenerateResponse]
+    """Samples from a version's prior through its generator (gan, cgan) or decoder graph (VAE
+    families): deterministic for a seed; optionally class-conditioned, truncated, or drawn
+    around given latent centres (e.g. the latent means of a bias report's sparsest rows).
+    """
+    Traverse: _grpc.UnaryUnaryMultiCallable[_latentwatch_pb2.TraverseRequest, _latentwatch_pb2.TraverseResponse]
+    """A latent sweep: from a base point (a row, encoded, or a latent vector) one or every
+    dimension is set to each of `steps` values; the decoded sweep and how much the output
+    changes along each dimension.
+    """
+    Translate: _grpc.UnaryUnaryMultiCallable[_latentwatch_pb2.TranslateRequest, _latentwatch_pb2.TranslateResponse]
+    """Image-to-image translation (pix2pix): images in, translated images out."""
 
 @_typing.type_check_only
 class LatentwatchAsyncStub(LatentwatchStub):
@@ -77,6 +89,18 @@ class LatentwatchAsyncStub(LatentwatchStub):
     """Model control (admin scope): rescan the repository now, or load or unload a model or
     one version. An unloaded version stays unloaded until it is loaded again here.
     """
+    Generate: _aio.UnaryUnaryMultiCallable[_latentwatch_pb2.GenerateRequest, _latentwatch_pb2.GenerateResponse]  # type: ignore[assignment]
+    """Samples from a version's prior through its generator (gan, cgan) or decoder graph (VAE
+    families): deterministic for a seed; optionally class-conditioned, truncated, or drawn
+    around given latent centres (e.g. the latent means of a bias report's sparsest rows).
+    """
+    Traverse: _aio.UnaryUnaryMultiCallable[_latentwatch_pb2.TraverseRequest, _latentwatch_pb2.TraverseResponse]  # type: ignore[assignment]
+    """A latent sweep: from a base point (a row, encoded, or a latent vector) one or every
+    dimension is set to each of `steps` values; the decoded sweep and how much the output
+    changes along each dimension.
+    """
+    Translate: _aio.UnaryUnaryMultiCallable[_latentwatch_pb2.TranslateRequest, _latentwatch_pb2.TranslateResponse]  # type: ignore[assignment]
+    """Image-to-image translation (pix2pix): images in, translated images out."""
 
 class LatentwatchServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -139,5 +163,35 @@ class LatentwatchServicer(metaclass=_abc_1.ABCMeta):
         """Model control (admin scope): rescan the repository now, or load or unload a model or
         one version. An unloaded version stays unloaded until it is loaded again here.
         """
+
+    @_abc_1.abstractmethod
+    def Generate(
+        self,
+        request: _latentwatch_pb2.GenerateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_latentwatch_pb2.GenerateResponse, _abc.Awaitable[_latentwatch_pb2.GenerateResponse]]:
+        """Samples from a version's prior through its generator (gan, cgan) or decoder graph (VAE
+        families): deterministic for a seed; optionally class-conditioned, truncated, or drawn
+        around given latent centres (e.g. the latent means of a bias report's sparsest rows).
+        """
+
+    @_abc_1.abstractmethod
+    def Traverse(
+        self,
+        request: _latentwatch_pb2.TraverseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_latentwatch_pb2.TraverseResponse, _abc.Awaitable[_latentwatch_pb2.TraverseResponse]]:
+        """A latent sweep: from a base point (a row, encoded, or a latent vector) one or every
+        dimension is set to each of `steps` values; the decoded sweep and how much the output
+        changes along each dimension.
+        """
+
+    @_abc_1.abstractmethod
+    def Translate(
+        self,
+        request: _latentwatch_pb2.TranslateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_latentwatch_pb2.TranslateResponse, _abc.Awaitable[_latentwatch_pb2.TranslateResponse]]:
+        """Image-to-image translation (pix2pix): images in, translated images out."""
 
 def add_LatentwatchServicer_to_server(servicer: LatentwatchServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -19,8 +19,15 @@ from latentwatch.scoring.conformal import benjamini_hochberg, check_alpha, check
 from latentwatch.scoring.contract import check_finite_scores, validate_rows
 from latentwatch.scoring.results import FdrResult as FdrResult  # the one result family
 from latentwatch.scoring.results import ScoreResult
-from latentwatch.service import bias
+from latentwatch.service import bias, generation
 from latentwatch.service.bias import BiasChunk, BiasResult
+from latentwatch.service.generation import (
+    GenerateArgs,
+    GenerateResult,
+    TranslateResult,
+    TraverseArgs,
+    TraverseResult,
+)
 from latentwatch.service.reload import ReloadReport, RepositoryWatcher
 from latentwatch.service.repository import ModelRepository, ModelVersion
 from latentwatch.service.settings import Settings
@@ -128,7 +135,23 @@ class ScoringCore:
         """The BiasReport flow on a serving version (service/bias.py), in one of the
         `max_concurrent_bias_reports` slots (RESOURCE_EXHAUSTED when none is free)."""
         with self._serving(name, version).lease() as mv, self._bias_slots.taken():
+            mv.encoder  # noqa: B018  InvalidInput, naming its capabilities, for a generator
             return await bias.bias_report(mv, chunks, options, self._bias_limits)
+
+    async def generate(self, name: str, version: str, args: GenerateArgs) -> GenerateResult:
+        """Samples from the version's generator or decoder (service/generation.py)."""
+        with self._serving(name, version).lease() as mv:
+            return await generation.generate(mv, args)
+
+    async def traverse(self, name: str, version: str, args: TraverseArgs) -> TraverseResult:
+        """A latent sweep, decoded, and how much each dimension changes the output."""
+        with self._serving(name, version).lease() as mv:
+            return await generation.traverse(mv, args)
+
+    async def translate(self, name: str, version: str, array: NDArray) -> TranslateResult:
+        """Images through the version's translator graph (pix2pix)."""
+        with self._serving(name, version).lease() as mv:
+            return await generation.translate(mv, array)
 
     async def model_control(self, action: str, name: str = "", version: str = "") -> ReloadReport:
         """Hot reload on request: "reload" (the repository, or one model), "load" or "unload"
@@ -155,21 +178,25 @@ class ScoringCore:
     def get_model(self, name: str, version: str = "") -> ModelInfo:
         mv = self._loaded().get(name, version)
         m = mv.manifest
-        scorer = m.graphs["scorer"]
-        n = m.require_scoring().calibration.size
+        # The graph a caller sends rows to: the scorer, else the generator or translator.
+        served = next(m.graphs[g] for g in ("scorer", "generator", "translator") if g in m.graphs)
+        scoring = m.scoring
+        n = scoring.calibration.size if scoring is not None else 0
+        latent_dim = (m.latent.latent_dim if m.latent is not None
+                      else m.generation.latent_dim if m.generation is not None else 0)
         return ModelInfo(
             name=mv.name,
             version=mv.version,
             model_kind=m.model_kind,
-            inputs=tuple(TensorInfo(t.name, t.datatype, tuple(t.shape)) for t in scorer.inputs),
-            outputs=tuple(TensorInfo(t.name, t.datatype, tuple(t.shape)) for t in scorer.outputs),
+            inputs=tuple(TensorInfo(t.name, t.datatype, tuple(t.shape)) for t in served.inputs),
+            outputs=tuple(TensorInfo(t.name, t.datatype, tuple(t.shape)) for t in served.outputs),
             image_shape=tuple(m.input.image_shape or ()),
-            score_kinds=tuple(m.require_scoring().score_kinds),
-            default_score_kind=m.require_scoring().default_score_kind,
+            score_kinds=tuple(scoring.score_kinds) if scoring is not None else (),
+            default_score_kind=scoring.default_score_kind if scoring is not None else "",
             calibration_size=n,
-            default_alpha=m.require_scoring().calibration.default_alpha,
-            min_alpha=1.0 / (n + 1),
-            latent_dim=m.require_latent().latent_dim,
+            default_alpha=scoring.calibration.default_alpha if scoring is not None else 0.0,
+            min_alpha=1.0 / (n + 1) if scoring is not None else 0.0,
+            latent_dim=latent_dim,
             execution_provider=mv.provider,
             manifest_json=mv.manifest_json,
             max_batch_rows=self._max_batch_rows,

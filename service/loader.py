@@ -25,19 +25,29 @@ from latentwatch.repository.manifest import Manifest
 from latentwatch.repository.reader import ReadPolicy, VersionFiles, read_version
 from latentwatch.scoring.contract import InputContract
 from latentwatch.scoring.pipeline import ScoringPipeline
+from latentwatch.service import generative_graphs
 from latentwatch.service.batch_scoring import BatchScoring
 from latentwatch.service.batcher import MicroBatcher
 from latentwatch.service.metrics import ServiceMetrics
-from latentwatch.service.repository import ModelRepository, ModelVersion, Refusal, decode
+from latentwatch.service.repository import (
+    ModelRepository,
+    ModelVersion,
+    Refusal,
+    ScoringParts,
+    decode,
+)
 from latentwatch.service.runtime import Runtime, input_names, make_runtime, output_names
 from latentwatch.service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 WARMUP_ROWS = 2  # two rows also proves the batch axis is dynamic
-# What every served version must offer today: Score, Encode and BiasReport need both.
-# Versions of families that only generate or translate wait for the RPCs that serve them.
+# What a version that scores must offer: Score, Encode and BiasReport need both. Versions of
+# families that only generate or translate (gan, cgan, pix2pix) offer neither.
 SERVED_CAPABILITIES = ("score", "encode")
+GENERATIVE_CAPABILITIES = ("generate", "translate")
+# The graphs a served version's runtimes run; a manifest's other graphs are not loaded.
+SERVED_GRAPHS = ("scorer", "encoder", "decoder", "generator", "translator")
 
 
 async def load_repository(
@@ -60,11 +70,12 @@ async def load_repository(
             continue
         repository.versions.setdefault(name, {})[version] = loaded
         m = loaded.manifest
+        served = (f"{m.scoring.calibration.size} calibration rows" if m.scoring is not None
+                  else f"capabilities {', '.join(m.capabilities)}")
         log.info(
-            "loaded model %s version %s (%s, %d features, %d calibration rows) on %s, "
-            "%d intra-op threads",
-            name, version, m.model_kind, m.n_features, m.require_scoring().calibration.size,
-            loaded.provider, loaded.intra_op_threads,
+            "loaded model %s version %s (%s, %d features, %s) on %s, %d intra-op threads",
+            name, version, m.model_kind, m.n_features, served, loaded.provider,
+            loaded.intra_op_threads,
         )
     return repository
 
@@ -122,30 +133,65 @@ async def _load_version(
     files = await loop.run_in_executor(
         executor, read_version, name, version, version_dir, read_policy(settings)
     )
-    lacking = [c for c in SERVED_CAPABILITIES if c not in files.manifest.capabilities]
-    if lacking:
-        raise VersionRefused(
-            f"this server serves versions with the capabilities {list(SERVED_CAPABILITIES)}; "
-            f"this one has {files.manifest.capabilities} (no {', '.join(lacking)})"
-        )
+    manifest = files.manifest
+    _check_served(manifest)
     loaded: list[Runtime] = []
     try:
-        scorer, encoder, decoder = await _load_runtimes(files, settings, executor, loaded)
-        pipeline = files.pipeline()
-        check_graphs(files.manifest, pipeline, scorer, encoder, decoder)
+        graphs = await _load_runtimes(files, settings, executor, loaded)
+        pipeline = None
+        decoder = graphs.get("decoder")
+        if "scorer" in graphs:
+            pipeline = files.pipeline()
+            scorer = graphs["scorer"]
+            encoder = graphs.get("encoder", scorer)
+            check_graphs(manifest, pipeline, scorer, encoder, decoder)
+        _check_generative(manifest, graphs)
         if settings.warmup:
-            await warm_up(files.manifest, pipeline, scorer, encoder, decoder)
-        return _serve(files, pipeline, settings, metrics, executor, scorer, encoder, decoder)
+            if pipeline is not None:
+                await warm_up(manifest, pipeline, scorer, encoder, decoder)
+            await _warm_up_generative(manifest, graphs)
+        return _serve(files, pipeline, settings, metrics, executor, graphs)
     except BaseException:
         # A served version's runtimes are closed with the repository; a refused one's here.
         await _close_all(loaded)
         raise
 
 
+def _check_served(manifest: Manifest) -> None:
+    """VersionRefused for a version this server has no RPCs for: one that scores must also
+    encode, and one that does neither only generates or translates."""
+    caps = set(manifest.capabilities)
+    lacking = [c for c in SERVED_CAPABILITIES if c not in caps]
+    generative_only = bool(caps) and caps <= set(GENERATIVE_CAPABILITIES)
+    if lacking and not generative_only:
+        raise VersionRefused(
+            f"this server serves versions with the capabilities {list(SERVED_CAPABILITIES)} "
+            f"(or only {' and '.join(GENERATIVE_CAPABILITIES)}); this one has "
+            f"{manifest.capabilities} (no {', '.join(lacking)})"
+        )
+
+
+def _check_generative(manifest: Manifest, graphs: dict[str, Runtime]) -> None:
+    if "generator" in graphs:
+        generative_graphs.check_generator(manifest, graphs["generator"])
+    if "translator" in graphs:
+        generative_graphs.check_translator(manifest, graphs["translator"])
+    if "decoder" in graphs and "scorer" not in graphs:
+        raise VersionRefused("a decoder graph is served with a scorer and encoder only")
+
+
+async def _warm_up_generative(manifest: Manifest, graphs: dict[str, Runtime]) -> None:
+    if "generator" in graphs:
+        await generative_graphs.warm_up_generator(manifest, graphs["generator"])
+    if "translator" in graphs:
+        await generative_graphs.warm_up_translator(manifest, graphs["translator"])
+
+
 async def _load_runtimes(
     files: VersionFiles, settings: Settings, executor: Executor | None, loaded: list[Runtime]
-) -> tuple[Runtime, Runtime, Runtime | None]:
-    """(scorer, encoder or the scorer, decoder or None), loaded; each also added to `loaded`."""
+) -> dict[str, Runtime]:
+    """Graph name -> its runtime, loaded, for each of SERVED_GRAPHS the manifest lists; each
+    also added to `loaded`."""
     graphs = files.manifest.graphs
 
     async def load(graph: str) -> Runtime:
@@ -156,15 +202,16 @@ async def _load_runtimes(
         loaded.append(runtime)
         return runtime
 
+    runtimes: dict[str, Runtime] = {}
     try:
-        scorer = await load("scorer")
-        encoder = await load("encoder") if "encoder" in graphs else scorer
-        decoder = await load("decoder") if "decoder" in graphs else None
+        for graph in SERVED_GRAPHS:
+            if graph in graphs:
+                runtimes[graph] = await load(graph)
     except VersionRefused:
         raise
     except Exception as err:  # onnxruntime raises several unrelated types for bad graphs
         raise VersionRefused(f"ONNX Runtime cannot load a graph: {err}") from err
-    return scorer, encoder, decoder
+    return runtimes
 
 
 async def _close_all(runtimes: list[Runtime]) -> None:
@@ -211,18 +258,17 @@ def _check_graph(what: str, runtime: Runtime, manifest: Manifest, outputs: list[
 
 def _serve(
     files: VersionFiles,
-    pipeline: ScoringPipeline,
+    pipeline: ScoringPipeline | None,
     settings: Settings,
     metrics: ServiceMetrics,
     executor: Executor | None,
-    scorer: Runtime,
-    encoder: Runtime,
-    decoder: Runtime | None,
+    graphs: dict[str, Runtime],
 ) -> ModelVersion:
     """The version's metrics and batchers: what serves it."""
     name, version, manifest = files.manifest.name, files.manifest.version, files.manifest
     label = f"{name}:{version}"
-    version_metrics = metrics.add_version(name, version, scorer.provider)
+    primary = next(graphs[g] for g in ("scorer", "generator", "translator") if g in graphs)
+    version_metrics = metrics.add_version(name, version, primary.provider)
 
     def on_run(n_rows: int) -> None:  # scorer runs only: batch_rows and rows_scored
         version_metrics.batch_rows.observe(n_rows)
@@ -236,31 +282,43 @@ def _serve(
             max_queue_rows=settings.max_queue_rows, **kw,
         )
 
-    score_batcher = batcher(scorer, on_run=on_run, name=label)
-    encode_batcher = score_batcher
-    if encoder is not scorer:
-        encode_batcher = batcher(encoder, name=f"{label} encoder")
-        version_metrics.queued_rows = lambda: score_batcher.queued_rows + encode_batcher.queued_rows
-    else:
-        version_metrics.queued_rows = lambda: score_batcher.queued_rows
-    runtimes = tuple(dict.fromkeys(r for r in (scorer, encoder, decoder) if r is not None))
-    return ModelVersion(
+    parts = None
+    if pipeline is not None:
+        scorer = graphs["scorer"]
+        score_batcher = batcher(scorer, on_run=on_run, name=label)
+        encode_batcher = score_batcher
+        if graphs.get("encoder", scorer) is not scorer:
+            encode_batcher = batcher(graphs["encoder"], name=f"{label} encoder")
+        parts = ScoringParts(
+            pipeline, score_batcher, BatchScoring(pipeline, version_metrics, executor),
+            encode_batcher,
+        )
+    decoder = graphs.get("decoder")
+    generator = graphs.get("generator")
+    translator = graphs.get("translator")
+    served = ModelVersion(
         name=name,
         version=version,
         manifest=manifest,
         manifest_json=files.manifest_json,
         contract=InputContract.from_manifest(manifest, settings.max_request_rows),
-        provider=scorer.provider,
-        intra_op_threads=int(getattr(scorer, "intra_op_threads", 0)),
-        pipeline=pipeline,
-        scorer=score_batcher,
-        scoring=BatchScoring(pipeline, version_metrics, executor),
-        encoder=encode_batcher,
+        provider=primary.provider,
+        intra_op_threads=int(getattr(primary, "intra_op_threads", 0)),
+        scoring_parts=parts,
         metrics=version_metrics,
         decoder=decoder,
         reference=files.reference,
-        runtimes=runtimes,
+        decoding=None if decoder is None else batcher(decoder, name=f"{label} decoder"),
+        generator=None if generator is None else batcher(
+            generative_graphs.serving_runtime(manifest, generator), name=f"{label} generator"
+        ),
+        translator=None if translator is None else batcher(
+            translator, name=f"{label} translator"
+        ),
+        runtimes=tuple(dict.fromkeys(graphs.values())),
     )
+    version_metrics.queued_rows = lambda: sum(b.queued_rows for b in served.batchers)
+    return served
 
 
 async def warm_up(

@@ -34,6 +34,17 @@ def _listed(items: Iterable[str], separator: str = ", ") -> str:
     return separator.join(listed[:LISTED]) + more
 
 
+@dataclass(frozen=True)
+class ScoringParts:
+    """What Score, Encode and BiasReport run on; a version that only generates or translates
+    has none."""
+
+    pipeline: ScoringPipeline  # score kinds and p-values from the scorer's outputs
+    scorer: MicroBatcher
+    scoring: BatchScoring  # the pipeline over the scorer's batches, once per batch
+    encoder: MicroBatcher  # the encoder graph, or the scorer when there is none
+
+
 @dataclass
 class ModelVersion:
     name: str
@@ -43,15 +54,19 @@ class ModelVersion:
     contract: InputContract
     provider: str
     intra_op_threads: int
-    pipeline: ScoringPipeline  # score kinds and p-values from the scorer's outputs
-    scorer: MicroBatcher
-    scoring: BatchScoring  # the pipeline over the scorer's batches, once per batch
-    encoder: MicroBatcher  # the encoder graph, or the scorer when there is none
+    # None for a version without the score and encode capabilities (gan, cgan, pix2pix).
+    scoring_parts: ScoringParts | None
     metrics: VersionMetrics
     # latent (k, Z) -> decoder means (k, F) in model space; None without a decoder graph.
     decoder: Runtime | None = None
     # The training data's latent summary for bias-report drift; None when not exported.
     reference: LatentReference | None = None
+    # The decoder graph batched (Generate and Traverse of VAE families); None without one.
+    decoding: MicroBatcher | None = None
+    # z [, label] rows -> samples in data units (service/generative_graphs.py); None without one.
+    generator: MicroBatcher | None = None
+    # (n, C, H, W) images -> translated images in data units; None without a translator graph.
+    translator: MicroBatcher | None = None
     runtimes: tuple[Runtime, ...] = ()  # every runtime loaded, closed with the repository
     # Calls holding this version now: a version unloaded by a reload closes when they end.
     _leases: int = field(default=0, repr=False)
@@ -74,11 +89,43 @@ class ModelVersion:
         if self._leases:
             await self._idle.wait()
 
+    @property
+    def pipeline(self) -> ScoringPipeline:
+        return self._scoring_parts("score").pipeline
+
+    @property
+    def scorer(self) -> MicroBatcher:
+        return self._scoring_parts("score").scorer
+
+    @property
+    def scoring(self) -> BatchScoring:
+        return self._scoring_parts("score").scoring
+
+    @property
+    def encoder(self) -> MicroBatcher:
+        return self._scoring_parts("encode").encoder
+
+    def _scoring_parts(self, capability: str) -> ScoringParts:
+        """The scoring parts; InvalidInput, naming what the version can do, when it has none."""
+        if self.scoring_parts is None:
+            raise InvalidInput(
+                f"model {quote(self.name)} version {quote(self.version)} cannot {capability}: "
+                f"its capabilities are {self.manifest.capabilities}"
+            )
+        return self.scoring_parts
+
+    @property
+    def batchers(self) -> tuple[MicroBatcher, ...]:
+        """Every batcher of the version, each once."""
+        found: list[MicroBatcher | None] = [self.decoding, self.generator, self.translator]
+        if self.scoring_parts is not None:
+            found[:0] = [self.scoring_parts.scorer, self.scoring_parts.encoder]
+        return tuple(dict.fromkeys(b for b in found if b is not None))
+
     async def close(self) -> None:
         """Stops its batchers (calls still queued fail with NotReady) and closes its runtimes."""
-        await self.scorer.close()
-        if self.encoder is not self.scorer:
-            await self.encoder.close()
+        for batcher in self.batchers:
+            await batcher.close()
         for runtime in self.runtimes:
             await runtime.close()
 

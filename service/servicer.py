@@ -15,6 +15,9 @@ not change them, and may not carry options (they would not be used).
 
 ModelControl (admin scope when tokens are on) runs one hot-reload pass, load or unload
 (service/reload.py) and answers what changed.
+
+Generate, Traverse and Translate ("generate" scope) hand their fields to the core
+(service/generation.py), which checks every value.
 """
 
 from __future__ import annotations
@@ -30,9 +33,16 @@ from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
 from latentwatch.service.auth import caller_may_see
 from latentwatch.service.core import BiasChunk, ScoringCore
+from latentwatch.service.generation import GenerateArgs, TraverseArgs
 from latentwatch.service.interceptor import observed_message
 from latentwatch.wire.bias import options_from_proto, response_from_report
 from latentwatch.wire.control import control_response
+from latentwatch.wire.generate import (
+    generate_response,
+    optional_tensor,
+    translate_response,
+    traverse_response,
+)
 from latentwatch.wire.score import (
     encode_response,
     input_array,
@@ -148,6 +158,45 @@ class LatentwatchServicer(pb_grpc.LatentwatchServicer):
             report.loaded, report.reloaded, report.unloaded,
             [(r.name, r.version, r.reason) for r in report.refused],
         )
+
+    async def Generate(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GenerateResponse:
+        args = GenerateArgs(
+            n=request.n,
+            seed=request.seed if request.HasField("seed") else None,
+            labels=list(request.labels),
+            truncation=request.truncation if request.HasField("truncation") else None,
+            centers=optional_tensor(request, "centers"),
+            spread=request.spread if request.HasField("spread") else None,
+        )
+        result = await self._core.generate(request.model_name, request.model_version, args)
+        return generate_response(result)
+
+    async def Traverse(
+        self, request: pb.TraverseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TraverseResponse:
+        args = TraverseArgs(
+            rows=optional_tensor(request, "input"),
+            latent=optional_tensor(request, "latent"),
+            dimensions=list(request.dimensions),
+            low=request.low if request.HasField("low") else None,
+            high=request.high if request.HasField("high") else None,
+            steps=request.steps if request.HasField("steps") else None,
+            label=request.label if request.HasField("label") else None,
+        )
+        result = await self._core.traverse(request.model_name, request.model_version, args)
+        return traverse_response(result)
+
+    async def Translate(
+        self, request: pb.TranslateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TranslateResponse:
+        if not request.HasField("input"):
+            raise InvalidInput("input: missing; expected images (N, C, H, W), batch first")
+        result = await self._core.translate(
+            request.model_name, request.model_version, from_tensor(request.input)
+        )
+        return translate_response(result)
 
     async def _score_message(self, request: pb.ScoreRequest) -> pb.ScoreResponse:
         return await observed_message(self._score(request))

@@ -363,3 +363,54 @@ def test_tsv_ids_and_parquet_row_groups(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.concatenate([c.X for c in chunks])[:, 1], np.arange(10))
     with pytest.raises(DataError, match="column 'name' is string, not numeric"):
         open_table(str(tmp_path / "t.parquet"))
+
+
+# --- sketch -> image pairs (latentwatch.data.pairs) ---------------------------------------------
+
+
+def test_edge_maps_mark_the_outline_of_a_square_in_the_images_units() -> None:
+    from latentwatch.data.pairs import EdgeRecipe, edge_maps
+
+    square = np.zeros((1, 8, 8), dtype=np.float32)
+    square[0, 2:6, 2:6] = 255.0
+    sketch = edge_maps(square.reshape(1, 64), (1, 8, 8), 255.0, EdgeRecipe(threshold=0.5))
+    edges = sketch.reshape(8, 8) > 0
+    assert set(np.unique(sketch)) == {0.0, 255.0}
+    # The boundary of the square and the ring around it are edges; its flat centre and the far
+    # background are not.
+    assert edges[2, 3] and edges[1, 3] and edges[5, 4]
+    assert not edges[3:5, 3:5].any() and not edges[0, 0] and not edges[7, 7]
+    blank = edge_maps(np.zeros((2, 64)), (1, 8, 8), 16.0)
+    assert not blank.any()
+    with pytest.raises(DataError, match=r"edge maps take \(N, 64\)"):
+        edge_maps(np.zeros((2, 60)), (1, 8, 8), 16.0)
+
+
+def test_pairs_are_deterministic_and_held_out_rows_are_disjoint() -> None:
+    from latentwatch.data.pairs import EdgeRecipe, make_pairs
+
+    digits = load_source("digits")
+    first, again = make_pairs(digits, seed=3), make_pairs(digits, seed=3)
+    assert np.array_equal(first.sketch, again.sketch)
+    assert np.array_equal(first.held_out, again.held_out)
+    assert np.intersect1d(first.train, first.held_out).size == 0
+    assert np.union1d(first.train, first.held_out).size == digits.n_rows
+    assert first.held_out.size == round(0.1 * digits.n_rows)
+    assert not np.array_equal(first.held_out, make_pairs(digits, seed=4).held_out)
+    # The sketch is not the image: edges mark where intensity changes, not where ink is.
+    share_edges = float((first.sketch > 0).mean())
+    assert 0.2 < share_edges < 0.8 and not np.array_equal(first.sketch > 0, digits.X > 0)
+    assert make_pairs(digits, EdgeRecipe(threshold=1.0)).sketch.sum() < first.sketch.sum()
+
+
+def test_pairs_need_images(tmp_path: Path) -> None:
+    from latentwatch.data.pairs import EdgeRecipe, held_out_split, make_pairs
+
+    path = tmp_path / "rows.npy"
+    np.save(path, np.ones((10, 3), dtype=np.float32))
+    with pytest.raises(DataError, match="pairs need images"):
+        make_pairs(load_source(str(path)))
+    with pytest.raises(ValueError, match="threshold"):
+        EdgeRecipe(threshold=0.0)
+    with pytest.raises(ValueError, match="leave none for training"):
+        held_out_split(1, 0.5, 0)

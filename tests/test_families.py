@@ -28,6 +28,9 @@ from latentwatch.repository.manifest import GraphSpec, Manifest, TensorSpec
 from latentwatch.scoring.preprocessing import Preprocessing
 
 F, Z = 6, 2
+# Kinds with an encoder, a decoder and a scorer; the adversarial ones (gan, cgan, pix2pix) are
+# tested in tests/models/test_gan.py.
+LATENT_KINDS = kinds_where(adversarial=False)
 
 
 def _graphs(kind: str) -> list[GraphDef]:
@@ -38,7 +41,7 @@ def _graphs(kind: str) -> list[GraphDef]:
                         n_importance_samples=3, preprocessing=pre, seed=0)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", LATENT_KINDS)
 def test_every_kind_resolves_to_its_parts(kind: str) -> None:
     fam = family(kind)
     assert fam.kind == kind and fam.description
@@ -55,7 +58,7 @@ def test_every_kind_resolves_to_its_parts(kind: str) -> None:
     assert fam.resamples == (fam.resampling is not None)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", LATENT_KINDS)
 def test_the_exported_graphs_give_what_the_family_says(kind: str, tmp_path: Path) -> None:
     fam = family(kind)
     graphs = _graphs(kind)
@@ -99,10 +102,10 @@ def _manifest_dict(kind: str, graphs: dict[str, GraphSpec], kinds: list[str]) ->
 
 
 def test_unknown_kinds_name_the_known_ones() -> None:
-    with pytest.raises(UnknownModelKind, match=r"unknown model kind 'gan'.*\['ae', 'vae'"):
-        family("gan")
+    with pytest.raises(UnknownModelKind, match=r"unknown model kind 'flow'.*\['ae', 'vae'"):
+        family("flow")
     with pytest.raises(ValueError, match="kind must be one of"):
-        ModelConfig(kind="gan", n_features=F)
+        ModelConfig(kind="flow", n_features=F)
     assert isinstance(UnknownModelKind("x"), ValueError)
 
 
@@ -111,8 +114,11 @@ def test_queries_and_the_cli_choices_come_from_the_registry(
 ) -> None:
     from latentwatch.cli.main import build_parser
 
-    assert KINDS == tuple(FAMILIES) == ("ae", "vae", "beta-vae", "dbvae")
+    assert KINDS == tuple(FAMILIES) == ("ae", "vae", "beta-vae", "dbvae", "gan", "cgan",
+                                        "pix2pix")
     assert kinds_where(variational=True) == ("vae", "beta-vae", "dbvae")
+    assert kinds_where(adversarial=True) == ("gan", "cgan", "pix2pix")
+    assert kinds_where(conditional=True) == ("cgan",)
     assert kinds_where(resampling="latent-density") == ("dbvae",)
     assert family("vae").fixed_beta == 1.0 and family("beta-vae").default_beta == 2.0
     assert not family("ae").draws_importance_samples
@@ -121,8 +127,27 @@ def test_queries_and_the_cli_choices_come_from_the_registry(
     for kind in KINDS:
         assert parser.parse_args([*train, kind]).model == kind
     with pytest.raises(SystemExit):
-        parser.parse_args([*train, "gan"])
-    assert "choose from ae, vae, beta-vae, dbvae" in capsys.readouterr().err.replace("'", "")
+        parser.parse_args([*train, "flow"])
+    assert ("choose from ae, vae, beta-vae, dbvae, gan, cgan, pix2pix"
+            in capsys.readouterr().err.replace("'", ""))
+
+
+@pytest.mark.parametrize("kind", kinds_where(adversarial=True))
+def test_adversarial_kinds_generate_and_are_refused_where_a_scorer_is_needed(kind: str) -> None:
+    from latentwatch.models.training import TrainConfig
+
+    fam = family(kind)
+    assert not fam.scores and fam.score_kinds == () and fam.second_stage is None
+    assert set(fam.capabilities) <= {"generate", "translate"} and len(fam.graphs) == 1
+    assert resolve(fam.config_class).__name__.endswith("Config")
+    assert callable(resolve(fam.loss)) and callable(resolve(fam.model_class))
+    assert fam.graph_builder.startswith("latentwatch.export.")
+    with pytest.raises(ValueError, match=f"model kind '{kind}' is adversarial.*ModelConfig "
+                                         "takes 'ae' or 'vae'"):
+        ModelConfig(kind=kind, n_features=F)
+    with pytest.raises(ValueError, match="train it with .*GANTrainConfig"):
+        TrainConfig(data="digits", model=kind, out=Path("run"))
+    assert all(family(k).scores for k in LATENT_KINDS)
 
 
 def test_second_stage_plans_by_family_and_data() -> None:

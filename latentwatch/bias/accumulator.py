@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 
 from latentwatch.bias.density import (
     effective_sample_size,
+    knn_log_density,
     latent_histograms,
     log_density_and_weight,
 )
@@ -245,6 +246,9 @@ class BiasAccumulator:
         log_density, log_weight = log_density_and_weight(
             blocks, hist, options.alpha, options.mode
         )
+        # The weights stay the DB-VAE's; the rows (sparse set, both extremes) rank by this density.
+        if options.density == "knn":
+            log_density = knn_log_density(blocks, n)
         weight = np.exp(log_weight + np.log(n))  # mean 1; extreme rows may underflow to 0
         k = min(options.top_k, n)
         order = np.argsort(log_density, kind="stable")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from latentwatch import __version__
+from latentwatch.cli import generate_args
 from latentwatch.errors import LatentwatchError
 from latentwatch.families import KINDS
 
@@ -30,6 +31,9 @@ COMMANDS = {
     "token": "latentwatch.cli.token",
     "keygen": "latentwatch.cli.sign",
     "sign": "latentwatch.cli.sign",
+    "generate": "latentwatch.cli.generate",
+    "traverse": "latentwatch.cli.traverse",
+    "translate": "latentwatch.cli.translate",
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -79,11 +83,12 @@ def _document_defaults(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train an autoencoder or VAE on a data source")
+    p = sub.add_parser("train", help="train an autoencoder, VAE, GAN or Pix2Pix on a data source")
     p.add_argument("--data", required=True, help="digits, or a .npy/.npz/.csv/IDX .gz file")
     p.add_argument("--model", required=True, choices=list(KINDS),
                    help="dbvae: a VAE trained with adaptive resampling towards sparse latent "
-                        "regions (DB-VAE)")
+                        "regions (DB-VAE); gan, cgan (class-conditional), pix2pix (sketch -> "
+                        "image on edge maps of the images): adversarial, generate only")
     p.add_argument("--out", required=True, type=Path,
                    help="run directory to create; an existing, non-empty one needs --force")
     p.add_argument("--force", action="store_true",
@@ -91,8 +96,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--body", default="auto", choices=["auto", "mlp", "conv"],
                    help="auto: conv for images, mlp for tabular rows")
     p.add_argument("--hidden", default=None,
-                   help="comma-separated widths (mlp) or channels (conv), e.g. 512,256 "
-                        "(default: from the data)")
+                   help="comma-separated widths (mlp) or channels (conv), e.g. 512,256; "
+                        "pix2pix: one channel count (default: from the data)")
     p.add_argument("--latent-dim", type=_positive_int, default=None,
                    help="size of the latent code (default: from the data)")
     p.add_argument("--beta", type=_positive_float, default=None,
@@ -103,11 +108,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "tabular rows; gaussian-hetero predicts a variance per row and feature")
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help="most epochs; early stopping usually ends sooner (default: 30 for "
-                        "images, from a step budget for tabular rows)")
+                        "images, from a step budget for tabular rows and for gan, cgan, "
+                        "pix2pix)")
     p.add_argument("--batch-size", type=_positive_int, default=None,
                    help="rows per step (default: 64 for images, from the row count otherwise)")
     p.add_argument("--lr", type=_positive_float, default=None,
-                   help="Adam learning rate (default: 0.002)")
+                   help="Adam learning rate (default: 0.002; 0.0002 for gan, cgan, pix2pix)")
     p.add_argument("--n-importance-samples", type=_positive_int, default=None,
                    help="K fixed noise draws for the exported ELBO/IWAE scores (default: 16)")
     p.add_argument("--calibration-fraction", type=_fraction, default=None,
@@ -118,6 +124,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-rows", type=_positive_int, default=None,
                    help="use at most this many rows (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the splits and the weights")
+    a = p.add_argument_group("gan, cgan, pix2pix", "adversarial training (these models only)")
+    a.add_argument("--held-out-fraction", type=_fraction, default=None,
+                   help="share of rows held out for evaluation, never trained on (default 0.1)")
+    a.add_argument("--edge-threshold", type=_positive_float, default=None,
+                   help="pix2pix: Sobel magnitude (a unit step is 1) at which a pixel of the "
+                        "sketch is an edge (default 0.5)")
+    a.add_argument("--spectral-norm", action="store_true", default=None,
+                   help="spectral norm on the discriminator's layers (default: off; slower "
+                        "and, measured on digits, no better)")
     g = p.add_argument_group("dbvae", "resampling and classifier head (--model dbvae only)")
     g.add_argument("--debias-bins", type=_positive_int, default=None,
                    help="histogram bins per latent dimension (default 10)")
@@ -312,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_train, _add_export, _add_bootstrap, _add_serve, _add_score,
                 _add_bias_report, _add_recalibrate, _add_token, _add_sign):
         add(sub)
+    generate_args.add_commands(sub, _add_connection, _positive_int, _positive_float)
     _document_defaults(parser)
     return parser
 

@@ -47,6 +47,16 @@ from latentwatch.wire.bias import (
     report_from_response,
     row_labels,
 )
+from latentwatch.wire.generate import (
+    Generated,
+    Traversal,
+    generate_request,
+    generated_from_response,
+    translate_request,
+    translated_from_response,
+    traversal_from_response,
+    traverse_request,
+)
 from latentwatch.wire.score import (
     latents_from_response,
     model_info_from_message,
@@ -60,12 +70,14 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "BiasReport",
     "FdrResult",
+    "Generated",
     "LatentwatchClient",
     "ModelInfo",
     "ModelSummary",
     "ScoreResult",
     "StreamPolicy",
     "TensorInfo",
+    "Traversal",
     "benjamini_hochberg",
 ]
 
@@ -370,3 +382,65 @@ class LatentwatchClient:
         except grpc.RpcError as err:
             _raise_rpc_error(err)
         return model_info_from_message(info)
+
+    def generate(
+        self,
+        model: str,
+        n: int,
+        *,
+        version: str = "",
+        seed: int | None = None,
+        labels: Sequence[int] = (),
+        truncation: float | None = None,
+        centers: NDArray | None = None,
+        spread: float | None = None,
+    ) -> Generated:
+        """n samples (n, *sample_shape) in the data's units, with the latents and labels used.
+
+        The same seed gives the same samples; without one the result's `seed` redraws them.
+        `labels` (class-conditional models): one for all samples, or one per sample; none draws
+        them. `centers` (k, Z), e.g. the latent means of a bias report's sparsest rows, draws
+        sample i around centre i mod k with standard deviation `spread` (server default 0.5).
+        """
+        request = generate_request(model, n, version, seed, labels, truncation, centers, spread)
+        try:
+            response = self._stub.Generate(request, timeout=self.timeout_s)
+        except grpc.RpcError as err:
+            _raise_rpc_error(err)
+        return generated_from_response(response)
+
+    def traverse(
+        self,
+        model: str,
+        *,
+        version: str = "",
+        row: NDArray | None = None,
+        latent: NDArray | None = None,
+        dimensions: Sequence[int] = (),
+        low: float | None = None,
+        high: float | None = None,
+        steps: int | None = None,
+        label: int | None = None,
+    ) -> Traversal:
+        """A latent sweep from one row (encoded) or a latent point (neither: the prior mean):
+        each of `dimensions` (default all) set to `steps` values from low to high (server
+        defaults -3, 3, 7); samples (D, steps, *sample_shape), how much each dimension changes
+        the output, and the dimensions that change nothing."""
+        request = traverse_request(
+            model, version, None if row is None else _as_rows(row, "row"),
+            None if latent is None else np.asarray(latent), dimensions, low, high, steps, label,
+        )
+        try:
+            response = self._stub.Traverse(request, timeout=self.timeout_s)
+        except grpc.RpcError as err:
+            _raise_rpc_error(err)
+        return traversal_from_response(response)
+
+    def translate(self, model: str, images: NDArray, *, version: str = "") -> NDArray[np.float32]:
+        """(N, C, H, W) (or (N, H, W)) images in the data's units -> translated (N, C, H, W)."""
+        request = translate_request(model, _as_rows(images, "images"), version)
+        try:
+            response = self._stub.Translate(request, timeout=self.timeout_s)
+        except grpc.RpcError as err:
+            _raise_rpc_error(err)
+        return translated_from_response(response)

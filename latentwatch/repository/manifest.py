@@ -278,6 +278,47 @@ class ScoringSpec(_Strict):
         return self
 
 
+MAX_CLASSES = 10_000  # labels a conditional generator may declare (0 .. n_classes - 1)
+ClassName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class GenerationSpec(_Strict):
+    """What a generator graph (generate) or a translator graph (translate) makes.
+
+    Samples are in data units (the model's postprocessing is baked into the graph) and have
+    `output_shape` each; latentwatch.repository.capabilities checks this section against the
+    graph's tensors. A VAE's decoder-based generation uses the latent section instead.
+    """
+
+    latent_dim: int = Field(ge=0, le=MAX_WIDTH)  # Z of the generator's `z` (0 for a translator)
+    prior: Literal["normal"] = "normal"  # z ~ N(0, I)
+    n_classes: int | None = Field(default=None, ge=1, le=MAX_CLASSES)  # conditional: labels
+    class_names: list[ClassName] | None = Field(default=None, max_length=MAX_CLASSES)
+    output_shape: list[Width] = Field(min_length=1, max_length=MAX_TENSOR_RANK)  # [F] or [C, H, W]
+    # [low, high] in data units: every sample value lies within (the graph clips to it).
+    output_range: list[float] | None = Field(default=None, min_length=2, max_length=2)
+    # Translator only: whether dropout stays on at inference (export/generator_graphs.py).
+    dropout_at_inference: bool | None = None
+    stabilisation: str = Field(default="", max_length=4096)  # what training used, in words
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GenerationSpec:
+        if math.prod(self.output_shape) > MAX_WIDTH:
+            raise ValueError(f"output_shape {self.output_shape} holds more than {MAX_WIDTH} values")
+        if self.class_names is not None:
+            if self.n_classes is None:
+                raise ValueError("class_names need n_classes")
+            if len(self.class_names) != self.n_classes:
+                raise ValueError(f"class_names has {len(self.class_names)} names for "
+                                 f"{self.n_classes} classes")
+            if len(set(self.class_names)) != len(self.class_names):
+                raise ValueError("class_names has duplicates")
+        if self.output_range is not None and not self.output_range[0] < self.output_range[1]:
+            raise ValueError(f"output_range {self.output_range} is not a (low, high) with "
+                             "low < high")
+        return self
+
+
 class Manifest(_Strict):
     """Format 2: a version lists its graphs and capabilities; family sections are optional.
 
@@ -298,6 +339,8 @@ class Manifest(_Strict):
     scoring: ScoringSpec | None = None
     # The latent reference of the training rows for bias reports; absent in older versions.
     reference: ReferenceSpec | None = None
+    # What the generator or translator graph makes (generate / translate families).
+    generation: GenerationSpec | None = None
     parity: Parity
     onnx: OnnxInfo
     provenance: Provenance
@@ -333,6 +376,12 @@ class Manifest(_Strict):
         if self.latent is None:
             raise ValueError(f"{self.name} version {self.version} has no latent section")
         return self.latent
+
+    def require_generation(self) -> GenerationSpec:
+        """The generation section; ValueError for a version without a generator graph."""
+        if self.generation is None:
+            raise ValueError(f"{self.name} version {self.version} has no generation section")
+        return self.generation
 
     @property
     def n_features(self) -> int:

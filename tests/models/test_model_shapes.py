@@ -155,7 +155,8 @@ def test_loss_decreases_on_a_tiny_fit(kind: str) -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"kind": "gan"}, "kind must be one of"),
+        ({"kind": "flow"}, "kind must be one of"),
+        ({"kind": "gan"}, "kind 'gan' is adversarial"),
         ({"kind": "vae", "beta": 4.0}, "requires beta 1.0"),
         ({"beta": 0.0}, "beta must be > 0"),
         ({"body": "conv", "image_shape": None}, "requires image_shape"),
