@@ -16,7 +16,8 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# Trains and exports digits-vae and digits-ae when the repository is empty, then serves.
+# Trains and exports the default models (digits-vae, digits-ae, digits-gan, digits-cgan,
+# digits-pix2pix; about a minute and a half) when the repository is empty, then serves.
 run: install
 	$(VENV)/bin/latentwatch bootstrap --repo $(REPO)
 	$(VENV)/bin/latentwatch serve --repo $(REPO) --port $(PORT) --metrics-port $(METRICS_PORT)

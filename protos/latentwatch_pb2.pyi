@@ -188,7 +188,7 @@ class GroupColumn(_message.Message):
     def __init__(self, name: _Optional[str] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BiasReportOptions(_message.Message):
-    __slots__ = ("bins", "alpha", "mode", "top_k", "sparse_fraction", "n_decoded", "significance_level")
+    __slots__ = ("bins", "alpha", "mode", "top_k", "sparse_fraction", "n_decoded", "significance_level", "density")
     BINS_FIELD_NUMBER: _ClassVar[int]
     ALPHA_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +196,7 @@ class BiasReportOptions(_message.Message):
     SPARSE_FRACTION_FIELD_NUMBER: _ClassVar[int]
     N_DECODED_FIELD_NUMBER: _ClassVar[int]
     SIGNIFICANCE_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    DENSITY_FIELD_NUMBER: _ClassVar[int]
     bins: int
     alpha: float
     mode: str
@@ -203,7 +204,8 @@ class BiasReportOptions(_message.Message):
     sparse_fraction: float
     n_decoded: int
     significance_level: float
-    def __init__(self, bins: _Optional[int] = ..., alpha: _Optional[float] = ..., mode: _Optional[str] = ..., top_k: _Optional[int] = ..., sparse_fraction: _Optional[float] = ..., n_decoded: _Optional[int] = ..., significance_level: _Optional[float] = ...) -> None: ...
+    density: str
+    def __init__(self, bins: _Optional[int] = ..., alpha: _Optional[float] = ..., mode: _Optional[str] = ..., top_k: _Optional[int] = ..., sparse_fraction: _Optional[float] = ..., n_decoded: _Optional[int] = ..., significance_level: _Optional[float] = ..., density: _Optional[str] = ...) -> None: ...
 
 class BiasReportRequest(_message.Message):
     __slots__ = ("model_name", "model_version", "input", "ids", "groups", "options")
@@ -244,7 +246,7 @@ class ReferenceComparison(_message.Message):
     def __init__(self, edges: _Optional[_Union[Tensor, _Mapping]] = ..., reference_share: _Optional[_Union[Tensor, _Mapping]] = ..., share: _Optional[_Union[Tensor, _Mapping]] = ..., below: _Optional[_Iterable[float]] = ..., above: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class GroupStats(_message.Message):
-    __slots__ = ("column", "value", "n_rows", "share", "sparse_share", "representation_ratio", "mean_weight", "flagged", "n_sparse_rows", "ratio_low", "ratio_high", "p_value", "significant")
+    __slots__ = ("column", "value", "n_rows", "share", "sparse_share", "representation_ratio", "mean_weight", "flagged", "n_sparse_rows", "ratio_low", "ratio_high", "p_value", "significant", "even_share", "share_ratio", "share_ratio_low", "share_ratio_high", "share_p_value", "share_significant", "share_flagged")
     COLUMN_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     N_ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -258,6 +260,13 @@ class GroupStats(_message.Message):
     RATIO_HIGH_FIELD_NUMBER: _ClassVar[int]
     P_VALUE_FIELD_NUMBER: _ClassVar[int]
     SIGNIFICANT_FIELD_NUMBER: _ClassVar[int]
+    EVEN_SHARE_FIELD_NUMBER: _ClassVar[int]
+    SHARE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    SHARE_RATIO_LOW_FIELD_NUMBER: _ClassVar[int]
+    SHARE_RATIO_HIGH_FIELD_NUMBER: _ClassVar[int]
+    SHARE_P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    SHARE_SIGNIFICANT_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FLAGGED_FIELD_NUMBER: _ClassVar[int]
     column: str
     value: str
     n_rows: int
@@ -271,7 +280,14 @@ class GroupStats(_message.Message):
     ratio_high: float
     p_value: float
     significant: bool
-    def __init__(self, column: _Optional[str] = ..., value: _Optional[str] = ..., n_rows: _Optional[int] = ..., share: _Optional[float] = ..., sparse_share: _Optional[float] = ..., representation_ratio: _Optional[float] = ..., mean_weight: _Optional[float] = ..., flagged: bool = ..., n_sparse_rows: _Optional[int] = ..., ratio_low: _Optional[float] = ..., ratio_high: _Optional[float] = ..., p_value: _Optional[float] = ..., significant: bool = ...) -> None: ...
+    even_share: float
+    share_ratio: float
+    share_ratio_low: float
+    share_ratio_high: float
+    share_p_value: float
+    share_significant: bool
+    share_flagged: bool
+    def __init__(self, column: _Optional[str] = ..., value: _Optional[str] = ..., n_rows: _Optional[int] = ..., share: _Optional[float] = ..., sparse_share: _Optional[float] = ..., representation_ratio: _Optional[float] = ..., mean_weight: _Optional[float] = ..., flagged: bool = ..., n_sparse_rows: _Optional[int] = ..., ratio_low: _Optional[float] = ..., ratio_high: _Optional[float] = ..., p_value: _Optional[float] = ..., significant: bool = ..., even_share: _Optional[float] = ..., share_ratio: _Optional[float] = ..., share_ratio_low: _Optional[float] = ..., share_ratio_high: _Optional[float] = ..., share_p_value: _Optional[float] = ..., share_significant: bool = ..., share_flagged: bool = ...) -> None: ...
 
 class Drift(_message.Message):
     __slots__ = ("overall", "level", "psi", "mean_shift", "active", "max_psi", "max_psi_dimension", "gaussian_kl", "reference_rows")
@@ -296,7 +312,7 @@ class Drift(_message.Message):
     def __init__(self, overall: _Optional[float] = ..., level: _Optional[str] = ..., psi: _Optional[_Iterable[float]] = ..., mean_shift: _Optional[_Iterable[float]] = ..., active: _Optional[_Iterable[bool]] = ..., max_psi: _Optional[float] = ..., max_psi_dimension: _Optional[int] = ..., gaussian_kl: _Optional[float] = ..., reference_rows: _Optional[int] = ...) -> None: ...
 
 class BiasReportResponse(_message.Message):
-    __slots__ = ("model_name", "model_version", "n_rows", "latent_dim", "mode", "bins", "alpha", "sparse_fraction", "top_k", "log_density", "weight", "effective_sample_size", "sparsest", "densest", "histograms", "reference", "groups", "worst_group_ratio", "drift", "kl_to_prior", "reference_kl_to_prior", "decoded_sparsest", "decoded_densest", "significance_level")
+    __slots__ = ("model_name", "model_version", "n_rows", "latent_dim", "mode", "bins", "alpha", "sparse_fraction", "top_k", "log_density", "weight", "effective_sample_size", "sparsest", "densest", "histograms", "reference", "groups", "worst_group_ratio", "drift", "kl_to_prior", "reference_kl_to_prior", "decoded_sparsest", "decoded_densest", "significance_level", "density")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     N_ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -321,6 +337,7 @@ class BiasReportResponse(_message.Message):
     DECODED_SPARSEST_FIELD_NUMBER: _ClassVar[int]
     DECODED_DENSEST_FIELD_NUMBER: _ClassVar[int]
     SIGNIFICANCE_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    DENSITY_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: str
     n_rows: int
@@ -345,7 +362,8 @@ class BiasReportResponse(_message.Message):
     decoded_sparsest: Tensor
     decoded_densest: Tensor
     significance_level: float
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., n_rows: _Optional[int] = ..., latent_dim: _Optional[int] = ..., mode: _Optional[str] = ..., bins: _Optional[int] = ..., alpha: _Optional[float] = ..., sparse_fraction: _Optional[float] = ..., top_k: _Optional[int] = ..., log_density: _Optional[_Union[Tensor, _Mapping]] = ..., weight: _Optional[_Union[Tensor, _Mapping]] = ..., effective_sample_size: _Optional[float] = ..., sparsest: _Optional[_Iterable[int]] = ..., densest: _Optional[_Iterable[int]] = ..., histograms: _Optional[_Iterable[_Union[DimensionHistogram, _Mapping]]] = ..., reference: _Optional[_Union[ReferenceComparison, _Mapping]] = ..., groups: _Optional[_Iterable[_Union[GroupStats, _Mapping]]] = ..., worst_group_ratio: _Optional[float] = ..., drift: _Optional[_Union[Drift, _Mapping]] = ..., kl_to_prior: _Optional[_Iterable[float]] = ..., reference_kl_to_prior: _Optional[_Iterable[float]] = ..., decoded_sparsest: _Optional[_Union[Tensor, _Mapping]] = ..., decoded_densest: _Optional[_Union[Tensor, _Mapping]] = ..., significance_level: _Optional[float] = ...) -> None: ...
+    density: str
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., n_rows: _Optional[int] = ..., latent_dim: _Optional[int] = ..., mode: _Optional[str] = ..., bins: _Optional[int] = ..., alpha: _Optional[float] = ..., sparse_fraction: _Optional[float] = ..., top_k: _Optional[int] = ..., log_density: _Optional[_Union[Tensor, _Mapping]] = ..., weight: _Optional[_Union[Tensor, _Mapping]] = ..., effective_sample_size: _Optional[float] = ..., sparsest: _Optional[_Iterable[int]] = ..., densest: _Optional[_Iterable[int]] = ..., histograms: _Optional[_Iterable[_Union[DimensionHistogram, _Mapping]]] = ..., reference: _Optional[_Union[ReferenceComparison, _Mapping]] = ..., groups: _Optional[_Iterable[_Union[GroupStats, _Mapping]]] = ..., worst_group_ratio: _Optional[float] = ..., drift: _Optional[_Union[Drift, _Mapping]] = ..., kl_to_prior: _Optional[_Iterable[float]] = ..., reference_kl_to_prior: _Optional[_Iterable[float]] = ..., decoded_sparsest: _Optional[_Union[Tensor, _Mapping]] = ..., decoded_densest: _Optional[_Union[Tensor, _Mapping]] = ..., significance_level: _Optional[float] = ..., density: _Optional[str] = ...) -> None: ...
 
 class ModelControlRequest(_message.Message):
     __slots__ = ("action", "model_name", "model_version")

@@ -15,6 +15,13 @@ a share `share` of all rows and `k` of the `n` sparse rows:
   significance_level over every group of the report, all columns together.
 - flagged: significant and the ratio outside DISPARITY_BAND.
 
+Beside where a group sits in latent space, how many rows it has: for a column of G values, the
+group's n_rows against an even split of the n rows (the same binomial test with p0 = 1 / G and
+the same Wilson interval, over all rows), share ratio = share / (1 / G), Benjamini-Hochberg over
+every share test of the report, and `share_flagged` when significant with the share ratio outside
+DISPARITY_BAND. The baseline is an even split of the column's values, not the population's shares:
+a class that is rare in the world is flagged here too.
+
 Group labels become int32 codes as they arrive (GroupCodes), within LabelLimits: what a caller
 sends is checked label by label, so a report holds 4 bytes a row per column plus the distinct
 labels, however long the longest one is.
@@ -58,10 +65,28 @@ class GroupStats:
     ratio_high: float = math.nan
     p_value: float = math.nan  # two-sided exact binomial test of n_sparse_rows against share
     significant: bool = False  # rejected by Benjamini-Hochberg across the report's groups
+    # Rows against an even split of the column's G values (not the population's shares).
+    even_share: float = math.nan  # 1 / G
+    share_ratio: float = math.nan  # share / even_share; < 1: fewer rows than an even split
+    share_ratio_low: float = math.nan  # its interval at confidence 1 - significance_level
+    share_ratio_high: float = math.nan
+    share_p_value: float = math.nan  # two-sided exact binomial test of n_rows against even_share
+    share_significant: bool = False  # rejected by Benjamini-Hochberg across the share tests
+    share_flagged: bool = False  # share_significant and share_ratio outside DISPARITY_BAND
 
     @property
     def outside_band(self) -> bool:
         return not DISPARITY_BAND[0] <= self.representation_ratio <= DISPARITY_BAND[1]
+
+    @property
+    def fewer_rows(self) -> bool:
+        """Flagged for significantly fewer rows than an even split of its column."""
+        return self.share_flagged and self.share_ratio < DISPARITY_BAND[0]
+
+    @property
+    def more_rows(self) -> bool:
+        """Flagged for significantly more rows than an even split of its column."""
+        return self.share_flagged and self.share_ratio > DISPARITY_BAND[1]
 
 
 class LogFactorials:
@@ -208,7 +233,8 @@ class GroupCounts:
 def group_stats(
     counts: Sequence[GroupCounts], n_rows: int, n_sparse: int, significance_level: float
 ) -> list[GroupStats]:
-    """Ratios, intervals, p-values, BH across all groups and flags, in the order given."""
+    """Ratios, intervals, p-values, BH across all groups and flags, in the order given; the
+    share figures against an even split of each column's values beside them."""
     if not counts:
         return []
     log_factorials = LogFactorials(n_sparse)
@@ -218,9 +244,10 @@ def group_stats(
         for c in counts
     ])
     significant = benjamini_hochberg(p_values, significance_level).is_outlier
+    shares = even_split_tests(counts, n_rows, significance_level)
     out = []
-    for c, p_value, is_significant in zip(counts, p_values.tolist(), significant.tolist(),
-                                          strict=True):
+    for c, p_value, is_significant, even in zip(counts, p_values.tolist(), significant.tolist(),
+                                                shares, strict=True):
         share = c.n_rows / n_rows
         sparse_share = c.n_sparse_rows / n_sparse
         ratio = sparse_share / share
@@ -232,6 +259,53 @@ def group_stats(
             mean_weight=c.weight_sum / c.n_rows, flagged=bool(is_significant) and outside,
             n_sparse_rows=c.n_sparse_rows, ratio_low=low / share, ratio_high=high / share,
             p_value=float(p_value), significant=bool(is_significant),
+            even_share=even.even_share, share_ratio=even.share_ratio,
+            share_ratio_low=even.share_ratio_low, share_ratio_high=even.share_ratio_high,
+            share_p_value=even.share_p_value, share_significant=even.share_significant,
+            share_flagged=even.share_flagged,
+        ))
+    return out
+
+
+@dataclass(frozen=True)
+class EvenSplitTest:
+    """One group's rows against an even split of its column's values (GroupStats' share_*)."""
+
+    even_share: float
+    share_ratio: float
+    share_ratio_low: float
+    share_ratio_high: float
+    share_p_value: float
+    share_significant: bool
+    share_flagged: bool
+
+
+def even_split_tests(
+    counts: Sequence[GroupCounts], n_rows: int, significance_level: float
+) -> list[EvenSplitTest]:
+    """Each group's n_rows against Binomial(n_rows, 1 / G), G the values of its column, with
+    Benjamini-Hochberg over every group of the report, in the order given."""
+    values_per_column: dict[str, int] = {}
+    for c in counts:
+        values_per_column[c.column] = values_per_column.get(c.column, 0) + 1
+    log_factorials = LogFactorials(n_rows)
+    z = _two_sided_z(significance_level)
+    even = [1.0 / values_per_column[c.column] for c in counts]
+    p_values = np.array([
+        binomial_test(c.n_rows, n_rows, p0, log_factorials)
+        for c, p0 in zip(counts, even, strict=True)
+    ])
+    significant = benjamini_hochberg(p_values, significance_level).is_outlier
+    out = []
+    for c, p0, p_value, is_significant in zip(counts, even, p_values.tolist(),
+                                              significant.tolist(), strict=True):
+        ratio = float(c.n_rows / n_rows / p0)
+        low, high = _wilson(c.n_rows, n_rows, z)
+        outside = not DISPARITY_BAND[0] <= ratio <= DISPARITY_BAND[1]
+        out.append(EvenSplitTest(
+            even_share=p0, share_ratio=ratio, share_ratio_low=low / p0,
+            share_ratio_high=high / p0, share_p_value=float(p_value),
+            share_significant=bool(is_significant), share_flagged=bool(is_significant) and outside,
         ))
     return out
 

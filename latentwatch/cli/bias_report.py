@@ -26,7 +26,8 @@ from latentwatch.client.frames import feature_names
 from latentwatch.data import Dataset, column_order
 from latentwatch.errors import DataError, InvalidInput
 from latentwatch.reports.bias_html import Examples, RegionExamples, render_html, write_html
-from latentwatch.reports.bias_json import ReportContext, report_to_dict, summary, write_json
+from latentwatch.reports.bias_json import ReportContext, report_to_dict, write_json
+from latentwatch.reports.summary import summary
 from latentwatch.repository.catalog import ModelInfo
 
 logger = logging.getLogger(__name__)
@@ -179,13 +180,15 @@ def run(args: argparse.Namespace) -> None:
             args.model, dataset.X, version=info.version, ids=ids, groups=groups,
             bins=args.bins, alpha=args.alpha, mode=args.mode, top_k=args.top_k,
             sparse_fraction=args.sparse_fraction, n_decoded=args.n_decoded,
-            significance_level=args.significance_level,
+            significance_level=args.significance_level, density=args.density,
             chunk_rows=args.chunk_rows, progress=_progress_printer(dataset.n_rows),
         )
         elapsed_s = time.perf_counter() - start_s
     context = ReportContext(model_name=info.name, model_version=info.version, source=args.data)
+    density = f"{report.options.density} density, " if report.options.density else ""
     print(f"bias report of {report.n_rows:,} rows with {info.name} version {info.version} "
-          f"in {elapsed_s:.2f} s ({report.options.mode} weighting, {report.options.bins} bins)")
+          f"in {elapsed_s:.2f} s ({density}{report.options.mode} weighting, "
+          f"{report.options.bins} bins)")
     for sentence in summary(report):
         print(f"  {sentence}")
     if args.json is not None:

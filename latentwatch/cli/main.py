@@ -160,12 +160,26 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                    help="false-alarm rate the version flags at when a request names none")
 
 
+def _names(text: str) -> list[str]:
+    """Comma-separated names; export.bootstrap checks them (importing it here loads torch)."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _add_bootstrap(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bootstrap",
-        help="train and export the default models (digits-vae, digits-ae) if the repo is empty",
+        help="train and export the default models (digits-vae, digits-ae, digits-gan, "
+             "digits-cgan, digits-pix2pix) if the repo is empty",
     )
     p.add_argument("--repo", required=True, type=Path, help="model repository to fill")
+    p.add_argument("--models", type=_names, default=None, metavar="NAME[,NAME...]",
+                   help="some of the default models, comma-separated (default: all five)")
+    p.add_argument("--max-epochs", type=_positive_int, default=None,
+                   help="cap on every model's epochs, for a quick look (default: each "
+                        "model's own)")
+    p.add_argument("--runs-dir", type=Path, default=None,
+                   help="keep the training runs here, sample grids under NAME/samples/ "
+                        "(default: a temporary directory, removed)")
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
@@ -281,6 +295,10 @@ def _add_bias_report(sub: argparse._SubParsersAction) -> None:
                         "Benjamini-Hochberg; intervals at 1 - it (default 0.05)")
     p.add_argument("--n-decoded", type=int, default=None,
                    help="sparsest and densest rows to decode for the HTML (default: the server's)")
+    p.add_argument("--density", default=None,
+                   help="what ranks the rows: knn (k-nearest-neighbour density of the joint "
+                        "latent means; the server's default) or histogram (product of the "
+                        "per-dimension histograms)")
     p.add_argument("--chunk-rows", type=int, default=4096, help="rows per request chunk")
     p.add_argument("--max-rows", type=int, default=None,
                    help="use at most this many rows (default: all)")

@@ -329,6 +329,7 @@ class LatentwatchClient:
         sparse_fraction: float | None = None,
         n_decoded: int | None = None,
         significance_level: float | None = None,
+        density: str | None = None,
         chunk_rows: int = BIAS_CHUNK_ROWS,
         progress: Callable[[int, int], None] | None = None,
     ) -> BiasReport:
@@ -345,7 +346,7 @@ class LatentwatchClient:
         id_list, columns = row_labels(n, ids, groups)
         options = options_to_proto(
             bins=bins, alpha=alpha, mode=mode, top_k=top_k, sparse_fraction=sparse_fraction,
-            n_decoded=n_decoded, significance_level=significance_level,
+            n_decoded=n_decoded, significance_level=significance_level, density=density,
         )
         # An exception inside the request iterator reaches us only as CANCELLED; keep it.
         failures: list[Exception] = []

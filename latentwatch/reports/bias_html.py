@@ -15,16 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from latentwatch.bias.accumulator import DISPARITY_BAND, BiasReport, GroupStats
-from latentwatch.reports.bias_json import (
-    ReportContext,
-    fmt_count,
-    fmt_num,
-    fmt_p,
-    fmt_percent,
-    group_label,
-    row_id,
-    summary,
-)
+from latentwatch.reports.bias_json import ReportContext, row_id
 from latentwatch.reports.charts import (
     MAX_DIMENSION_PANELS,
     dimension_panels,
@@ -32,6 +23,15 @@ from latentwatch.reports.charts import (
     group_chart,
     image_uri,
     weight_chart,
+)
+from latentwatch.reports.summary import (
+    SHARE_BASELINE,
+    fmt_count,
+    fmt_num,
+    fmt_p,
+    fmt_percent,
+    group_label,
+    summary,
 )
 
 logger = logging.getLogger(__name__)
@@ -127,6 +127,11 @@ def _key_figures(report: BiasReport) -> str:
         cards.append(_card("Groups flagged", f"{flagged} of {len(report.groups)}",
                            f"significant at {level:g} (BH) and ratio outside [{low:g}, {high:g}]",
                            "#dc2626" if flagged else ""))
+        uneven = sum(g.share_flagged for g in report.groups)
+        cards.append(_card("Row counts off an even split", f"{uneven} of {len(report.groups)}",
+                           f"significant at {level:g} (BH) and ratio outside [{low:g}, {high:g}]; "
+                           "the baseline is an even split, not the population",
+                           "#dc2626" if uneven else ""))
     else:
         cards.append(_card("Groups", "none", "no group labels given"))
     return f'<section><h2>Key figures</h2><div class="cards">{"".join(cards)}</div></section>'
@@ -162,14 +167,19 @@ def _groups_section(report: BiasReport) -> str:
         f"smaller one. It measures where the group sits in latent space, not how many rows it "
         f"has. Whiskers: the ratio's {100 * (1 - level):g}% interval. Red (flagged): a two-sided "
         f"binomial test is significant at {level:g} after Benjamini-Hochberg over all "
-        f"{len(report.groups)} groups and the ratio is outside [{low:g}, {high:g}].</p>"
+        f"{len(report.groups)} groups and the ratio is outside [{low:g}, {high:g}]. Column "
+        f"\"vs even split\": the group's share of all rows divided by 1 / G for a column of G "
+        f"values, with its {100 * (1 - level):g}% interval; \"fewer\" or \"more\" when a "
+        f"two-sided binomial test against an even split is significant at {level:g} after "
+        f"Benjamini-Hochberg over all share tests and that ratio is outside [{low:g}, {high:g}]. "
+        f"The baseline is {esc(SHARE_BASELINE)}.</p>"
         f"{group_chart(shown)}{note}{_groups_table(shown)}</section>"
     )
 
 
 def _groups_table(groups: Sequence[GroupStats]) -> str:
     heads = ("rows", "share", "in sparse", "ratio", "interval", "p-value", "significant",
-             "flagged")
+             "flagged", "vs even split")
     rows = []
     for g in groups:
         cells = [fmt_count(g.n_rows), fmt_percent(g.share), fmt_count(g.n_sparse_rows),
@@ -178,10 +188,21 @@ def _groups_table(groups: Sequence[GroupStats]) -> str:
                  fmt_p(g.p_value).removeprefix("p = "), "yes" if g.significant else "no"]
         flag = '<td class="warn">yes</td>' if g.flagged else "<td>no</td>"
         rows.append(f'<tr><td class="l">{esc(group_label(g))}</td>'
-                    + "".join(f"<td>{esc(c)}</td>" for c in cells) + f"{flag}</tr>")
+                    + "".join(f"<td>{esc(c)}</td>" for c in cells) + f"{flag}"
+                    + f"{_even_split_cell(g)}</tr>")
     head = "".join(f"<th>{h}</th>" for h in heads)
     return f'<table><tr><th class="l">group</th>{head}</tr>{"".join(rows)}</table>'
 
+
+
+def _even_split_cell(g: GroupStats) -> str:
+    """The share ratio against an even split with its interval, and fewer/more when flagged."""
+    text = (f"{g.share_ratio:.2f} [{g.share_ratio_low:.2f}, {g.share_ratio_high:.2f}]"
+            if np.isfinite(g.share_ratio) else "n/a")
+    side = "fewer" if g.fewer_rows else "more" if g.more_rows else ""
+    if side:
+        return f'<td class="warn">{esc(text)} {side}</td>'
+    return f"<td>{esc(text)}</td>"
 
 
 def _weights_section(report: BiasReport) -> str:

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from latentwatch.bias.accumulator import DISPARITY_BAND, BiasReport, GroupStats
 from latentwatch.bias.drift import PSI_SIGNIFICANT
-from latentwatch.reports.bias_json import fmt_count, fmt_num, fmt_percent, group_label
+from latentwatch.reports.summary import fmt_count, fmt_num, fmt_percent, group_label
 
 MAX_DIMENSION_PANELS = 32
 WEIGHT_BINS = 40

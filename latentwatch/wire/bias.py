@@ -40,6 +40,7 @@ def options_from_proto(options: pb.BiasReportOptions) -> BiasOptions:
             options.significance_level if options.HasField("significance_level")
             else default.significance_level
         ),
+        density=options.density or default.density,
     )
 
 
@@ -52,9 +53,10 @@ def options_to_proto(
     sparse_fraction: float | None = None,
     n_decoded: int | None = None,
     significance_level: float | None = None,
+    density: str | None = None,
 ) -> pb.BiasReportOptions:
     """Only what was given is set: the server fills in its defaults for the rest."""
-    options = pb.BiasReportOptions(mode=mode or "")
+    options = pb.BiasReportOptions(mode=mode or "", density=density or "")
     if bins is not None:
         options.bins = bins
     if alpha is not None:
@@ -161,11 +163,19 @@ def response_from_report(
                 ratio_high=g.ratio_high,
                 p_value=g.p_value,
                 significant=g.significant,
+                even_share=g.even_share,
+                share_ratio=g.share_ratio,
+                share_ratio_low=g.share_ratio_low,
+                share_ratio_high=g.share_ratio_high,
+                share_p_value=g.share_p_value,
+                share_significant=g.share_significant,
+                share_flagged=g.share_flagged,
             )
             for g in report.groups
         ],
         kl_to_prior=report.kl_to_prior.tolist(),
         significance_level=o.significance_level,
+        density=o.density,
     )
     if report.worst_group_ratio is not None:
         response.worst_group_ratio = report.worst_group_ratio
@@ -262,6 +272,8 @@ def report_from_response(
             top_k=response.top_k,
             sparse_fraction=response.sparse_fraction,
             significance_level=response.significance_level or DEFAULT_SIGNIFICANCE_LEVEL,
+            # Empty from a server that does not say what ranked the rows.
+            density=response.density,
         ),
         ids=ids,
         log_density=log_density,
@@ -288,6 +300,13 @@ def report_from_response(
                 ratio_high=g.ratio_high,
                 p_value=g.p_value,
                 significant=g.significant,
+                even_share=g.even_share,
+                share_ratio=g.share_ratio,
+                share_ratio_low=g.share_ratio_low,
+                share_ratio_high=g.share_ratio_high,
+                share_p_value=g.share_p_value,
+                share_significant=g.share_significant,
+                share_flagged=g.share_flagged,
             )
             for g in response.groups
         ],

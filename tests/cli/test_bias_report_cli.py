@@ -92,11 +92,16 @@ def test_json_holds_every_row_groups_and_drift(cli_run: CliRun) -> None:
         assert group["column"] == "label"
         assert group["n_rows"] == cli_run.labels.count(int(group["value"]))
         assert {"sparse_share", "representation_ratio", "flagged", "ratio_low", "ratio_high",
-                "p_value", "significant", "n_sparse_rows"} <= set(group)
+                "p_value", "significant", "n_sparse_rows", "even_share", "share_ratio",
+                "share_ratio_low", "share_ratio_high", "share_p_value", "share_significant",
+                "share_flagged"} <= set(group)
+        assert group["even_share"] == 0.1 and not group["share_flagged"]  # ~180 rows a digit
         assert group["flagged"] == (group["significant"] and
                                     not 0.8 <= group["representation_ratio"] <= 1.25)
         assert group["ratio_low"] <= group["representation_ratio"] <= group["ratio_high"]
     assert sum(g["sparse_share"] for g in groups) == pytest.approx(1.0)
+    assert document["density"] == "knn"  # the server's default, echoed
+    assert "(knn density, max weighting, 10 bins)" in cli_run.stdout
 
     drift = document["drift"]
     # A model exported before reference.npz existed has no drift; accept both, check the shape.
@@ -168,10 +173,11 @@ def test_ids_come_from_the_groups_file_and_options_reach_the_report(
     rc = main(["bias-report", "--server", cli_run.target, "--model", VAE, "--data", "digits",
                "--groups", str(groups), "--json", str(out), "--max-rows", "300", "--mode", "max",
                "--bins", "8", "--top-k", "5", "--chunk-rows", "64",
-               "--significance-level", "0.01"])
+               "--significance-level", "0.01", "--density", "histogram"])
     assert rc == 0
     document = json.loads(out.read_text())
     assert document["significance_level"] == 0.01
+    assert document["density"] == "histogram"
 
     assert document["n_rows"] == 300  # the groups file's 1,797 lines are cut like the data
     assert [row["id"] for row in document["rows"]] == ids[:300]
@@ -241,6 +247,7 @@ def test_bad_arguments_fail_before_any_server_is_asked(
         (["--top-k", "3", "--n-decoded", "4"], "n_decoded: expected 0 to top_k (3) rows, got 4"),
         (["--n-decoded", "-1"], "n_decoded: expected 0 to top_k (20) rows, got -1"),
         (["--significance-level", "0"], "significance_level: expected a level in (0, 1)"),
+        (["--density", "kde"], "density: expected one of knn, histogram, got 'kde'"),
     ],
 )
 def test_bad_options_fail_with_the_servers_message(

@@ -19,14 +19,9 @@ from latentwatch.bias.drift import LatentReference
 from latentwatch.bias.groups import farthest_from_parity
 from latentwatch.bias.options import BiasOptions
 from latentwatch.reports.bias_html import Examples, RegionExamples, render_html
-from latentwatch.reports.bias_json import (
-    ReportContext,
-    report_to_dict,
-    sparse_weight_share,
-    summary,
-    write_json,
-)
+from latentwatch.reports.bias_json import ReportContext, report_to_dict, write_json
 from latentwatch.reports.charts import image_uri, log_ticks, nice_ticks, png_bytes
+from latentwatch.reports.summary import sparse_weight_share, summary
 
 Z = 6
 CONTEXT = ReportContext("digits-vae", "3", "rows.csv", created_at="2026-01-02T03:04:05Z")
@@ -167,13 +162,20 @@ def test_summary_names_the_sparse_weight_share_and_the_group_found_in_sparse_reg
                                    f"get {100 * share:.0f}% of the resampling weight")
     ess = f"{round(report.effective_sample_size):,}"
     assert any(s.startswith(f"Effective sample size is {ess} of 1,000 rows") for s in sentences)
-    far = [s for s in sentences if "label=far" in s]
+    far = [s for s in sentences if "label=far lies" in s]
     assert len(far) == 1
     # What was measured, with its interval and test; never a claim about the group's numbers.
     assert far[0].startswith("A larger share of group label=far lies in the sparsest latent "
                              "regions (92% of its 100 rows) than of the data overall (10%): "
                              "ratio 9.2, 95% interval ")
     assert "significant at 0.05 after Benjamini-Hochberg over 2 groups" in far[0]
+    # 100 of 1,000 rows in a column of two values: also far fewer rows than an even split, said
+    # against that baseline in its own sentence; neither finding claims "under-represented".
+    fewer = [s for s in sentences if s.startswith("Group label=far has fewer rows")]
+    assert fewer == ["Group label=far has fewer rows than an even split: it holds 10.0% of the "
+                     "rows (100 of 1,000), against 50.0% for an even split of the 2 groups of "
+                     "label: ratio 0.20, 95% interval [0.17, 0.24], p = 1.3e-161, significant "
+                     "at 0.05 after Benjamini-Hochberg over 2 groups."]
     assert not any("represented" in s for s in sentences)
     assert any("no stored training reference" in s for s in sentences)
 

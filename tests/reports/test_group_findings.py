@@ -11,8 +11,9 @@ import pytest
 from latentwatch.bias.accumulator import BiasAccumulator, BiasReport
 from latentwatch.bias.options import BiasOptions
 from latentwatch.reports.bias_html import render_html
-from latentwatch.reports.bias_json import ReportContext, report_to_dict, summary
+from latentwatch.reports.bias_json import ReportContext, report_to_dict
 from latentwatch.reports.charts import group_chart
+from latentwatch.reports.summary import summary
 
 CONTEXT = ReportContext("m", "1", "rows.csv", created_at="2026-01-02T03:04:05Z")
 

@@ -17,7 +17,8 @@ from latentwatch.bias.groups import binomial_test, wilson_interval
 from latentwatch.client.client import LatentwatchClient
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.reports.bias_html import render_html
-from latentwatch.reports.bias_json import ReportContext, report_to_dict, summary
+from latentwatch.reports.bias_json import ReportContext, report_to_dict
+from latentwatch.reports.summary import summary
 from latentwatch.wire.bias import report_from_response
 
 CONTEXT = ReportContext(VAE, "1", "digits", created_at="2026-01-02T03:04:05Z")
@@ -58,6 +59,13 @@ def test_balanced_digits_claim_no_under_representation(
     sentences = summary(report)
     assert not any("represented" in s for s in sentences)
     assert any(s.startswith("A larger share of group digit=") for s in sentences)
+    # About 180 rows a digit: against an even split of the ten digits, no share finding, and the
+    # sentence that says so names its baseline rather than claiming anything of representation.
+    assert not any(g.share_flagged for g in report.groups)
+    assert all(g.even_share == 0.1 and 0.9 < g.share_ratio < 1.1 for g in report.groups)
+    assert any(s.startswith("No group has fewer or more rows than an even split")
+               for s in sentences)
+    assert any("not the population's shares" in s for s in sentences)
 
 
 def test_equal_groups_unrelated_to_the_data_are_not_flagged_for_chance_shares(
@@ -96,6 +104,12 @@ def test_a_digit_kept_at_three_percent_is_found(
     assert sentence.startswith("A larger share of group digit=4 lies in the sparsest latent "
                                "regions (")
     assert "significant at 0.05 after Benjamini-Hochberg over 10 groups" in sentence
+    # Found by its row count too, whatever its latent cluster does: fewer rows than an even split.
+    assert [g.value for g in reply.groups if g.share_flagged] == ["4"]
+    assert wire["4"].even_share == 0.1 and wire["4"].share_ratio_high < 0.5
+    assert found.fewer_rows
+    assert any(s.startswith("Group digit=4 has fewer rows than an even split: it holds 3.0% of "
+                            "the rows") for s in summary(report))
     document = report_to_dict(report, CONTEXT)
     assert document["significance_level"] == 0.05
     entry = next(g for g in document["groups"] if g["value"] == "4")
