@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import grpc
 import numpy as np
@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 from latentwatch.bias.accumulator import BiasReport
 from latentwatch.client.channel import FileArg, open_channel
 from latentwatch.client.frames import aligned, frame_rows
+from latentwatch.client.generative import GenerativeCalls, as_rows
 from latentwatch.client.streaming import StreamPolicy, score_chunks
 from latentwatch.errors import InvalidInput, NotReady, error_for_status
 from latentwatch.protos import latentwatch_pb2 as pb
@@ -47,16 +48,7 @@ from latentwatch.wire.bias import (
     report_from_response,
     row_labels,
 )
-from latentwatch.wire.generate import (
-    Generated,
-    Traversal,
-    generate_request,
-    generated_from_response,
-    translate_request,
-    translated_from_response,
-    traversal_from_response,
-    traverse_request,
-)
+from latentwatch.wire.generate import Generated, Traversal
 from latentwatch.wire.score import (
     latents_from_response,
     model_info_from_message,
@@ -64,7 +56,7 @@ from latentwatch.wire.score import (
     result_from_response,
     score_request,
 )
-from latentwatch.wire.tensors import V2_DTYPES, to_tensor
+from latentwatch.wire.tensors import to_tensor
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -84,22 +76,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-
-def _as_rows(X: NDArray, what: str = "X") -> NDArray:
-    """X as a numeric array with a batch axis, in a datatype the wire carries."""
-    array = np.asarray(X)
-    if array.dtype.kind not in "biuf":
-        raise InvalidInput(f"{what}: dtype {array.dtype} is not numeric")
-    if array.ndim < 2:
-        raise InvalidInput(
-            f"{what}: shape {list(array.shape)} has no batch axis; pass (N, F) rows or "
-            f"(N, H, W) images (one row is X[None, :])"
-        )
-    if array.dtype.newbyteorder("<") not in V2_DTYPES.values():
-        # e.g. long double: the wire has no such type, float64 keeps every value it can.
-        array = array.astype(np.float64)
-    return array
-
+T = TypeVar("T")
 
 def _short(details: str) -> str:
     """gRPC's connection errors carry a long chain; its last clause says what happened."""
@@ -114,7 +91,7 @@ def _raise_rpc_error(err: grpc.RpcError) -> NoReturn:
     raise error_for_status(code, details) from err
 
 
-class LatentwatchClient:
+class LatentwatchClient(GenerativeCalls):
     """A synchronous client over one gRPC channel; safe to share across threads.
 
     `tls_ca`, `tls_cert`, `tls_key` (files) turn on TLS and mTLS; `token` (default: the
@@ -237,10 +214,7 @@ class LatentwatchClient:
             raise InvalidInput(f"batch_rows must be at least 1, got {batch_rows}")
         if batch_rows is None or rows.shape[0] <= batch_rows:
             request = score_request(model, rows, version, kinds, alpha, fdr, score_kind)
-            try:
-                response = self._stub.Score(request, timeout=self.timeout_s)
-            except grpc.RpcError as err:
-                _raise_rpc_error(err)
+            response = self._unary(self._stub.Score, request)
             return result_from_response(response, rows.shape[0])
         chunks = (rows[i : i + batch_rows] for i in range(0, rows.shape[0], batch_rows))
         parts = list(
@@ -277,7 +251,7 @@ class LatentwatchClient:
 
         def rows_of(index: int, batch: NDArray) -> NDArray:
             raw, names = frame_rows(batch, what=f"batch {index}")
-            rows = _as_rows(raw, what=f"batch {index}")
+            rows = as_rows(raw, what=f"batch {index}")
             if names is None:
                 return rows
             if not info:
@@ -295,9 +269,16 @@ class LatentwatchClient:
             self.target,
         )
 
+    def _unary(self, method: Callable[..., T], request: object) -> T:
+        """One unary call with the client's deadline; errors as latentwatch.errors classes."""
+        try:
+            return method(request, timeout=self.timeout_s)
+        except grpc.RpcError as err:
+            _raise_rpc_error(err)
+
     def _named_rows(self, X: NDArray, model: str, version: str) -> NDArray:
         raw, names = frame_rows(X)
-        rows = _as_rows(raw)
+        rows = as_rows(raw)
         if names is None:
             return rows
         return aligned(rows, names, self.get_model(model, version), "X")
@@ -308,10 +289,7 @@ class LatentwatchClient:
         """Encoder means (N, Z) and log-variances (N, Z); None for plain autoencoders."""
         rows = self._named_rows(X, model, version)
         request = pb.EncodeRequest(model_name=model, model_version=version, input=to_tensor(rows))
-        try:
-            response = self._stub.Encode(request, timeout=self.timeout_s)
-        except grpc.RpcError as err:
-            _raise_rpc_error(err)
+        response = self._unary(self._stub.Encode, request)
         return latents_from_response(response)
 
     def bias_report(
@@ -370,78 +348,10 @@ class LatentwatchClient:
         return report_from_response(response, id_list)
 
     def list_models(self) -> list[ModelSummary]:
-        try:
-            response = self._stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout_s)
-        except grpc.RpcError as err:
-            _raise_rpc_error(err)
+        response = self._unary(self._stub.ListModels, pb.ListModelsRequest())
         return models_from_response(response)
 
     def get_model(self, name: str, version: str = "") -> ModelInfo:
         request = pb.GetModelRequest(model_name=name, model_version=version)
-        try:
-            info = self._stub.GetModel(request, timeout=self.timeout_s)
-        except grpc.RpcError as err:
-            _raise_rpc_error(err)
+        info = self._unary(self._stub.GetModel, request)
         return model_info_from_message(info)
-
-    def generate(
-        self,
-        model: str,
-        n: int,
-        *,
-        version: str = "",
-        seed: int | None = None,
-        labels: Sequence[int] = (),
-        truncation: float | None = None,
-        centers: NDArray | None = None,
-        spread: float | None = None,
-    ) -> Generated:
-        """n samples (n, *sample_shape) in the data's units, with the latents and labels used.
-
-        The same seed gives the same samples; without one the result's `seed` redraws them.
-        `labels` (class-conditional models): one for all samples, or one per sample; none draws
-        them. `centers` (k, Z), e.g. the latent means of a bias report's sparsest rows, draws
-        sample i around centre i mod k with standard deviation `spread` (server default 0.5).
-        """
-        request = generate_request(model, n, version, seed, labels, truncation, centers, spread)
-        try:
-            response = self._stub.Generate(request, timeout=self.timeout_s)
-        except grpc.RpcError as err:
-            _raise_rpc_error(err)
-        return generated_from_response(response)
-
-    def traverse(
-        self,
-        model: str,
-        *,
-        version: str = "",
-        row: NDArray | None = None,
-        latent: NDArray | None = None,
-        dimensions: Sequence[int] = (),
-        low: float | None = None,
-        high: float | None = None,
-        steps: int | None = None,
-        label: int | None = None,
-    ) -> Traversal:
-        """A latent sweep from one row (encoded) or a latent point (neither: the prior mean):
-        each of `dimensions` (default all) set to `steps` values from low to high (server
-        defaults -3, 3, 7); samples (D, steps, *sample_shape), how much each dimension changes
-        the output, and the dimensions that change nothing."""
-        request = traverse_request(
-            model, version, None if row is None else _as_rows(row, "row"),
-            None if latent is None else np.asarray(latent), dimensions, low, high, steps, label,
-        )
-        try:
-            response = self._stub.Traverse(request, timeout=self.timeout_s)
-        except grpc.RpcError as err:
-            _raise_rpc_error(err)
-        return traversal_from_response(response)
-
-    def translate(self, model: str, images: NDArray, *, version: str = "") -> NDArray[np.float32]:
-        """(N, C, H, W) (or (N, H, W)) images in the data's units -> translated (N, C, H, W)."""
-        request = translate_request(model, _as_rows(images, "images"), version)
-        try:
-            response = self._stub.Translate(request, timeout=self.timeout_s)
-        except grpc.RpcError as err:
-            _raise_rpc_error(err)
-        return translated_from_response(response)
