@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from latentwatch.export.errors import ExportError
 from latentwatch.export.generator_graphs import GeneratorGraphDef
-from latentwatch.export.onnx_file import MAX_IR_VERSION, OPSET, TRACE_BATCH
+from latentwatch.export.onnx_file import OPSET, TRACE_BATCH, finish_onnx
 from latentwatch.export.parity import ParityConfig, compare
 from latentwatch.export.sessions import cpu_session
 from latentwatch.repository.manifest import OnnxInfo
@@ -48,20 +48,7 @@ def export_generator_onnx(graph: GeneratorGraphDef, path: Path) -> OnnxInfo:
             )
     except Exception as err:  # the tracer raises many types; all mean the same to the caller
         raise ExportError(f"{graph.name}: torch.onnx.export failed: {err}") from err
-    model = onnx.load(str(path))
-    model.ir_version = min(model.ir_version, MAX_IR_VERSION)
-    model.doc_string = f"latentwatch {graph.name} graph"
-    _check_and_declare(graph, model)
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as err:
-        raise ExportError(f"{graph.name}: the exported ONNX graph is invalid: {err}") from err
-    onnx.save(model, str(path))
-    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    logger.info("exported %s: opset %d, IR %d, %d nodes, %.1f KiB", path.name, opset,
-                model.ir_version, len(model.graph.node), path.stat().st_size / 1024)
-    return OnnxInfo(opset=opset, ir_version=model.ir_version,
-                    producer=f"{model.producer_name} {model.producer_version}".strip())
+    return finish_onnx(graph.name, path, lambda model: _check_and_declare(graph, model))
 
 
 def _check_and_declare(graph: GeneratorGraphDef, model: onnx.ModelProto) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -47,16 +48,26 @@ def export_onnx(graph: GraphDef, path: Path) -> OnnxInfo:
     except Exception as err:  # the tracer raises many types; all mean the same to the caller
         raise ExportError(f"{graph.name}: torch.onnx.export failed: {err}") from err
 
+    def check(model: onnx.ModelProto) -> None:
+        _check_names(graph, model)
+        _declare_shapes(graph, model)
+
+    return finish_onnx(graph.name, path, check)
+
+
+def finish_onnx(
+    name: str, path: Path, check: Callable[[onnx.ModelProto], object]
+) -> OnnxInfo:
+    """A traced graph at `path` made the project's: IR capped, documented, `check`ed (names and
+    declared shapes), validated by onnx's checker, saved again; its opset and producer."""
     model = onnx.load(str(path))
-    if model.ir_version > MAX_IR_VERSION:
-        model.ir_version = MAX_IR_VERSION
-    model.doc_string = f"latentwatch {graph.name} graph"
-    _check_names(graph, model)
-    _declare_shapes(graph, model)
+    model.ir_version = min(model.ir_version, MAX_IR_VERSION)
+    model.doc_string = f"latentwatch {name} graph"
+    check(model)
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as err:
-        raise ExportError(f"{graph.name}: the exported ONNX graph is invalid: {err}") from err
+        raise ExportError(f"{name}: the exported ONNX graph is invalid: {err}") from err
     onnx.save(model, str(path))
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     logger.info(
