@@ -287,7 +287,7 @@ class GroupStats(_message.Message):
     share_p_value: float
     share_significant: bool
     share_flagged: bool
-    def __init__(self, column: _Optional[str] = ..., value: _Optional[str] = ..., n_rows: _Optional[int] = ..., share: _Optional[float] = ..., sparse_share: _Optional[float] = ..., representation_ratio: _Optional[float] = ..., mean_weight: _Optional[float] = ..., flagged: bool = ..., n_sparse_rows: _Optional[int] = ..., ratio_low: _Optional[float] = ..., ratio_high: _Optional[float] = ..., p_value: _Optional[float] = ..., significant: bool = ..., even_share: _Optional[float] = ..., share_ratio: _Optional[float] = ..., share_ratio_low: _Optional[float] = ..., share_ratio_high: _Optional[float] = ..., share_p_value: _Optional[float] = ..., share_significant: bool = ..., share_flagged: bool = ...) -> None: ...
+    def __init__(self, column: _Optional[str] = ..., value: _Optional[str] = ..., n_rows: _Optional[int] = ..., share: _Optional[float] = ..., sparse_share: _Optional[float] = ..., representation_ratio: _Optional[float] = ..., mean_weight: _Optional[float] = ..., flagged: _Optional[bool] = ..., n_sparse_rows: _Optional[int] = ..., ratio_low: _Optional[float] = ..., ratio_high: _Optional[float] = ..., p_value: _Optional[float] = ..., significant: _Optional[bool] = ..., even_share: _Optional[float] = ..., share_ratio: _Optional[float] = ..., share_ratio_low: _Optional[float] = ..., share_ratio_high: _Optional[float] = ..., share_p_value: _Optional[float] = ..., share_significant: _Optional[bool] = ..., share_flagged: _Optional[bool] = ...) -> None: ...
 
 class Drift(_message.Message):
     __slots__ = ("overall", "level", "psi", "mean_shift", "active", "max_psi", "max_psi_dimension", "gaussian_kl", "reference_rows")

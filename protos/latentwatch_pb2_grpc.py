@@ -5,7 +5,7 @@ import warnings
 
 from latentwatch.protos import latentwatch_pb2 as latentwatch__pb2
 
-GRPC_GENERATED_VERSION = '1.80.0'
+GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class LatentwatchStub(object):
+class LatentwatchStub:
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -86,7 +86,7 @@ class LatentwatchStub(object):
                 _registered_method=True)
 
 
-class LatentwatchServicer(object):
+class LatentwatchServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Score(self, request, context):
@@ -227,7 +227,7 @@ def add_LatentwatchServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Latentwatch(object):
+class Latentwatch:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
