@@ -19,9 +19,12 @@ repository and served by a real `latentwatch serve`; every figure below goes ove
   baselines (the edge map itself, the mean training image); FD of translated vs true; the
   dropout modes measured by export/generator_graphs.py choose_dropout (eval vs train mode).
 - Traversal (Traverse RPC, from the prior mean, -3..3 in 7 steps): active dimensions are those
-  the server does not report inactive. Concentration of a dimension: per pixel, the mean
-  absolute deviation of the swept images from their mean; the share of that total carried by
-  the top 10% of pixels (0.10: spread evenly over the image; 1.0: all in 78 pixels).
+  the server does not report inactive (a change of at least 0.01 and a tenth of the strongest
+  dimension's). Beside it the active units of Burda et al. (2016): dimensions whose encoder
+  mean varies across 2,000 real test images with variance above 0.01 (Encode RPC). Concentration
+  of a dimension: per pixel, the mean absolute deviation of the swept images from their mean;
+  the share of that total carried by the top 10% of pixels (0.10: spread evenly over the image;
+  1.0: all in 78 pixels).
 - Throughput: samples/s for Generate requests of 64 over gRPC vs the exported generator.onnx
   run in-process by ONNX Runtime, one thread each, one run.
 
@@ -62,6 +65,7 @@ QUICK_ROWS, QUICK_VAE_EPOCHS, QUICK_CLASSIFIER_EPOCHS, QUICK_FD_SAMPLES = 2000, 
 TARGETS = {"mnist": {"label_share": 0.98, "cas": 0.95}, "fashion-mnist": {"label_share": 0.90}}
 BETAS = (1.0, 2.0, 4.0)
 TOP_PIXEL_FRACTION = 0.10
+ACTIVE_UNIT_ROWS, ACTIVE_UNIT_VARIANCE = 2000, 0.01  # Burda, Grosse & Salakhutdinov (2016)
 
 
 class Classifier(nn.Module):
@@ -240,9 +244,12 @@ def pix2pix_figures(client: LatentwatchClient, name: str, split: Split, real: Cl
             "grid": write_grid(out_dir / f"{name}-pix2pix.png", tiles, split.max_value, 3)}
 
 
-def traversal_figures(client: LatentwatchClient, model: str, max_value: float,
+def traversal_figures(client: LatentwatchClient, model: str, split: Split,
                       out_dir: Path) -> dict[str, Any]:
+    max_value = split.max_value
     t = client.traverse(model)
+    mu, _ = client.encode(model, split.X_test[:ACTIVE_UNIT_ROWS])
+    mu_variance = mu.astype(np.float64).var(0)  # (Z,) across real images
     sweep = t.samples.reshape(len(t.dimensions), t.values.shape[0], -1)
     effect = np.abs(sweep - sweep.mean(1, keepdims=True)).mean(1)  # (D, F) per pixel
     top = max(1, int(TOP_PIXEL_FRACTION * effect.shape[1]))
@@ -252,6 +259,9 @@ def traversal_figures(client: LatentwatchClient, model: str, max_value: float,
     grid = write_grid(out_dir / f"{model}-traversal.png", sweep[order], max_value,
                       t.values.shape[0]) if order else None
     return {"latent_dim": len(t.dimensions), "active": len(active),
+            "inactive_threshold": t.inactive_threshold,
+            "active_units": int((mu_variance > ACTIVE_UNIT_VARIANCE).sum()),
+            "encoder_mean_variance_per_dim": [round(float(v), 4) for v in mu_variance],
             "concentration_active_mean": float(share[active].mean()) if active else None,
             "concentration_per_dim": [round(float(s), 4) for s in share],
             "change_per_dim": [round(float(c), 4) for c in t.change], "grid": grid}
@@ -303,7 +313,7 @@ def run_dataset(name: str, split: Split, target: str, repo: Path, work: Path,
         result["pix2pix"] = pix2pix_figures(client, name, split, real, work, out_dir)
         if name == "mnist":
             result["traversal"] = {f"beta{b:g}": traversal_figures(
-                client, f"{name}-vae" if b == 1 else f"{name}-beta{b:g}", split.max_value,
+                client, f"{name}-vae" if b == 1 else f"{name}-beta{b:g}", split,
                 out_dir) for b in BETAS}
         for kind in ("gan", "cgan"):
             version = max((repo / f"{name}-{kind}").glob("[0-9]*"), key=lambda p: int(p.name))
@@ -335,7 +345,8 @@ def print_tables(results: dict[str, Any]) -> None:
               f"mask {d['fixed_mask']:.3f}  (exported with mask: {d['exported_with_mask']})")
         for beta, t in r.get("traversal", {}).items():
             conc = t["concentration_active_mean"]
-            print(f"traversal {beta:7s} active {t['active']:2d}/{t['latent_dim']}  top-10% "
+            print(f"traversal {beta:7s} active {t['active']:2d}/{t['latent_dim']} (threshold "
+                  f"{t['inactive_threshold']:.3f})  active units {t['active_units']:2d}  top-10% "
                   f"pixel share (active mean) {conc if conc is None else round(conc, 3)}")
         for kind in ("gan", "cgan"):
             t = r[f"throughput_{kind}"]

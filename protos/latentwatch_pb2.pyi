@@ -312,7 +312,7 @@ class Drift(_message.Message):
     def __init__(self, overall: _Optional[float] = ..., level: _Optional[str] = ..., psi: _Optional[_Iterable[float]] = ..., mean_shift: _Optional[_Iterable[float]] = ..., active: _Optional[_Iterable[bool]] = ..., max_psi: _Optional[float] = ..., max_psi_dimension: _Optional[int] = ..., gaussian_kl: _Optional[float] = ..., reference_rows: _Optional[int] = ...) -> None: ...
 
 class BiasReportResponse(_message.Message):
-    __slots__ = ("model_name", "model_version", "n_rows", "latent_dim", "mode", "bins", "alpha", "sparse_fraction", "top_k", "log_density", "weight", "effective_sample_size", "sparsest", "densest", "histograms", "reference", "groups", "worst_group_ratio", "drift", "kl_to_prior", "reference_kl_to_prior", "decoded_sparsest", "decoded_densest", "significance_level", "density")
+    __slots__ = ("model_name", "model_version", "n_rows", "latent_dim", "mode", "bins", "alpha", "sparse_fraction", "top_k", "log_density", "weight", "effective_sample_size", "sparsest", "densest", "histograms", "reference", "groups", "worst_group_ratio", "drift", "kl_to_prior", "reference_kl_to_prior", "decoded_sparsest", "decoded_densest", "significance_level", "density", "sparsest_latent")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     N_ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -338,6 +338,7 @@ class BiasReportResponse(_message.Message):
     DECODED_DENSEST_FIELD_NUMBER: _ClassVar[int]
     SIGNIFICANCE_LEVEL_FIELD_NUMBER: _ClassVar[int]
     DENSITY_FIELD_NUMBER: _ClassVar[int]
+    SPARSEST_LATENT_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: str
     n_rows: int
@@ -363,7 +364,8 @@ class BiasReportResponse(_message.Message):
     decoded_densest: Tensor
     significance_level: float
     density: str
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., n_rows: _Optional[int] = ..., latent_dim: _Optional[int] = ..., mode: _Optional[str] = ..., bins: _Optional[int] = ..., alpha: _Optional[float] = ..., sparse_fraction: _Optional[float] = ..., top_k: _Optional[int] = ..., log_density: _Optional[_Union[Tensor, _Mapping]] = ..., weight: _Optional[_Union[Tensor, _Mapping]] = ..., effective_sample_size: _Optional[float] = ..., sparsest: _Optional[_Iterable[int]] = ..., densest: _Optional[_Iterable[int]] = ..., histograms: _Optional[_Iterable[_Union[DimensionHistogram, _Mapping]]] = ..., reference: _Optional[_Union[ReferenceComparison, _Mapping]] = ..., groups: _Optional[_Iterable[_Union[GroupStats, _Mapping]]] = ..., worst_group_ratio: _Optional[float] = ..., drift: _Optional[_Union[Drift, _Mapping]] = ..., kl_to_prior: _Optional[_Iterable[float]] = ..., reference_kl_to_prior: _Optional[_Iterable[float]] = ..., decoded_sparsest: _Optional[_Union[Tensor, _Mapping]] = ..., decoded_densest: _Optional[_Union[Tensor, _Mapping]] = ..., significance_level: _Optional[float] = ..., density: _Optional[str] = ...) -> None: ...
+    sparsest_latent: Tensor
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., n_rows: _Optional[int] = ..., latent_dim: _Optional[int] = ..., mode: _Optional[str] = ..., bins: _Optional[int] = ..., alpha: _Optional[float] = ..., sparse_fraction: _Optional[float] = ..., top_k: _Optional[int] = ..., log_density: _Optional[_Union[Tensor, _Mapping]] = ..., weight: _Optional[_Union[Tensor, _Mapping]] = ..., effective_sample_size: _Optional[float] = ..., sparsest: _Optional[_Iterable[int]] = ..., densest: _Optional[_Iterable[int]] = ..., histograms: _Optional[_Iterable[_Union[DimensionHistogram, _Mapping]]] = ..., reference: _Optional[_Union[ReferenceComparison, _Mapping]] = ..., groups: _Optional[_Iterable[_Union[GroupStats, _Mapping]]] = ..., worst_group_ratio: _Optional[float] = ..., drift: _Optional[_Union[Drift, _Mapping]] = ..., kl_to_prior: _Optional[_Iterable[float]] = ..., reference_kl_to_prior: _Optional[_Iterable[float]] = ..., decoded_sparsest: _Optional[_Union[Tensor, _Mapping]] = ..., decoded_densest: _Optional[_Union[Tensor, _Mapping]] = ..., significance_level: _Optional[float] = ..., density: _Optional[str] = ..., sparsest_latent: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class ModelControlRequest(_message.Message):
     __slots__ = ("action", "model_name", "model_version")

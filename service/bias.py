@@ -136,6 +136,7 @@ async def bias_report(
         raise InvalidInput("the stream carried no rows; send rows in the input of each chunk")
     # Histograms and group statistics over up to millions of rows: not on the event loop.
     report = await asyncio.to_thread(accumulator.finish, options, mv.reference)
+    report = report.with_sparsest_latent(_rows_at(means, report.sparsest))
     if n_decoded and mv.decoder is not None:
         k = min(n_decoded, report.sparsest.shape[0])
         positions = np.concatenate([report.sparsest[:k], report.densest[:k]])

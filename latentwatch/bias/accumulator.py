@@ -70,6 +70,9 @@ class BiasReport:
     # (k', F), or (k', C, H, W) for image models.
     decoded_sparsest: NDArray[np.float32] | None = None
     decoded_densest: NDArray[np.float32] | None = None
+    # (k, Z) encoder means of the sparsest rows, in `sparsest` order: where Generate samples
+    # "more of what this data covers thinly" without the rows being sent again.
+    sparsest_latent: NDArray[np.float32] | None = None
 
     @property
     def effective_sample_fraction(self) -> float:
@@ -84,6 +87,9 @@ class BiasReport:
 
     def with_decoded(self, sparsest: NDArray | None, densest: NDArray | None) -> BiasReport:
         return replace(self, decoded_sparsest=sparsest, decoded_densest=densest)
+
+    def with_sparsest_latent(self, means: NDArray[np.float32]) -> BiasReport:
+        return replace(self, sparsest_latent=means)
 
 
 class BiasAccumulator:

@@ -2,9 +2,9 @@
 
 A class-conditional model without --label gets one grid row per class (labelled with the class
 index; the names are printed). With --from-bias-report the samples are drawn around the latent
-means of the report's sparsest rows (encoded again from --data, the data the report was made
-of): one grid row per row of the report, labelled R<position>, so a team sees, and can add to
-its data, what the data covers thinly.
+means of the report's sparsest rows (carried in the report; a report from before they were,
+needs --data, the rows it was made of, encoded again): one grid row per row of the report,
+labelled R<position>, so a team sees, and can add to its data, what the data covers thinly.
 """
 
 from __future__ import annotations
@@ -51,8 +51,12 @@ def read_report(path: Path) -> dict[str, Any]:
         report = json.loads(path.read_text(encoding="utf-8"))
         model = report["model"]
         positions = [int(entry["position"]) for entry in report["sparsest"]]
+        # Reports carry each sparsest row's encoder mean; older ones need the rows (--data).
+        latent = [entry.get("latent_mu") for entry in report["sparsest"]]
+        means = (np.asarray(latent, dtype=np.float32)
+                 if latent and all(isinstance(mu, list) for mu in latent) else None)
         return {"name": str(model["name"]), "version": str(model.get("version", "")),
-                "positions": positions}
+                "positions": positions, "latent_mu": means}
     except OSError as err:
         raise DataError(f"{path}: cannot read: {err.strerror or err}") from err
     except (ValueError, KeyError, TypeError) as err:
@@ -62,15 +66,19 @@ def read_report(path: Path) -> dict[str, Any]:
 
 def report_centers(client: LatentwatchClient, report: dict[str, Any], data: str | None,
                    k: int) -> tuple[NDArray[np.float32], list[int]]:
-    """(k, Z) latent means of the report's k sparsest rows, and their positions."""
+    """(k, Z) latent means of the report's k sparsest rows, and their positions: from the
+    report, or with `data` (the rows the report was made of) encoded again."""
     from latentwatch.data import load_source
 
-    if data is None:
-        raise InvalidInput("--from-bias-report needs --data: the data the report was made of, "
-                           "whose sparsest rows are encoded again")
     positions = report["positions"][:k]
     if not positions:
         raise InvalidInput("--from-bias-report: the report names no sparsest rows")
+    if data is None and report["latent_mu"] is not None:
+        return report["latent_mu"][:k], positions
+    if data is None:
+        raise InvalidInput("--from-bias-report: this report carries no latent means (made by "
+                           "an older latentwatch); give --data, the data the report was made "
+                           "of, whose sparsest rows are encoded again")
     dataset = load_source(data, max_rows=max(positions) + 1)
     if max(positions) >= dataset.n_rows:
         raise DataError(f"{data}: {dataset.n_rows} rows, but the report names row "

@@ -57,10 +57,10 @@ def _add_generate(sub: argparse._SubParsersAction,
                    help="grid columns (default: about the square root of n)")
     p.add_argument("--from-bias-report", type=Path, default=None,
                    help="bias report JSON: sample around the latent means of its sparsest rows "
-                        "(needs --data; default: sample the prior)")
+                        "(default: sample the prior)")
     p.add_argument("--data", default=None,
-                   help="the data the bias report was made of (default: none; needed with "
-                        "--from-bias-report)")
+                   help="the data the bias report was made of, encoded again when the report "
+                        "carries no latent means (older reports; default: none)")
     p.add_argument("--centers", type=positive_int, default=8,
                    help="how many of the report's sparsest rows to sample around")
     p.add_argument("--spread", type=positive_float, default=None,

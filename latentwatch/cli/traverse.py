@@ -57,4 +57,4 @@ def run(args: argparse.Namespace) -> None:
         flag = "  inactive" if d in result.inactive_dimensions else ""
         print(f"{d:>9}  {change:.4f}{flag}")
     inactive = ", ".join(map(str, result.inactive_dimensions)) or "none"
-    print(f"inactive (change < {result.inactive_threshold:g}): {inactive}")
+    print(f"inactive (change < {result.inactive_threshold:.3g}): {inactive}")

@@ -64,8 +64,10 @@ def row_id(report: BiasReport, position: int) -> str | int:
 # --- JSON ----------------------------------------------------------------------------------------
 
 
-def _positions(report: BiasReport, positions: NDArray) -> list[dict[str, Any]]:
-    return [
+def _positions(report: BiasReport, positions: NDArray,
+               latent: NDArray | None = None) -> list[dict[str, Any]]:
+    """One entry per row; with `latent` (k, Z), each row's encoder mean as "latent_mu"."""
+    entries: list[dict[str, Any]] = [
         {
             "id": row_id(report, p),
             "position": p,
@@ -74,6 +76,10 @@ def _positions(report: BiasReport, positions: NDArray) -> list[dict[str, Any]]:
         }
         for p in np.asarray(positions, dtype=np.int64).tolist()
     ]
+    if latent is not None:
+        for entry, mu in zip(entries, np.asarray(latent), strict=True):
+            entry["latent_mu"] = _plain_floats(mu)
+    return entries
 
 
 def _rows(report: BiasReport) -> list[dict[str, Any]]:
@@ -152,7 +158,7 @@ def report_to_dict(report: BiasReport, context: ReportContext) -> dict[str, Any]
         "effective_sample_fraction": finite_or_none(report.effective_sample_fraction),
         "summary": summary(report),
         "rows": _rows(report),
-        "sparsest": _positions(report, report.sparsest),
+        "sparsest": _positions(report, report.sparsest, report.sparsest_latent),
         "densest": _positions(report, report.densest),
         "groups": [
             {

@@ -211,6 +211,8 @@ def response_from_report(
         response.decoded_sparsest.CopyFrom(to_tensor(report.decoded_sparsest.astype(np.float32)))
     if report.decoded_densest is not None:
         response.decoded_densest.CopyFrom(to_tensor(report.decoded_densest.astype(np.float32)))
+    if report.sparsest_latent is not None:
+        response.sparsest_latent.CopyFrom(to_tensor(report.sparsest_latent.astype(np.float32)))
     return response
 
 
@@ -260,7 +262,7 @@ def report_from_response(
         )
     decoded = {
         name: from_tensor(getattr(response, name), what=name) if response.HasField(name) else None
-        for name in ("decoded_sparsest", "decoded_densest")
+        for name in ("decoded_sparsest", "decoded_densest", "sparsest_latent")
     }
     return BiasReport(
         n_rows=n,
@@ -321,4 +323,5 @@ def report_from_response(
         ),
         decoded_sparsest=decoded["decoded_sparsest"],
         decoded_densest=decoded["decoded_densest"],
+        sparsest_latent=decoded["sparsest_latent"],
     )

@@ -20,7 +20,7 @@ from server_harness import ServerThread, server_settings
 
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
-from latentwatch.service.generation import INACTIVE_CHANGE, MAX_SAMPLES
+from latentwatch.service.generation import INACTIVE_CHANGE, MAX_SAMPLES, inactive_threshold
 from latentwatch.wire.generate import (
     generate_request,
     generated_from_response,
@@ -294,3 +294,12 @@ def test_a_bias_report_on_a_generator_names_what_it_can_do(
     chunk = pb.BiasReportRequest(model_name="img-gan",
                                  input=to_tensor(np.zeros((4, 64), np.float32)))
     _refused(stub.BiasReport, iter([chunk]), "cannot encode: its capabilities are ['generate']")
+
+
+def test_a_dimension_weak_next_to_the_strongest_is_inactive() -> None:
+    change = np.array([0.2, 0.05, 0.019, 0.004])
+    threshold = inactive_threshold(change)
+    assert threshold == pytest.approx(0.02)  # a tenth of 0.2, above the 0.01 floor
+    assert [c < threshold for c in change] == [False, False, True, True]
+    assert inactive_threshold(np.array([0.05])) == pytest.approx(0.01)  # alone: the floor
+    assert inactive_threshold(np.array([0.0, 0.0])) == pytest.approx(0.01)
