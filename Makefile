@@ -2,11 +2,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The Triton contract test's own environment: nvidia-pytriton needs numpy < 2 and the system
+# libpython, so a venv of the system interpreter, apart from $(VENV).
+TRITON_VENV ?= .venv-triton
+TRITON_PYTHON ?= /usr/bin/python3.11
 REPO ?= model_repository
 PORT ?= 50051
 METRICS_PORT ?= 9090
 
-.PHONY: install run bootstrap browser prometheus test protos lint bench clean
+.PHONY: install run bootstrap browser prometheus triton test protos lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +42,23 @@ prometheus:
 		apt-get install -y -qq --no-install-recommends prometheus >/dev/null) ; } || \
 		echo "promtool could not be installed: the promtool metrics test will skip"
 
-test: install browser prometheus
+# The Triton contract test runs a real tritonserver (nvidia-pytriton's) serving the exported
+# graphs through deploy/triton/serve_onnx.py (about 40 s to build from a warm pip cache); when
+# the environment cannot be built, that test skips and says why (the reason is kept in
+# $(TRITON_VENV)/.failed).
+triton: $(TRITON_VENV)/.installed
+
+$(TRITON_VENV)/.installed:
+	@rm -rf $(TRITON_VENV) && mkdir -p $(TRITON_VENV).log && \
+	if $(TRITON_PYTHON) -m venv $(TRITON_VENV) >$(TRITON_VENV).log/build 2>&1 && \
+		$(TRITON_VENV)/bin/pip install --quiet "nvidia-pytriton==0.7.0" "numpy<2" \
+		"onnxruntime==1.31.1" >>$(TRITON_VENV).log/build 2>&1; then touch $@; \
+	else mkdir -p $(TRITON_VENV) && { echo "the Triton environment could not be built from" \
+		"$(TRITON_PYTHON):"; grep -v '^WARNING' $(TRITON_VENV).log/build | tail -n 3; } \
+		> $(TRITON_VENV)/.failed; cat $(TRITON_VENV)/.failed; \
+		echo "the Triton contract test will skip"; fi; rm -rf $(TRITON_VENV).log
+
+test: install browser prometheus triton
 	$(PY) -m pytest -q tests
 
 # Regenerates the gRPC code and its type stubs from protos/latentwatch.proto.
@@ -59,4 +79,4 @@ bench: install
 	$(PY) benchmarks/throughput.py --json benchmarks/throughput.json
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(TRITON_VENV) build *.egg-info

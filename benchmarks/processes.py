@@ -66,15 +66,19 @@ class ServerProcess:
 
 
 def start_latentwatch(
-    repo: Path, log_path: Path, threads: int, ready_timeout_s: float = 120.0
+    repo: Path, log_path: Path, threads: int, ready_timeout_s: float = 120.0,
+    http_port: int = -1, extra_env: dict[str, str] | None = None,
 ) -> tuple[ServerProcess, str, float]:
-    """`latentwatch serve` on free ports; returns it, its target and seconds to SERVING."""
+    """`latentwatch serve` on free ports (the REST port only when `http_port` is given, -1:
+    off); returns it, its gRPC target and seconds to SERVING."""
     port, metrics_port = free_port(), free_port()
     argv = [
         sys.executable, "-m", "latentwatch", "--log-level", "WARNING", "serve",
         "--repo", str(repo), "--port", str(port), "--metrics-port", str(metrics_port),
+        "--http-port", str(http_port),
     ]
-    server = ServerProcess(argv, log_path, env={"LATENTWATCH_INTRA_OP_THREADS": str(threads)})
+    env = {"LATENTWATCH_INTRA_OP_THREADS": str(threads), **(extra_env or {})}
+    server = ServerProcess(argv, log_path, env=env)
     target = f"127.0.0.1:{port}"
     try:
         with LatentwatchClient(target) as client:

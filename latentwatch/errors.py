@@ -1,4 +1,5 @@
-"""One error hierarchy and the one status table: exception class <-> gRPC status code.
+"""One error hierarchy and the one status table: exception class <-> gRPC status code, and
+the HTTP status each code has on the KServe v2 REST port.
 
 Server side, a class's `code` is the status its exceptions end a call with (the interceptor in
 service/interceptor.py applies it to every servicer on the port); anything else becomes INTERNAL
@@ -70,6 +71,13 @@ class StreamIdle(LatentwatchError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class RequestTooLarge(LatentwatchError):
+    """A request body past the server's limit (the REST port's; gRPC refuses such messages
+    itself with RESOURCE_EXHAUSTED)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class VersionRefused(LatentwatchError):
     """A model version that cannot be served; the message says why."""
 
@@ -89,6 +97,7 @@ STATUS_TABLE: tuple[type[LatentwatchError], ...] = (
     Unauthenticated,
     PermissionDenied,
     StreamIdle,
+    RequestTooLarge,
     VersionRefused,
 )
 _CLASS_OF_CODE: dict[grpc.StatusCode, type[LatentwatchError]] = {}
@@ -107,3 +116,35 @@ def error_for_status(code: grpc.StatusCode, message: str) -> LatentwatchError:
     if error.code != code:
         error.code = code
     return error
+
+
+# The HTTP status of each gRPC status code on the REST port (service/kserve_rest.py), as Triton's
+# HTTP endpoint answers them; a code not listed is 500. A class may have a status of its own.
+HTTP_STATUS_TABLE: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+_HTTP_STATUS_OF_CLASS: dict[type[LatentwatchError], int] = {RequestTooLarge: 413, StreamIdle: 408}
+
+
+def http_status(error: LatentwatchError) -> int:
+    """The HTTP status a REST caller gets for `error`."""
+    for error_class, status in _HTTP_STATUS_OF_CLASS.items():
+        if isinstance(error, error_class) and error.code == error_class.code:
+            return status
+    return HTTP_STATUS_TABLE.get(error.code, 500)

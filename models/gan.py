@@ -14,7 +14,11 @@ it balanced the losses but its samples were recognised as their label less often
 0.90 by a logistic regression on real images) and varied less within a class. The generator
 keeps DCGAN's batch norm; samples from eval mode (running statistics) and train mode differ by
 < 0.05 in that distance. The cGAN embeds the label into z for the generator and uses a
-projection discriminator (Miyato & Koyama 2018): logit = w.phi(x) + embed(y).phi(x).
+projection discriminator (Miyato & Koyama 2018): logit = w.phi(x) + embed(y).phi(x). Beside it
+a class head on phi(x) adds the auxiliary classification loss of AC-GAN (Odena et al. 2017,
+weight 1): D learns the class of real and generated images, G to make images of the asked
+class. On MNIST (54,000 rows, batch 64, channels 64/128) it raised the share of samples a CNN
+recognises as their label from 0.74 to 0.84 after 500 steps and from 0.83 to 0.90 after 1,750.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ class GANConfig:
     output: Literal["sigmoid"] = "sigmoid"  # model space [0, 1]
     spectral_norm: bool = False  # on every discriminator layer (see the module docstring)
     real_label: float = 0.9  # one-sided label smoothing: D's target for real rows
+    # cgan: weight of the auxiliary classification loss (a class head on D's features); 0: none.
+    class_loss_weight: float = 0.1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -70,6 +76,9 @@ class GANConfig:
             raise ValueError(f"n_classes must be >= 2, got {self.n_classes}")
         if not 0.5 < self.real_label <= 1.0:
             raise ValueError(f"real_label must be in (0.5, 1], got {self.real_label}")
+        if not 0.0 <= self.class_loss_weight <= 100.0:
+            raise ValueError(f"class_loss_weight must be in [0, 100], got "
+                             f"{self.class_loss_weight}")
         if self.image_shape is not None:
             self._check_image()
 
@@ -95,10 +104,18 @@ class GANConfig:
         return self.image_shape if self.image_shape is not None else (self.n_features,)
 
     @property
+    def classifies(self) -> bool:
+        """Whether the discriminator has a class head (cgan with a class loss)."""
+        return self.n_classes is not None and self.class_loss_weight > 0
+
+    @property
     def stabilisation(self) -> str:
-        smoothing = f"one-sided label smoothing (real target {self.real_label:g})"
-        return f"spectral norm in the discriminator; {smoothing}" if self.spectral_norm else (
-            smoothing)
+        parts = [f"one-sided label smoothing (real target {self.real_label:g})"]
+        if self.spectral_norm:
+            parts.insert(0, "spectral norm in the discriminator")
+        if self.classifies:
+            parts.append(f"auxiliary classification loss (weight {self.class_loss_weight:g})")
+        return "; ".join(parts)
 
 
 def with_spectral_norm(layer: nn.Module, on: bool) -> nn.Module:
@@ -172,15 +189,21 @@ class Discriminator(nn.Module):
         self.logit = sn(nn.Linear(n_out, 1))
         if config.n_classes is not None:
             self.projection = sn(nn.Embedding(config.n_classes, n_out))
+        self.classifier = sn(nn.Linear(n_out, config.n_classes)) if (
+            config.classifies and config.n_classes is not None) else None
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.scores(x, labels)[0]
+
+    def scores(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """(B,) real/fake logits and, with a class head, (B, n_classes) class logits."""
         phi = self.features(x)  # (B, *shape) -> (B, D)
         out = self.logit(phi).squeeze(1)  # (B,)
         if self.config.n_classes is not None:
             if labels is None:
                 raise ValueError("a conditional discriminator needs labels")
             out = out + (self.projection(labels) * phi).sum(dim=1)
-        return out
+        return out, None if self.classifier is None else self.classifier(phi)
 
 
 class GAN(nn.Module):
@@ -221,11 +244,23 @@ def generator_loss(fake_logits: Tensor) -> Tensor:
     return bce_to(fake_logits, 1.0)
 
 
+def class_loss(class_logits: Tensor | None, labels: Tensor | None) -> Tensor | float:
+    """Cross-entropy of the discriminator's class head against the labels; 0 without one."""
+    if class_logits is None or labels is None:
+        return 0.0
+    return F.cross_entropy(class_logits, labels)
+
+
 def gan_losses(model: GAN, real: Tensor, fake: Tensor, condition: Tensor | None,
                part: Literal["discriminator", "generator"]) -> Tensor:
-    """The loss of one part for one batch; the discriminator's sees `fake` detached."""
-    d = model.discriminator
+    """The loss of one part for one batch; the discriminator's sees `fake` detached. With a
+    class head, both add the weighted classification loss: D on real and generated images, G
+    on its own (AC-GAN)."""
+    d, weight = model.discriminator, model.config.class_loss_weight
     if part == "discriminator":
-        return discriminator_loss(d(real, condition), d(fake.detach(), condition),
-                                  model.config.real_label)
-    return generator_loss(d(fake, condition))
+        real_logits, real_classes = d.scores(real, condition)
+        fake_logits, fake_classes = d.scores(fake.detach(), condition)
+        return discriminator_loss(real_logits, fake_logits, model.config.real_label) + weight * (
+            class_loss(real_classes, condition) + class_loss(fake_classes, condition))
+    fake_logits, fake_classes = d.scores(fake, condition)
+    return generator_loss(fake_logits) + weight * class_loss(fake_classes, condition)

@@ -16,7 +16,7 @@ from latentwatch.data import Dataset
 from latentwatch.data.pairs import EdgeRecipe
 from latentwatch.families import family, kinds_where, resolve
 from latentwatch.models.checkpoint import CheckpointError
-from latentwatch.models.gan import GAN, GANConfig
+from latentwatch.models.gan import GAN, GAN_KINDS, GANConfig
 from latentwatch.models.pix2pix import Pix2Pix, Pix2PixConfig
 from latentwatch.models.run_dir import CHECKPOINT_FILE
 from latentwatch.repository.manifest import Preprocessing, Provenance
@@ -116,8 +116,11 @@ def load_gan_checkpoint(path: Path) -> tuple[GAN | Pix2Pix, GANCheckpoint]:
         raise CheckpointError(f"{path}: format_version {payload['format_version']!r} is not "
                               f"supported (this version reads {GAN_CHECKPOINT_FORMAT_VERSION})")
     fam = family(payload["kind"])
+    config_fields = dict(payload["config"])
+    if payload["kind"] in GAN_KINDS:  # written before the class head: none
+        config_fields.setdefault("class_loss_weight", 0.0)
     try:
-        config = resolve(fam.config_class)(**payload["config"])
+        config = resolve(fam.config_class)(**config_fields)
         Preprocessing.model_validate(payload["preprocessing"])
         Provenance.model_validate(payload["provenance"])
         recipe = EdgeRecipe(**payload["edge_map"]) if payload.get("edge_map") else None

@@ -62,6 +62,7 @@ def resolve_gan_config(config: GANTrainConfig, dataset: Dataset,
                                                                    dataset.is_image),
             hidden=hidden, n_classes=len(class_names) if class_names else None,
             spectral_norm=config.spectral_norm, real_label=config.real_label,
+            class_loss_weight=config.class_loss_weight,
         )
     except ValueError as err:
         raise InvalidInput(str(err)) from err

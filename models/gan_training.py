@@ -86,6 +86,7 @@ class GANTrainConfig:
     seed: int = 0
     spectral_norm: bool = False  # on the discriminator (models/gan.py says why it is off)
     real_label: float = 0.9  # gan/cgan one-sided label smoothing (1.0: none)
+    class_loss_weight: float = 0.1  # cgan: auxiliary classification loss (models/gan.py); 0: none
     edge_threshold: float = EdgeRecipe.threshold  # pix2pix sketches
     n_threads: int = 1  # as TrainConfig: small models lose more than they gain from threads
     progress: bool = True

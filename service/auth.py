@@ -11,12 +11,13 @@ stored; `latentwatch token` makes a token and appends its line. The file is re-r
 changes (checked on each call, a stat), so a token is revoked by deleting its line; a change that
 cannot be parsed is logged and the previous tokens stay in force.
 
-Callers send `authorization: Bearer <token>` metadata. No token, or one the file does not hold:
-UNAUTHENTICATED. A known token without the method's scope, or for another model (the request's
-`model_name`; for request streams, the first message's and every later one that names a
-model): PERMISSION_DENIED. Health
-(grpc.health.v1) is always open. Methods the table below does not name need "admin", so a new
-method is closed until it is given a scope.
+Callers send `authorization: Bearer <token>` metadata (HTTP: the `Authorization` header). No
+token, or one the file does not hold: UNAUTHENTICATED. A known token without the method's scope,
+or for another model (the request's `model_name`, or `name` in KServe's requests; for request
+streams, the first message's and every later one that names a model): PERMISSION_DENIED. Health
+(grpc.health.v1) and KServe's ServerLive and ServerReady are always open. Methods the table
+below does not name need "admin", so a new method is closed until it is given a scope.
+`authorize` is the one check, for gRPC (TokenAuth) and the KServe REST port alike.
 
 The interceptor goes after ErrorsAndMetrics (service/interceptor.py) in the server's list, so a
 refused call is counted in the request metrics with its status code, like any other error.
@@ -58,17 +59,26 @@ def caller_may_see(model: str) -> bool:
 
 SCOPES = ("score", "reports", "generate", "admin", "read")
 ANY_MODEL = "*"
-# Short method name -> the scope it needs. Reflection needs "read" (when it is on).
-METHOD_SCOPES = {
+# Short method name -> the scope it needs.
+# KServe v2 (inference.GRPCInferenceService, and the same names over REST): ServerLive and
+# ServerReady are open like grpc.health (None); the rest as their latentwatch.v1 peers.
+METHOD_SCOPES: dict[str, str | None] = {
     "Score": "score", "ScoreStream": "score", "Encode": "score",
     "BiasReport": "reports",
     "Generate": "generate", "Traverse": "generate", "Translate": "generate",
     "ModelControl": "admin",
     "ListModels": "read", "GetModel": "read",
+    "ServerLive": None, "ServerReady": None,
+    "ModelReady": "read", "ServerMetadata": "read", "ModelMetadata": "read",
+    "ModelConfig": "read", "RepositoryIndex": "read", "ModelStatistics": "read",
+    "ModelInfer": "score", "ModelStreamInfer": "score",
+    "RepositoryModelLoad": "admin", "RepositoryModelUnload": "admin",
+    "ServerReflectionInfo": "read",  # grpc.reflection (v1 and v1alpha), when it is on
 }
+# Methods that, naming no model, list only the models the caller's token may use.
+LISTS_WHEN_UNNAMED = frozenset({"ModelStatistics"})
 UNLISTED_SCOPE = "admin"
 OPEN_SERVICES = frozenset({"grpc.health.v1.Health"})
-REFLECTION_PREFIX = "grpc.reflection."
 _BEARER = "bearer "
 _FileStamp = tuple[int, int, int]
 
@@ -230,9 +240,54 @@ def scope_of(full_method: str) -> str | None:
     service, _, method = full_method.lstrip("/").rpartition("/")
     if service in OPEN_SERVICES:
         return None
-    if service.startswith(REFLECTION_PREFIX):
-        return "read"
+    return method_scope(method)
+
+
+def method_scope(method: str) -> str | None:
+    """The scope a method needs by its short name ("ModelInfer"); None: open to everyone."""
     return METHOD_SCOPES.get(method, UNLISTED_SCOPE)
+
+
+def requested_model(request: Any) -> str | None:
+    """The model a request names (`model_name`, or `name` in KServe's metadata, ready, config
+    and statistics requests); None when its message has no such field."""
+    for field in ("model_name", "name"):
+        model = getattr(request, field, None)
+        if isinstance(model, str):
+            return model
+    return None
+
+
+def authorize(
+    tokens: TokenFile, token: str | None, method: str, model: str | None
+) -> TokenEntry | None:
+    """The entry of `token` if it may call `method` (short name) on `model` (None: the request
+    names none; "": the request leaves it empty, e.g. a repository-wide call). None, with no
+    token looked at, for an open method. Raises Unauthenticated or PermissionDenied with the
+    caller's message. The one check for gRPC (TokenAuth) and HTTP: it also sets, in the current
+    context, the models the caller may see in listings (`caller_may_see`)."""
+    scope = method_scope(method)
+    if scope is None:
+        return None
+    entry = tokens.authenticate(token)
+    if scope not in entry.scopes:
+        raise PermissionDenied(
+            f"token {quote(entry.name)} lacks the {scope!r} scope that {method} needs"
+        )
+    _CALLER_MODELS.set(None if ANY_MODEL in entry.models else entry.models)
+    check_model(entry, method, model)
+    return entry
+
+
+def check_model(entry: TokenEntry, method: str, model: str | None) -> None:
+    """PermissionDenied unless `entry` may use `model` (see `authorize`)."""
+    if model is None or entry.allows_model(model):
+        return
+    if not model:
+        if method in LISTS_WHEN_UNNAMED:
+            return
+        raise PermissionDenied(f"token {quote(entry.name)} is limited to some models; name one")
+    raise PermissionDenied(f"token {quote(entry.name)} may not use model {quote(model)}")
 
 
 async def _raise(error: LatentwatchError) -> NoReturn:
@@ -268,7 +323,7 @@ class TokenAuth(grpc.aio.ServerInterceptor):
             return cached[1]
         method = full_name.rsplit("/", 1)[-1]
         behavior, factory = handler_parts(handler)
-        admit = self._admitter(method, scope, handler.request_streaming)
+        admit = self._admitter(method, handler.request_streaming)
         wrapped: Behavior
         if inspect.isasyncgenfunction(behavior):
             async def responses(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -288,46 +343,34 @@ class TokenAuth(grpc.aio.ServerInterceptor):
         return intercepted
 
     def _admitter(
-        self, method: str, scope: str, request_streaming: bool
+        self, method: str, request_streaming: bool
     ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
         """Checks a call; returns its request (or, for streams, its messages, the first one
         read already) for the handler."""
 
-        def allowed(context: grpc.aio.ServicerContext) -> TokenEntry:
-            entry = self._tokens.authenticate(bearer_token(context.invocation_metadata()))
-            if scope not in entry.scopes:
-                raise PermissionDenied(
-                    f"token {quote(entry.name)} lacks the {scope!r} scope that {method} needs"
-                )
-            return entry
-
-        def check_model(entry: TokenEntry, request: Any) -> None:
-            model = getattr(request, "model_name", None)
-            if model is None or entry.allows_model(model):
-                return
-            if not model:  # e.g. a repository-wide ModelControl
-                raise PermissionDenied(
-                    f"token {quote(entry.name)} is limited to some models; name one"
-                )
-            raise PermissionDenied(f"token {quote(entry.name)} may not use model {quote(model)}")
+        def token_of(context: grpc.aio.ServicerContext) -> str | None:
+            return bearer_token(context.invocation_metadata())
 
         async def admit(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
-                entry = allowed(context)  # before any message is read
-                _CALLER_MODELS.set(None if ANY_MODEL in entry.models else entry.models)
                 if not request_streaming:
-                    check_model(entry, request)
+                    authorize(self._tokens, token_of(context), method, requested_model(request))
                     return request
+                # The token before any message is read, then the first message's model.
+                entry = authorize(self._tokens, token_of(context), method, None)
+                assert entry is not None  # open methods are not wrapped
                 messages = request.__aiter__()
                 try:
                     first = await messages.__anext__()
                 except StopAsyncIteration:
                     return _no_messages()
-                check_model(entry, first)
+                check_model(entry, method, requested_model(first))
             except (Unauthenticated, PermissionDenied) as err:
                 log.debug("%s refused: %s", method, err)
                 await _refused(err)
-            return _checked(first, messages, lambda message: check_model(entry, message))
+            return _checked(
+                first, messages, lambda message: check_model(entry, method, message)
+            )
 
         return admit
 
@@ -338,15 +381,16 @@ async def _no_messages() -> AsyncIterator[Any]:
 
 
 async def _checked(
-    first: Any, rest: AsyncIterator[Any], check_model: Callable[[Any], None]
+    first: Any, rest: AsyncIterator[Any], check_model: Callable[[str], None]
 ) -> AsyncIterator[Any]:
     """The stream's messages again, the first one included. Later messages may name a model
     too (ScoreStream's may each name another): those that do are checked as well."""
     yield first
     async for message in rest:
-        if getattr(message, "model_name", ""):
+        model = requested_model(message)
+        if model:
             try:
-                check_model(message)
+                check_model(model)
             except PermissionDenied as err:
                 await _refused(err)
         yield message

@@ -36,7 +36,7 @@ from latentwatch.service.repository import (
     ScoringParts,
     decode,
 )
-from latentwatch.service.runtime import Runtime, input_names, make_runtime, output_names
+from latentwatch.service.runtime import GraphRef, Runtime, input_names, make_runtime, output_names
 from latentwatch.service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -196,8 +196,10 @@ async def _load_runtimes(
 
     async def load(graph: str) -> Runtime:
         file = graphs[graph].file
+        ref = GraphRef(files.manifest.name, files.manifest.version, graph, graphs[graph])
         runtime = await make_runtime(
-            files.graph_path(graph), settings, executor, sha256=files.manifest.sha256[file]
+            files.graph_path(graph), settings, executor, sha256=files.manifest.sha256[file],
+            ref=ref,
         )
         loaded.append(runtime)
         return runtime

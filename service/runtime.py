@@ -1,8 +1,9 @@
 """The runtime contract: one loaded graph the batcher and the loader run, whatever executes it.
 
-ONNX Runtime in this process implements it (service/ort_runtime.py); a remote inference tier
-(Triton, over an asyncio gRPC channel that belongs to the server's event loop) can implement it
-later. Tests use fakes of it (a summing runtime, a failing runtime).
+ONNX Runtime in this process implements it (service/ort_runtime.py), and so does a remote
+Triton Inference Server (service/triton_runtime.py, over an asyncio gRPC channel that belongs to
+the server's event loop); `settings.backend` picks one. Tests use fakes of it (a summing runtime,
+a failing runtime).
 """
 
 from __future__ import annotations
@@ -17,10 +18,36 @@ from typing import Protocol
 
 from numpy.typing import NDArray
 
+from latentwatch.repository.manifest import GraphSpec
 from latentwatch.service.settings import Settings
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+# The provider of a graph Triton runs on its GPU instances (service/triton_runtime.py).
+TRITON_GPU = "Triton KIND_GPU"
+
+
+def on_gpu(provider: str) -> bool:
+    """Whether a runtime's `provider` runs on a GPU (the one rule `require_gpu` checks)."""
+    return provider in (CUDA, TRITON_GPU)
+
+
+def triton_model_name(model: str, graph: str) -> str:
+    """The Triton model that serves one graph of a latentwatch model, e.g. "digits-vae.scorer":
+    the names export/triton.py writes and service/triton_runtime.py asks for. Graph names have no
+    dot, so two (model, graph) pairs never share a name."""
+    return f"{model}.{graph}"
+
+
+@dataclass(frozen=True)
+class GraphRef:
+    """Which graph of which version a runtime runs, as its manifest lists it: what a remote
+    tier that serves graphs by name needs (a local runtime needs only the file)."""
+
+    model: str
+    version: str
+    graph: str  # "scorer", "encoder", ...
+    spec: GraphSpec
 
 
 @dataclass(frozen=True)
@@ -63,11 +90,26 @@ def output_names(runtime: Runtime) -> tuple[str, ...]:
 
 
 async def make_runtime(
-    path: Path, settings: Settings, executor: Executor | None = None, sha256: str | None = None
+    path: Path,
+    settings: Settings,
+    executor: Executor | None = None,
+    sha256: str | None = None,
+    ref: GraphRef | None = None,
 ) -> Runtime:
-    """The runtime for the graph file `path`, loaded (its blocking work in `executor`; None:
-    the loop's default); with `sha256`, from the file's bytes checked against it. Only ONNX
-    Runtime exists today."""
+    """The runtime for the graph file `path`, loaded, on the backend the settings name.
+
+    onnxruntime: a session in this process (its blocking work in `executor`; None: the loop's
+    default), with `sha256` from the file's bytes checked against it. triton: the Triton model
+    of `ref` on `settings.triton_url`, once Triton reports it ready (the file is not opened).
+    """
+    if settings.backend == "triton":
+        from latentwatch.service.triton_runtime import TritonRuntime  # tritonclient when used
+
+        if ref is None:
+            raise ValueError(f"{path}: the Triton backend needs the graph's model and version")
+        triton = TritonRuntime(ref, settings)
+        await triton.load()
+        return triton
     from latentwatch.service.ort_runtime import OrtRuntime  # onnxruntime only when used
 
     runtime = OrtRuntime(

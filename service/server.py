@@ -5,6 +5,10 @@ every call but health needs a bearer token (service/auth.py), and reflection is 
 `reflection` turns it on. The connection limits (concurrent calls, keepalive, idle and age) are
 gRPC server options from the settings.
 
+Unless `http_port` is -1, KServe v2 over HTTP/REST (service/kserve_rest.py) serves on its own
+port, on this loop, from the moment the gRPC port is bound, with the same TLS, tokens and
+request metrics; it stops with the gRPC server.
+
 Health for "" and latentwatch.v1.Latentwatch stays NOT_SERVING until every version has loaded
 and run once (or for good when a required GPU is not in use); afterwards it follows hot reload
 (service/reload.py: polling, SIGHUP, ModelControl): NOT_SERVING while no version is loaded.
@@ -32,11 +36,16 @@ from latentwatch.repository.manifest import Manifest
 from latentwatch.service.auth import TokenAuth, TokenFile
 from latentwatch.service.core import ScoringCore
 from latentwatch.service.interceptor import ErrorsAndMetrics
+from latentwatch.service.kserve import KServe
+from latentwatch.service.kserve_grpc import PER_MESSAGE_METHODS as KSERVE_PER_MESSAGE
+from latentwatch.service.kserve_grpc import SERVICE_NAME as KSERVE_SERVICE
+from latentwatch.service.kserve_grpc import add_kserve_servicer
+from latentwatch.service.kserve_rest import RestServer
 from latentwatch.service.loader import load_repository
 from latentwatch.service.metrics import ServiceMetrics
 from latentwatch.service.reload import RepositoryWatcher
 from latentwatch.service.repository import ModelRepository
-from latentwatch.service.runtime import CUDA
+from latentwatch.service.runtime import CUDA, TRITON_GPU, on_gpu
 from latentwatch.service.security import (
     certificate_source,
     grpc_server_credentials,
@@ -69,6 +78,8 @@ class RunningServer:
     _server: grpc.aio.Server
     _executor: ThreadPoolExecutor
     watcher: RepositoryWatcher | None = None  # hot reload, once the first load is done
+    http_port: int = -1  # the KServe v2 REST port; -1: off (settings.http_port -1)
+    _rest: RestServer | None = None
 
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING now; refuse new calls; in-flight calls get `grace_s` to finish."""
@@ -77,7 +88,11 @@ class RunningServer:
         self.metrics.ready = False
         if self.watcher is not None:
             await self.watcher.stop()
-        await self._server.stop(grace_s)
+        # gRPC and REST drain at the same time, each giving in-flight calls `grace_s`.
+        await asyncio.gather(
+            self._server.stop(grace_s),
+            *([] if self._rest is None else [self._rest.stop(grace_s)]),
+        )
         if self.core.repository is not None:
             await self.core.repository.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -117,7 +132,7 @@ async def start_server(settings: Settings) -> RunningServer:
     # token check runs inside, so its refusals are counted with their codes too.
     interceptors: list[grpc.aio.ServerInterceptor] = [
         ErrorsAndMetrics(
-            metrics, per_message=PER_MESSAGE_METHODS,
+            metrics, per_message=PER_MESSAGE_METHODS | KSERVE_PER_MESSAGE,
             stream_idle_timeout_s=settings.stream_idle_timeout_s,
         )
     ]
@@ -131,13 +146,14 @@ async def start_server(settings: Settings) -> RunningServer:
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     pb_grpc.add_LatentwatchServicer_to_server(LatentwatchServicer(core), server)
+    add_kserve_servicer(core, server)  # KServe v2 / Triton clients, same port
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in HEALTH_SERVICES:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     if settings.reflection_enabled:
         reflection.enable_server_reflection(
-            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+            [SERVICE_NAME, KSERVE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
     running = RunningServer(
         0, metrics_port, health_servicer, core, metrics, settings, server, executor
@@ -154,6 +170,21 @@ async def start_server(settings: Settings) -> RunningServer:
             f"cannot serve gRPC on {settings.host}:{settings.port}: {err}"
         ) from err
     await server.start()
+    if settings.http_port >= 0:  # KServe v2 REST, on this loop, once the gRPC port is bound
+        running._rest = RestServer(
+            KServe(core), core, settings, metrics, tokens,
+            settings.http_max_body_bytes or receive_bytes,
+        )
+        try:
+            running.http_port = await running._rest.start(
+                settings.http_bind_host, settings.http_port, http_context
+            )
+        except OSError as err:
+            await running.stop(0)
+            raise LatentwatchError(
+                f"cannot serve KServe REST on {settings.http_bind_host}:{settings.http_port}: "
+                f"{err}"
+            ) from err
     try:
         # On the loop (health answers NOT_SERVING meanwhile); the blocking work goes to executor.
         repository = await load_repository(settings.repo, found, settings, metrics, executor)
@@ -175,11 +206,13 @@ async def start_server(settings: Settings) -> RunningServer:
     if not running.metrics.ready:
         return running
     log.info(
-        "serving %d model versions on %s:%d (%s%s, requests up to %.1f MB), metrics on :%d",
+        "serving %d model versions on %s:%d (%s%s, requests up to %.1f MB), metrics on :%d, "
+        "KServe REST on %s",
         len(repository), settings.host, running.port,
         "plaintext" if certificates is None else "TLS",
         ", mutual" if settings.tls_client_ca is not None and certificates is not None else "",
         receive_bytes / 1e6, metrics_port,
+        f":{running.http_port}" if running.http_port >= 0 else "no port (http_port -1)",
     )
     return running
 
@@ -269,11 +302,14 @@ def _gpu_problem(repository: ModelRepository) -> str:
         f"{mv.name}:{mv.version} on {mv.provider}"
         for versions in repository.versions.values()
         for mv in versions.values()
-        if mv.provider != CUDA
+        if not on_gpu(mv.provider)
     ]
     if not on_cpu:
         return ""
-    return f"a GPU is required (require_gpu) but {CUDA} is not in use for {', '.join(on_cpu)}"
+    return (
+        f"a GPU is required (require_gpu) but neither {CUDA} nor {TRITON_GPU} is in use for "
+        f"{', '.join(on_cpu)}"
+    )
 
 
 async def serve(settings: Settings) -> None:

@@ -8,6 +8,7 @@ default; the README's "Limits" table lists them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +24,12 @@ class Settings(BaseSettings):
         None, description="address the metrics server binds; unset = the gRPC host"
     )
     metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus port; 0 = ephemeral")
+    http_host: str | None = Field(
+        None, description="address the KServe v2 REST server binds; unset = the gRPC host"
+    )
+    http_port: int = Field(
+        8000, ge=-1, le=65535, description="KServe v2 REST port; 0 = ephemeral, -1 = off"
+    )
     max_batch_rows: int = Field(256, gt=0, description="most rows in one ONNX Runtime run")
     max_batch_delay_ms: float = Field(2.0, ge=0, description="longest a row waits for a batch")
     max_queue_rows: int = Field(
@@ -69,6 +76,20 @@ class Settings(BaseSettings):
         0.0, ge=0, description="connections are closed after this long (0 = never); lets "
         "clients rebalance across replicas"
     )
+    http_max_body_bytes: int | None = Field(
+        None, gt=0, description="largest REST request body, after decompression (413 past "
+        "it); unset = the gRPC receive limit"
+    )
+    http_max_concurrent: int = Field(
+        256, gt=0, description="REST requests handled at once; more get 429"
+    )
+    http_idle_timeout_s: float = Field(
+        75.0, gt=0, description="a REST connection with no request (or an unfinished request "
+        "head) for this long is closed"
+    )
+    http_body_timeout_s: float = Field(
+        60.0, gt=0, description="a REST request body must arrive within this (408 past it)"
+    )
 
     # Transport security: TLS on every port (gRPC and metrics), mTLS when a client CA is set.
     tls_cert: Path | None = Field(None, description="PEM server certificate chain; enables TLS")
@@ -99,6 +120,24 @@ class Settings(BaseSettings):
         False, description="refuse versions without a valid signature by a trusted key"
     )
 
+    # Where graphs run: ONNX Runtime here, or a Triton Inference Server (service/triton_runtime.py).
+    backend: Literal["onnxruntime", "triton"] = Field(
+        "onnxruntime", description="what runs the graphs: onnxruntime here, or triton at triton_url"
+    )
+    triton_url: str = Field(
+        "127.0.0.1:8001", description="Triton's gRPC HOST:PORT (backend triton)"
+    )
+    triton_timeout_s: float = Field(
+        10.0, gt=0, description="longest one Triton inference call may take; then UNAVAILABLE"
+    )
+    triton_ready_timeout_s: float = Field(
+        30.0, ge=0,
+        description="how long loading waits for a Triton model to be ready; then it is refused",
+    )
+    triton_tls_ca: Path | None = Field(
+        None, description="PEM CA bundle that signed Triton's certificate; unset = plaintext"
+    )
+
     # Hot reload: new, changed and removed versions are picked up while serving.
     reload_interval_s: float = Field(
         10.0, ge=0, description="poll the repository this often (0 = only on SIGHUP or RPC)"
@@ -107,6 +146,10 @@ class Settings(BaseSettings):
     @property
     def metrics_bind_host(self) -> str:
         return self.host if self.metrics_host is None else self.metrics_host
+
+    @property
+    def http_bind_host(self) -> str:
+        return self.host if self.http_host is None else self.http_host
 
     @property
     def reflection_enabled(self) -> bool:

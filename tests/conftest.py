@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
+
+# Servers the tests start (in process or `latentwatch serve` subprocesses) take any free REST
+# port instead of the default 8000, so that several can run at once.
+os.environ.setdefault("LATENTWATCH_HTTP_PORT", "0")
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -46,6 +51,7 @@ def running_server(repo: Path, **overrides: object) -> Iterator[str]:
 
     from latentwatch.service.settings import Settings
 
+    overrides.setdefault("http_port", 0)  # the REST port too, ephemeral
     settings = Settings(repo=repo, host="127.0.0.1", port=0, metrics_port=0, **overrides)
     server = ServerThread(settings)
     try:

@@ -71,7 +71,7 @@ class ServerThread:
 
 def server_settings(repo: Path, **overrides: object) -> Settings:
     values: dict[str, object] = dict(
-        repo=repo, port=0, metrics_port=0, max_batch_delay_ms=1.0, intra_op_threads=1,
+        repo=repo, port=0, metrics_port=0, http_port=0, max_batch_delay_ms=1.0, intra_op_threads=1,
         max_request_rows=MAX_REQUEST_ROWS, shutdown_grace_s=2.0,
     )
     values.update(overrides)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from latentwatch import __version__
-from latentwatch.cli import generate_args
+from latentwatch.cli import generate_args, triton_repo
 from latentwatch.errors import LatentwatchError
 from latentwatch.families import KINDS
 
@@ -34,6 +34,7 @@ COMMANDS = {
     "generate": "latentwatch.cli.generate",
     "traverse": "latentwatch.cli.traverse",
     "translate": "latentwatch.cli.translate",
+    "triton-repo": "latentwatch.cli.triton_repo",
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -133,6 +134,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--spectral-norm", action="store_true", default=None,
                    help="spectral norm on the discriminator's layers (default: off; slower "
                         "and, measured on digits, no better)")
+    a.add_argument("--class-loss-weight", type=_non_negative_float, default=None,
+                   help="cgan: weight of the auxiliary classification loss, a class head on "
+                        "the discriminator (AC-GAN; default 0.1, 0: none)")
     g = p.add_argument_group("dbvae", "resampling and classifier head (--model dbvae only)")
     g.add_argument("--debias-bins", type=_positive_int, default=None,
                    help="histogram bins per latent dimension (default 10)")
@@ -192,6 +196,15 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="gRPC port (default: $LATENTWATCH_PORT, else 50051)")
     p.add_argument("--metrics-port", type=_port, default=None,
                    help="Prometheus port (default: $LATENTWATCH_METRICS_PORT, else 9090)")
+    p.add_argument("--http-port", type=_number(int, "a port in 0..65535 (0: any free one) or -1 "
+                                               "(off)", lambda v: -1 <= v <= 65535),
+                   default=None, help="KServe v2 REST port (default: $LATENTWATCH_HTTP_PORT, "
+                                      "else 8000; 0: any free port, -1: off)")
+    p.add_argument("--backend", choices=("onnxruntime", "triton"), default=None,
+                   help="what runs the graphs (default: $LATENTWATCH_BACKEND, else onnxruntime)")
+    p.add_argument("--triton-url", default=None,
+                   help="Triton's gRPC HOST:PORT for --backend triton (default: "
+                        "$LATENTWATCH_TRITON_URL, else 127.0.0.1:8001)")
     p.add_argument("--tls-cert", type=Path, default=None,
                    help="PEM certificate chain: TLS on the gRPC and metrics ports, re-read "
                         "when it changes (default: $LATENTWATCH_TLS_CERT, else plaintext)")
@@ -346,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
                 _add_bias_report, _add_recalibrate, _add_token, _add_sign):
         add(sub)
     generate_args.add_commands(sub, _add_connection, _positive_int, _positive_float)
+    triton_repo.add_command(sub)
     _document_defaults(parser)
     return parser
 

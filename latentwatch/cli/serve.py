@@ -19,7 +19,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         key: value
         for key in (
             "repo", "host", "port", "metrics_port", "tls_cert", "tls_key", "tls_client_ca",
-            "auth_tokens",
+            "auth_tokens", "backend", "triton_url", "http_port",
         )
         if (value := getattr(args, key, None)) is not None
     }

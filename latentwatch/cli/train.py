@@ -21,7 +21,8 @@ _LIKELIHOOD_FLAGS = {"body": "auto", "decoder": "auto", "beta": None,
                      "validation_fraction": None, "debias_bins": None, "debias_alpha": None,
                      "debias_mode": None, "debias_warmup_epochs": None, "classifier": None,
                      "classifier_weight": None}
-_ADVERSARIAL_FLAGS = {"held_out_fraction": None, "edge_threshold": None, "spectral_norm": None}
+_ADVERSARIAL_FLAGS = {"held_out_fraction": None, "edge_threshold": None, "spectral_norm": None,
+                      "class_loss_weight": None}
 
 
 def _parse_hidden(text: str | None) -> tuple[int, ...] | None:
@@ -56,6 +57,7 @@ def gan_config_from_args(args: argparse.Namespace) -> GANTrainConfig:
         "held_out_fraction": getattr(args, "held_out_fraction", None),
         "edge_threshold": getattr(args, "edge_threshold", None),
         "spectral_norm": getattr(args, "spectral_norm", None),
+        "class_loss_weight": getattr(args, "class_loss_weight", None),
     }
     try:
         return GANTrainConfig(data=args.data, model=args.model, out=Path(args.out),

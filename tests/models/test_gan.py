@@ -63,6 +63,8 @@ def test_pix2pix_shapes(shape: tuple[int, int, int], patches: tuple[int, int]) -
         ({"kind": "gan", "n_features": 4, "n_classes": 3}, "n_classes is only for cgan"),
         ({"kind": "gan", "n_features": 100, "image_shape": (1, 10, 10)}, "divisible by 4"),
         ({"kind": "gan", "n_features": 4, "real_label": 0.4}, "real_label"),
+        ({"kind": "cgan", "n_features": 4, "n_classes": 3, "class_loss_weight": -1},
+         "class_loss_weight"),
     ],
 )
 def test_bad_gan_configs_say_what_is_wrong(kwargs: dict, message: str) -> None:
@@ -122,6 +124,55 @@ def test_each_part_lowers_its_loss_in_the_right_direction(kind: str, part: str) 
         assert fooled_after < fooled_before - 0.1, (fooled_before, fooled_after)
     else:
         assert fooled_after > fooled_before + 0.05, (fooled_before, fooled_after)
+
+
+def _cgan(class_loss_weight: float) -> GAN:
+    torch.manual_seed(0)
+    return GAN(GANConfig(kind="cgan", n_features=64, image_shape=(1, 8, 8), latent_dim=6,
+                         hidden=(8, 16), n_classes=3, class_loss_weight=class_loss_weight))
+
+
+def test_the_cgan_class_head_learns_the_classes_of_real_images() -> None:
+    """D's class loss teaches its head the label of real images (AC-GAN); without the weight
+    there is no head and the loss is the plain adversarial one."""
+    model = _cgan(1.0)
+    assert model.discriminator.classifier is not None
+    assert "auxiliary classification loss (weight 1)" in model.config.stabilisation
+    assert _cgan(0.0).discriminator.classifier is None
+    # Three classes of images that differ in their brightness.
+    labels = torch.arange(3).repeat(16)
+    real = (labels.float()[:, None, None, None] / 2 + 0.1 * torch.rand(48, 1, 8, 8)).clamp(0, 1)
+    opt = torch.optim.Adam(model.discriminator.parameters(), lr=1e-2)
+    for _ in range(60):
+        fake = model.generator(model.prior(48), labels)
+        loss = gan_losses(model, real, fake, labels, "discriminator")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    _, classes = model.discriminator.scores(real, labels)
+    assert classes is not None and (classes.argmax(1) == labels).float().mean() > 0.95
+
+
+def test_the_generators_class_loss_is_the_heads_cross_entropy_on_its_samples() -> None:
+    model = _cgan(2.5)
+    labels = torch.tensor([0, 1, 2, 1])
+    fake = model.generator(model.prior(4, torch.Generator().manual_seed(2)), labels)
+    logits, classes = model.discriminator.scores(fake, labels)
+    assert classes is not None
+    expected = (torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones(4))
+                + 2.5 * torch.nn.functional.cross_entropy(classes, labels))
+    torch.testing.assert_close(gan_losses(model, fake, fake, labels, "generator"), expected)
+
+
+def test_a_cgan_checkpoint_from_before_the_class_head_still_loads(tmp_path: Path) -> None:
+    result = run_gan_training(GANTrainConfig(model="cgan", out=tmp_path / "run",
+                                             class_loss_weight=0.0, **TINY))
+    path = result.run_dir / CHECKPOINT_FILE
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["class_loss_weight"]  # as written before the field existed
+    torch.save(payload, path)
+    model, ckpt = load_gan_checkpoint(result.run_dir)
+    assert ckpt.config.class_loss_weight == 0.0 and model.discriminator.classifier is None
 
 
 def test_training_is_deterministic_and_writes_the_run_directory(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from latentwatch.errors import (
     NotReady,
     PermissionDenied,
     QueueFull,
+    RequestTooLarge,
     StreamIdle,
     Unauthenticated,
     VersionRefused,
@@ -428,6 +429,7 @@ CLIENT_RAISES: dict[type[LatentwatchError], type[LatentwatchError]] = {
     DataError: InvalidInput,
     Unauthenticated: Unauthenticated,
     PermissionDenied: PermissionDenied,
+    RequestTooLarge: QueueFull,  # RESOURCE_EXHAUSTED: the client's class for the code
     StreamIdle: StreamIdle,
     VersionRefused: LatentwatchError,
 }

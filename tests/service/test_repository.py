@@ -238,7 +238,8 @@ def test_a_runtime_that_batches_itself_gets_requests_without_a_batching_delay(
         batches_itself = True
 
     async def make(
-        path: Path, settings: Settings, executor: object = None, sha256: str | None = None
+        path: Path, settings: Settings, executor: object = None, sha256: str | None = None,
+        ref: object = None,
     ) -> OrtRuntime:
         runtime = SelfBatching(path, settings.intra_op_threads)
         await runtime.load()
