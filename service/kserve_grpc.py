@@ -22,6 +22,7 @@ Shared memory, trace and log settings answer UNIMPLEMENTED.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import TypeAlias
 
 import grpc
@@ -124,10 +125,12 @@ class KServeServicer(v2_grpc.GRPCInferenceServiceServicer):
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[v2.ModelInferRequest], context: Context
     ) -> AsyncIterator[v2.ModelStreamInferResponse]:
-        async for answer in answered_in_order(
-            request_iterator, self._stream_answer, STREAM_WINDOW
-        ):
-            yield answer
+        # Closed with this stream, so work still in flight is cancelled when the caller goes.
+        async with aclosing(
+            answered_in_order(request_iterator, self._stream_answer, STREAM_WINDOW)
+        ) as answers:
+            async for answer in answers:
+                yield answer
 
     async def RepositoryModelLoad(
         self, request: v2.RepositoryModelLoadRequest, context: Context

@@ -139,8 +139,11 @@ class VersionMetrics:
 class ServiceMetrics:
     """Every latentwatch_* metric; also the collector that exposes them."""
 
-    def __init__(self, http_limits: HttpLimits | None = None) -> None:
+    def __init__(
+        self, http_limits: HttpLimits | None = None, max_queue_rows: int | None = None
+    ) -> None:
         self.registry = CollectorRegistry()
+        self.max_queue_rows = max_queue_rows  # the setting, exported for saturation alerts
         self.inflight = 0
         self.ready = False
         self._requests: dict[tuple[str, str], Histogram] = {}
@@ -209,7 +212,8 @@ class ServiceMetrics:
         yield GaugeMetricFamily(
             "latentwatch_ready",
             "1 while the server reports SERVING and scores; 0 while loading, when a required GPU "
-            "is missing, and from the start of shutdown (refused versions: "
+            "is missing, while the Triton tier is not ready, and from the start of shutdown "
+            "(refused versions: "
             "latentwatch_versions_refused)",
             value=self.ready,
         )
@@ -218,6 +222,13 @@ class ServiceMetrics:
             "Model versions refused at load (their reasons are in the log); the others serve",
             value=sum(not ok for ok in list(self._loaded.values())),
         )
+        if self.max_queue_rows is not None:
+            yield GaugeMetricFamily(
+                "latentwatch_max_queue_rows",
+                "Rows each batcher of a version may queue (LATENTWATCH_MAX_QUEUE_ROWS): the limit "
+                "latentwatch_queue_rows fills towards",
+                value=self.max_queue_rows,
+            )
         yield from self._collect_versions()
 
     def _collect_versions(self) -> Iterable[Metric]:

@@ -5,7 +5,10 @@ A pass (`RepositoryWatcher.reload`) walks the repository with the one walker
 size and modification time of every file in it) with the one it was loaded from:
 
 - a new version is loaded (`service.loader.load_version`, every check of start-up included)
-  and becomes visible at once; a refusal is logged and listed, nothing else changes;
+  and becomes visible at once; a refusal is logged and listed, nothing else changes, and the
+  files refused are not loaded again until they change, unless `retry` says the cause has gone
+  (with the Triton backend: Triton was unreachable or not ready, and now is, see
+  service/triton_health.py);
 - a changed version is loaded again beside the one serving; only when the new copy loads does it
   replace the old one, so a corrupted file appearing under a served version leaves the copy in
   memory serving (the refusal is logged and listed);
@@ -93,12 +96,14 @@ class RepositoryWatcher:
         metrics: ServiceMetrics,
         executor: Executor | None,
         on_change: Callable[[ModelRepository], Awaitable[None]] | None = None,
+        retry: Callable[[Refusal, Path], Awaitable[bool]] | None = None,
     ) -> None:
         self._settings = settings
         self._repository = repository
         self._metrics = metrics
         self._executor = executor
         self._on_change = on_change
+        self._retry = retry  # whether a refusal of unchanged files is worth loading again
         self._lock = asyncio.Lock()
         self._fingerprints: dict[Key, str] = {}  # of the files each served version came from
         self._refused_at: dict[Key, str] = {}  # fingerprint a refusal was for: not retried
@@ -133,11 +138,12 @@ class RepositoryWatcher:
             task.cancel()
         await asyncio.gather(*self._retiring, return_exceptions=True)
 
-    def reload_soon(self) -> None:
-        """Schedules one pass (SIGHUP); its failure is logged, never raised."""
+    def reload_soon(self) -> asyncio.Task[None]:
+        """Schedules one pass (SIGHUP, Triton ready again); its failure is logged, never raised."""
         task = asyncio.get_running_loop().create_task(self._logged_reload())
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
+        return task
 
     async def _logged_reload(self) -> None:
         try:
@@ -213,10 +219,22 @@ class RepositoryWatcher:
                 continue
             if self._fingerprints.get(key) == print_ and self._served(key) is not None:
                 continue
-            if self._refused_at.get(key) == print_:
+            if self._refused_at.get(key) == print_ and not await self._worth_retrying(key):
                 continue  # refused for exactly these files; a change or an explicit load retries
             await self._load(key, print_, report)
         return report
+
+    async def _worth_retrying(self, key: Key) -> bool:
+        """Whether `retry` finds the cause of this version's refusal gone."""
+        refusal = next((r for r in self._repository.refused if (r.name, r.version) == key), None)
+        if self._retry is None or refusal is None:
+            return False
+        try:
+            return await self._retry(refusal, self._repository.path / key[0] / key[1])
+        except Exception:  # no retry this pass; the next one asks again
+            log.warning("checking whether to load model %s version %s again failed",
+                        quote(key[0]), quote(key[1]), exc_info=True)
+            return False
 
     async def _load(self, key: Key, print_: str, report: ReloadReport) -> None:
         name, version = key

@@ -12,6 +12,8 @@ request metrics; it stops with the gRPC server.
 Health for "" and latentwatch.v1.Latentwatch stays NOT_SERVING until every version has loaded
 and run once (or for good when a required GPU is not in use); afterwards it follows hot reload
 (service/reload.py: polling, SIGHUP, ModelControl): NOT_SERVING while no version is loaded.
+With the Triton backend it also follows Triton (service/triton_health.py): NOT_SERVING while
+Triton or the model of a served graph is not ready, SERVING again once it is.
 SIGTERM/SIGINT turn it NOT_SERVING at once, stop accepting calls, and give in-flight calls
 `shutdown_grace_s`.
 """
@@ -24,6 +26,7 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -59,6 +62,9 @@ from latentwatch.service.servicer import (
 from latentwatch.service.settings import Settings
 from latentwatch.wire.bias import BIAS_CHUNK_ROWS
 
+if TYPE_CHECKING:
+    from latentwatch.service.triton_health import TritonHealth
+
 log = logging.getLogger(__name__)
 
 HEALTH_SERVICES = ("", SERVICE_NAME)
@@ -80,11 +86,14 @@ class RunningServer:
     watcher: RepositoryWatcher | None = None  # hot reload, once the first load is done
     http_port: int = -1  # the KServe v2 REST port; -1: off (settings.http_port -1)
     _rest: RestServer | None = None
+    triton: TritonHealth | None = None  # backend triton: Triton's readiness, polled
 
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING now; refuse new calls; in-flight calls get `grace_s` to finish."""
         grace_s = self.settings.shutdown_grace_s if grace_s is None else grace_s
         await self.health.enter_graceful_shutdown()
+        if self.triton is not None:  # first: its checks publish readiness
+            await self.triton.stop()
         self.metrics.ready = False
         if self.watcher is not None:
             await self.watcher.stop()
@@ -196,13 +205,24 @@ async def start_server(settings: Settings) -> RunningServer:
         await running.stop(0)
         raise
     await _publish(running, repository)
+    if settings.backend == "triton":
+        from latentwatch.service.triton_health import TritonHealth  # tritonclient when used
+
+        # Hot reload changes this repository in place: the monitor sees what serves now.
+        running.triton = TritonHealth(
+            settings, lambda: repository, on_change=lambda: _publish(running, repository)
+        )
     running.watcher = RepositoryWatcher(
         settings, repository, metrics, executor,
         on_change=lambda changed: _publish(running, changed),
+        retry=None if running.triton is None else running.triton.worth_retrying,
     )
     await running.watcher.adopt()
     running.watcher.start()
     core.watcher = running.watcher
+    if running.triton is not None:
+        running.triton.on_retry = running.watcher.reload_soon
+        running.triton.start()
     if not running.metrics.ready:
         return running
     log.info(
@@ -219,12 +239,15 @@ async def start_server(settings: Settings) -> RunningServer:
 
 async def _publish(running: RunningServer, repository: ModelRepository) -> None:
     """Makes the repository visible and health follow it: SERVING while at least one version is
-    loaded (on the GPU, when one is required), NOT_SERVING otherwise."""
+    loaded (on the GPU, when one is required) and, with the Triton backend, Triton is ready;
+    NOT_SERVING otherwise."""
     settings = running.settings
     if not len(repository):
         not_ready = "no model version is loaded"
     else:
-        not_ready = _gpu_problem(repository) if settings.require_gpu else ""
+        not_ready = (running.triton.problem if running.triton is not None else "") or (
+            _gpu_problem(repository) if settings.require_gpu else ""
+        )
     running.core.set_repository(repository, not_ready)
     status = health_pb2.HealthCheckResponse.NOT_SERVING if not_ready else (
         health_pb2.HealthCheckResponse.SERVING

@@ -4,10 +4,10 @@ Errors and request metrics are not handled here: the server's interceptor (servi
 maps exceptions to status codes and counts every call, except ScoreStream's, whose requests are
 counted one by one: each scored message is one "ScoreStream" request (`observed_message`).
 
-ScoreStream answers every request with one response, in request order. Up to STREAM_WINDOW
-requests of one stream are scored concurrently (so they can share batches); the first request
-that fails ends the stream with its status (INVALID_ARGUMENT, NOT_FOUND, ...), and requests
-after it get no response. A client that wants to go on opens a new stream.
+ScoreStream answers every request with one response, in request order (service/streams.py). Up
+to STREAM_WINDOW requests of one stream are scored concurrently (so they can share batches); the
+first request that fails ends the stream with its status (INVALID_ARGUMENT, NOT_FOUND, ...), and
+requests after it get no response. A client that wants to go on opens a new stream.
 
 BiasReport reads the model, version and options from its first message and hands the rows of
 every message to the core as they arrive; later messages may repeat the model and version but
@@ -22,9 +22,9 @@ Generate, Traverse and Translate ("generate" scope) hand their fields to the cor
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import grpc
 
@@ -35,6 +35,7 @@ from latentwatch.service.auth import caller_may_see
 from latentwatch.service.core import BiasChunk, ScoringCore
 from latentwatch.service.generation import GenerateArgs, TraverseArgs
 from latentwatch.service.interceptor import observed_message
+from latentwatch.service.streams import answered_in_order
 from latentwatch.wire.bias import options_from_proto, response_from_report
 from latentwatch.wire.control import control_response
 from latentwatch.wire.generate import (
@@ -75,38 +76,12 @@ class LatentwatchServicer(pb_grpc.LatentwatchServicer):
     async def ScoreStream(
         self, request_iterator: AsyncIterator[pb.ScoreRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ScoreResponse]:
-        window = asyncio.Semaphore(STREAM_WINDOW)
-        # Scoring tasks in request order; then None (end of requests) or the reader's error.
-        started: asyncio.Queue[asyncio.Future[pb.ScoreResponse] | Exception | None] = (
-            asyncio.Queue()
-        )
-
-        async def read() -> None:
-            try:
-                async for request in request_iterator:
-                    await window.acquire()
-                    # The coroutine is made inside the task: a task cancelled before it starts
-                    # leaves no scoring coroutine behind that was never awaited.
-                    started.put_nowait(asyncio.ensure_future(self._score_message(request)))
-            except Exception as exc:
-                started.put_nowait(exc)
-            else:
-                started.put_nowait(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            while (item := await started.get()) is not None:
-                if isinstance(item, Exception):
-                    raise item
-                response = await item
-                window.release()
+        # Closed with this stream, so work still in flight is cancelled when the caller goes.
+        async with aclosing(
+            answered_in_order(request_iterator, self._score_message, STREAM_WINDOW)
+        ) as responses:
+            async for response in responses:
                 yield response
-        finally:
-            reader.cancel()
-            while not started.empty():
-                left = started.get_nowait()
-                if isinstance(left, asyncio.Future):
-                    left.cancel()
 
     async def Encode(
         self, request: pb.EncodeRequest, context: grpc.aio.ServicerContext

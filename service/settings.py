@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     triton_tls_ca: Path | None = Field(
         None, description="PEM CA bundle that signed Triton's certificate; unset = plaintext"
     )
+    triton_health_interval_s: float = Field(
+        2.0, gt=0, description="how often Triton's server and model readiness are checked "
+        "while serving; health follows it"
+    )
 
     # Hot reload: new, changed and removed versions are picked up while serving.
     reload_interval_s: float = Field(

@@ -6,10 +6,12 @@ its side (`batches_itself`), so the service's batchers hand requests over withou
 scoring, p-values, bias reports and generation stay here, on the outputs Triton returns.
 
 One `tritonclient.grpc.aio` client (one gRPC channel) per Triton URL and event loop, shared by
-every runtime on it and closed with the last. The channel reconnects by itself after an outage,
-with a short backoff, so scoring recovers when Triton returns; meanwhile calls fail at once with
-NotReady (UNAVAILABLE) naming the URL. Loading waits up to `triton_ready_timeout_s` for the model
-to be ready, then checks Triton's tensors against the manifest; either failing refuses the version.
+every runtime on it (and the readiness monitor, service/triton_health.py) and closed with the
+last. The channel reconnects by itself after an outage, with a short backoff, so scoring recovers
+when Triton returns; meanwhile calls fail at once with NotReady (UNAVAILABLE) naming the URL.
+Loading waits up to `triton_ready_timeout_s` for the model to be ready, then checks Triton's
+tensors against the manifest; either failing refuses the version. A refusal because Triton was
+unreachable or not ready (`refused_while_unready`) is retried once Triton is ready.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ READY_POLL_S = 0.25
 RECONNECT_BACKOFF_MS = (100, 1000)  # first, most
 # Triton's statuses for "not reachable now" or "not serving this model now": NotReady.
 _UNAVAILABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "NOT_FOUND", "CANCELLED", "UNKNOWN")
+# What the messages of "Triton is not reachable or not ready" say after `Triton at URL...`: a
+# version refused with one of them is loaded again once Triton is ready (service/triton_health.py).
+NOT_READY_AFTER = "not ready after"
+IS_UNAVAILABLE = "is unavailable"
+DID_NOT_ANSWER = "did not answer within"
 
 
 @dataclass
@@ -55,7 +62,7 @@ def _key(settings: Settings) -> tuple[int, str, str]:
     return id(asyncio.get_running_loop()), settings.triton_url, str(settings.triton_tls_ca)
 
 
-def _open_client(settings: Settings) -> InferenceServerClient:
+def open_client(settings: Settings) -> InferenceServerClient:
     """A client on the running loop for `settings.triton_url`, shared (see the module docstring)."""
     key = _key(settings)
     shared = _clients.get(key)
@@ -78,7 +85,8 @@ def _open_client(settings: Settings) -> InferenceServerClient:
     return shared.client
 
 
-async def _release_client(settings: Settings) -> None:
+async def release_client(settings: Settings) -> None:
+    """Gives back a client `open_client` gave; the last user closes it."""
     key = _key(settings)
     shared = _clients.get(key)
     if shared is None:
@@ -89,11 +97,19 @@ async def _release_client(settings: Settings) -> None:
         await shared.client.close()
 
 
-def _status(err: InferenceServerException) -> str:
+def refused_while_unready(reason: str) -> bool:
+    """Whether a refusal's reason is Triton being unreachable or not ready (rather than what the
+    version's files or Triton's model are): such a version is worth loading again later."""
+    return "Triton at " in reason and any(
+        f" {phrase} " in reason for phrase in (NOT_READY_AFTER, IS_UNAVAILABLE, DID_NOT_ANSWER)
+    )
+
+
+def status_name(err: InferenceServerException) -> str:
     return str(err.status() or "").removeprefix("StatusCode.")
 
 
-def _one_line(message: object) -> str:
+def one_line(message: object) -> str:
     """Triton's message for a log line or an error: whitespace folded, cut to a bounded length."""
     return " ".join(str(message).split())[:500]
 
@@ -124,7 +140,7 @@ class TritonRuntime:
 
     async def load(self) -> None:
         """Waits for the model to be ready, then checks its tensors; VersionRefused otherwise."""
-        self._client = _open_client(self._settings)
+        self._client = open_client(self._settings)
         try:
             await self._wait_ready()
             metadata = await self._client.get_model_metadata(self.model, self.version)
@@ -137,7 +153,9 @@ class TritonRuntime:
             self._check_tensors(metadata)
         except InferenceServerException as err:
             await self.close()
-            raise VersionRefused(f"{self._where}: {_one_line(err.message())}") from err
+            if status_name(err) in _UNAVAILABLE:  # Triton went away while this loaded
+                raise VersionRefused(str(self._error(err))) from err
+            raise VersionRefused(f"{self._where}: {one_line(err.message())}") from err
         except BaseException:
             await self.close()
             raise
@@ -156,11 +174,11 @@ class TritonRuntime:
                     return
                 last = "the model is not ready (is it in Triton's repository, at this version?)"
             except InferenceServerException as err:
-                last = f"{_status(err)}: {_one_line(err.message())}"
+                last = f"{status_name(err)}: {one_line(err.message())}"
             if time.monotonic() >= deadline:
                 raise VersionRefused(
-                    f"{self._where} not ready after {self._settings.triton_ready_timeout_s:g} s "
-                    f"({last})"
+                    f"{self._where} {NOT_READY_AFTER} "
+                    f"{self._settings.triton_ready_timeout_s:g} s ({last})"
                 )
             await asyncio.sleep(READY_POLL_S)
 
@@ -230,24 +248,23 @@ class TritonRuntime:
         return out
 
     def _error(self, err: InferenceServerException) -> LatentwatchError:
-        status, message = _status(err), _one_line(err.message())
+        status, message = status_name(err), one_line(err.message())
         if status == "RESOURCE_EXHAUSTED":
             return QueueFull(f"{self._where} is overloaded: {message}")
         if status == "DEADLINE_EXCEEDED":
             return NotReady(
-                f"{self._where} did not answer within {self._settings.triton_timeout_s:g} s "
+                f"{self._where} {DID_NOT_ANSWER} {self._settings.triton_timeout_s:g} s "
                 "(triton_timeout_s)"
             )
         if status in _UNAVAILABLE:
-            return NotReady(f"{self._where} is unavailable ({status}: {message})")
+            return NotReady(f"{self._where} {IS_UNAVAILABLE} ({status}: {message})")
         log.error("%s failed: %s: %s", self._where, status, message)
         return LatentwatchError(f"{self._where} failed ({status})")
 
     async def close(self) -> None:
         if self._client is not None:
             self._client = None
-            await _release_client(self._settings)
-
+            await release_client(self._settings)
 
 
 def _spec(name: str, datatype: str, shape: list[int]) -> TensorSpec:
