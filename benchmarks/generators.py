@@ -1,7 +1,7 @@
 """Generators end to end: GAN, cGAN, VAE samples, Pix2Pix translations and β-VAE traversals.
 
     python benchmarks/generators.py --images-dir DIR --json out.json
-        [--quick] [--epochs N] [--max-rows N] [--datasets mnist,fashion-mnist]
+        [--quick] [--epochs N] [--cgan-epochs N] [--max-rows N] [--datasets mnist,fashion-mnist]
 
 Per dataset (28x28 IDX files under DIR/<dataset>/): a small CNN classifier is trained here on
 the real training images (its test accuracy is reported). A GAN, a cGAN and a Pix2Pix
@@ -129,7 +129,7 @@ def write_grid(path: Path, tiles: NDArray, max_value: float, columns: int) -> st
 
     pixels = grid_pixels(np.asarray(tiles, np.float64).reshape(-1, 28, 28) / max_value, columns)
     path.write_bytes(png_bytes(pixels))
-    return str(path)
+    return path.name  # beside the JSON file
 
 
 @dataclass(frozen=True)
@@ -166,8 +166,9 @@ def train_all(name: str, split: Split, repo: Path, work: Path, args: argparse.Na
         epochs = max(1, math.ceil(QUICK_STEPS / max(1, n_train // 64)))
     for kind in ("gan", "cgan", "pix2pix"):
         start_s = time.perf_counter()
+        kind_epochs = args.cgan_epochs if kind == "cgan" and args.cgan_epochs else epochs
         run_gan_training(GANTrainConfig(data=str(split.train_file), model=kind,
-                                        out=work / f"run-{name}-{kind}", epochs=epochs,
+                                        out=work / f"run-{name}-{kind}", epochs=kind_epochs,
                                         max_rows=max_rows, seed=SEED, progress=False,
                                         sample_grids=False))
         export_run(work / f"run-{name}-{kind}", repo, f"{name}-{kind}")
@@ -200,7 +201,8 @@ def cgan_figures(client: LatentwatchClient, name: str, split: Split, real: Class
     fresh = train_classifier(synth, synth_labels, split.max_value, clf_epochs)
     fresh_acc = float((predict(fresh, split.X_test, split.max_value)[0] == split.y_test).mean())
     rows = gen.samples.reshape(10, PER_CLASS, -1)[:, :8]  # one row of 8 per class
-    grid = write_grid(out_dir / f"{name}-cgan.png", rows, split.max_value, 8)
+    # One row of 8 per class (sample_fd's grid of the same model is <name>-cgan.png).
+    grid = write_grid(out_dir / f"{name}-cgan-by-class.png", rows, split.max_value, 8)
     return {"label_share": float((predicted == labels).mean()), "per_class": per_class,
             "cas_accuracy": fresh_acc, "cas_score": fresh_acc / real_acc, "grid": grid}
 
@@ -361,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--epochs", type=int)
+    parser.add_argument("--cgan-epochs", type=int,
+                        help="epochs of the cGAN, whose label share has a target (default: "
+                             "--epochs)")
     parser.add_argument("--max-rows", type=int)
     parser.add_argument("--classifier-epochs", type=int)
     parser.add_argument("--fd-samples", type=int, help="rows per Fréchet distance set")
@@ -392,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                 name, split, target, repo, work, args, clf_epochs, fd_samples, out_dir)}
     finally:
         server.stop()
-    results["grids"] = sorted(str(p) for p in out_dir.glob("*.png")
+    results["grids"] = sorted(p.name for p in out_dir.glob("*.png")
                               if p.stem.startswith(tuple(datasets)))
     results["total_s"] = round(time.perf_counter() - started_s, 1)
     args.json.write_text(json.dumps(results, indent=2) + "\n")

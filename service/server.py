@@ -122,7 +122,7 @@ async def start_server(settings: Settings) -> RunningServer:
     credentials = None if certificates is None else grpc_server_credentials(certificates)
     http_context = http_ssl_context(settings)
     tokens = None if settings.auth_tokens is None else TokenFile(settings.auth_tokens)
-    metrics = ServiceMetrics()
+    metrics = ServiceMetrics(max_queue_rows=settings.max_queue_rows)
     try:
         # Over TLS (same certificate, key and client CA) when the gRPC port has it.
         metrics_port = metrics.serve(

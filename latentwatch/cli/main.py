@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from latentwatch import __version__
-from latentwatch.cli import generate_args, triton_repo
+from latentwatch.cli import generate_args, health, triton_repo
 from latentwatch.errors import LatentwatchError
 from latentwatch.families import KINDS
 
@@ -35,6 +35,7 @@ COMMANDS = {
     "traverse": "latentwatch.cli.traverse",
     "translate": "latentwatch.cli.translate",
     "triton-repo": "latentwatch.cli.triton_repo",
+    "health": "latentwatch.cli.health",
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -247,9 +248,22 @@ def _add_token(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated model names the token may use (default: every model)")
 
 
+def _add_retry(p: argparse.ArgumentParser) -> None:
+    """Retry flags (latentwatch.client.retry) of the commands that stream to servers."""
+    g = p.add_argument_group("retries", "calls refused with UNAVAILABLE or RESOURCE_EXHAUSTED")
+    g.add_argument("--retries", type=_positive_int, default=6,
+                   help="attempts of a call (a stream: in a row without an answer) (default: 6)")
+    g.add_argument("--backoff-initial", type=_positive_float, default=0.1,
+                   help="seconds: the cap of the first wait, doubled per failure (default: 0.1)")
+    g.add_argument("--backoff-max", type=_positive_float, default=5.0,
+                   help="seconds: the cap of every wait; waits are drawn below it (default: 5)")
+
+
 def _add_score(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="score a data source against a running server")
-    p.add_argument("--server", required=True, help="HOST:PORT")
+    p.add_argument("--server", required=True,
+                   help="HOST:PORT, several comma-separated (taken in turn), or "
+                        "dns:///NAME:PORT (every address of NAME, e.g. a headless Service)")
     p.add_argument("--model", required=True, help="model name on the server")
     p.add_argument("--version", default="", help="model version (default: latest)")
     p.add_argument("--data", required=True,
@@ -274,6 +288,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--score-kind", default="",
                    help="kind for score, p-values and decisions (default: the model's)")
     _add_connection(p)
+    _add_retry(p)
 
 
 def _add_bias_report(sub: argparse._SubParsersAction) -> None:
@@ -281,7 +296,8 @@ def _add_bias_report(sub: argparse._SubParsersAction) -> None:
         "bias-report",
         help="latent-density bias report of a data source (JSON and/or self-contained HTML)",
     )
-    p.add_argument("--server", required=True, help="HOST:PORT")
+    p.add_argument("--server", required=True,
+                   help="HOST:PORT, several comma-separated (taken in turn), or dns:///NAME:PORT")
     p.add_argument("--model", required=True, help="model name on the server")
     p.add_argument("--version", default="", help="model version (default: latest)")
     p.add_argument("--data", required=True, help="digits, or a .npy/.npz/.csv/IDX .gz file")
@@ -360,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         add(sub)
     generate_args.add_commands(sub, _add_connection, _positive_int, _positive_float)
     triton_repo.add_command(sub)
+    health.add_command(sub, _add_connection, _positive_float)
     _document_defaults(parser)
     return parser
 
@@ -374,13 +391,14 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        import_module(COMMANDS[args.command]).run(args)
+        # A command may return its own exit code (health: 1 when not SERVING).
+        status = import_module(COMMANDS[args.command]).run(args)
     except LatentwatchError as err:
         print(f"latentwatch {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

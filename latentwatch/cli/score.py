@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from latentwatch.cli.connect import security_options
 from latentwatch.client.client import LatentwatchClient, ScoreResult, benjamini_hochberg
 from latentwatch.client.frames import feature_names
+from latentwatch.client.retry import RetryPolicy
 from latentwatch.client.streaming import StreamPolicy
 from latentwatch.data import Table, column_order, open_table
 from latentwatch.errors import DataError, InvalidInput
@@ -209,10 +210,15 @@ def run(args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     tally = PValueTally() if args.fdr is not None else None
-    policy = StreamPolicy(max_in_flight_rows=max(args.batch_rows, IN_FLIGHT_ROWS))
+    if args.backoff_max < args.backoff_initial:
+        raise InvalidInput(f"--backoff-max {args.backoff_max:g} is below --backoff-initial "
+                           f"{args.backoff_initial:g}")
+    retry = RetryPolicy(max_attempts=args.retries, backoff_initial_s=args.backoff_initial,
+                        backoff_max_s=args.backoff_max)
+    policy = StreamPolicy(**vars(retry), max_in_flight_rows=max(args.batch_rows, IN_FLIGHT_ROWS))
     try:
-        with LatentwatchClient(args.server, timeout_s=args.timeout, stream_policy=policy,
-                               **security_options(args)) as client:
+        with LatentwatchClient(args.server, timeout_s=args.timeout, retry=retry,
+                               stream_policy=policy, **security_options(args)) as client:
             client.connect()
             client.wait_ready(max(args.timeout, READY_TIMEOUT_S))
             with partial.open("w", newline="") as f:

@@ -14,6 +14,11 @@ server's message as their text. Importing this module never imports torch or onn
 For a server with TLS pass `tls_ca` (the CA file that signed its certificate), for mTLS also
 `tls_cert` and `tls_key`; for one with tokens pass `token` or set LATENTWATCH_TOKEN
 (see latentwatch.client.channel).
+
+Several servers: `LatentwatchClient(["host1:50051", "host2:50051"])` (or "host1:50051,host2:50051")
+takes them in turn, and `LatentwatchClient("dns:///latentwatch-headless:50051")` spreads calls
+over every address the name resolves to (a headless Service's pods). Calls refused with
+UNAVAILABLE or RESOURCE_EXHAUSTED are retried with jittered backoff (latentwatch.client.retry).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import NoReturn, TypeVar
+from typing import Any
 
 import grpc
 import numpy as np
@@ -31,11 +36,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from numpy.typing import NDArray
 
 from latentwatch.bias.accumulator import BiasReport
-from latentwatch.client.channel import FileArg, open_channel
+from latentwatch.client.channel import (
+    KEEPALIVE_S,
+    ChannelPool,
+    FileArg,
+    open_channel,
+    parse_targets,
+)
 from latentwatch.client.frames import aligned, frame_rows
 from latentwatch.client.generative import GenerativeCalls, as_rows
+from latentwatch.client.retry import Retrier, RetryPolicy, status_of
 from latentwatch.client.streaming import StreamPolicy, score_chunks
-from latentwatch.errors import InvalidInput, NotReady, error_for_status
+from latentwatch.errors import InvalidInput, NotReady
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
 from latentwatch.repository.catalog import ModelInfo, ModelSummary, TensorInfo
@@ -66,6 +78,7 @@ __all__ = [
     "LatentwatchClient",
     "ModelInfo",
     "ModelSummary",
+    "RetryPolicy",
     "ScoreResult",
     "StreamPolicy",
     "TensorInfo",
@@ -76,7 +89,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-T = TypeVar("T")
 
 def _short(details: str) -> str:
     """gRPC's connection errors carry a long chain; its last clause says what happened."""
@@ -84,23 +96,22 @@ def _short(details: str) -> str:
     return last or details
 
 
-def _raise_rpc_error(err: grpc.RpcError) -> NoReturn:
-    """Raises the class latentwatch/errors.py's status table gives the call's status code."""
-    code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = (err.details() if isinstance(err, grpc.Call) else None) or str(err)
-    raise error_for_status(code, details) from err
-
-
 class LatentwatchClient(GenerativeCalls):
-    """A synchronous client over one gRPC channel; safe to share across threads.
+    """A synchronous client over one gRPC channel per target; safe to share across threads.
 
-    `tls_ca`, `tls_cert`, `tls_key` (files) turn on TLS and mTLS; `token` (default: the
-    LATENTWATCH_TOKEN environment variable) goes with every call as a bearer token.
+    `target`: a gRPC target ("host:50051", "dns:///name:50051", "ipv4:10.0.0.1:50051,...") or
+    several (a list, or comma-separated), taken in turn. `tls_ca`, `tls_cert`, `tls_key` (files)
+    turn on TLS and mTLS for every target; `token` (default: the LATENTWATCH_TOKEN environment
+    variable) goes with every call as a bearer token.
 
-    `timeout_s` is the deadline of each unary call and of `connect`. Streams (`score_stream`,
-    `bias_report`, and `score` with `batch_rows`) have no overall deadline, since their length
-    depends on the data; `stream_policy` bounds the rows a score stream has in flight and how it
-    retries RESOURCE_EXHAUSTED and UNAVAILABLE (see latentwatch.client.streaming).
+    `timeout_s` is the deadline of each unary call, retries and their waits included, and of
+    `connect`; past it the call raises a LatentwatchError with code DEADLINE_EXCEEDED that says
+    so. Streams (`score_stream`, `bias_report`, and `score` with `batch_rows`) have no overall
+    deadline, since their length depends on the data. `retry` says which calls are retried on
+    UNAVAILABLE and RESOURCE_EXHAUSTED, how often and with what backoff (default RetryPolicy();
+    latentwatch.client.retry). `stream_policy` bounds the rows a score stream has in flight, when
+    it moves to a new stream, and how it retries (default: `retry`'s settings;
+    latentwatch.client.streaming). `keepalive_s` is the ping interval on busy connections.
 
     Inputs may be pandas DataFrames: their columns are put in the model's feature order by name
     (refused, listing missing and unexpected columns, when the names differ). Arrays are
@@ -109,27 +120,32 @@ class LatentwatchClient(GenerativeCalls):
 
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         *,
         timeout_s: float = 30.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        retry: RetryPolicy | None = None,
         stream_policy: StreamPolicy | None = None,
         tls_ca: FileArg | None = None,
         tls_cert: FileArg | None = None,
         tls_key: FileArg | None = None,
         token: str | None = None,
+        keepalive_s: float = KEEPALIVE_S,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
-        self.target = target
+        targets = parse_targets(target)
+        self.target = ",".join(targets)
         self.timeout_s = timeout_s
-        self.stream_policy = stream_policy or StreamPolicy()
-        self._channel = open_channel(
-            target, max_message_bytes=max_message_bytes, tls_ca=tls_ca, tls_cert=tls_cert,
-            tls_key=tls_key, token=token,
-        )
-        self._stub = pb_grpc.LatentwatchStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self.retry = retry or RetryPolicy()
+        self.stream_policy = stream_policy or StreamPolicy(**vars(self.retry))
+        self._retrier = Retrier(self.retry)
+        self._pool = ChannelPool(targets, lambda one: open_channel(
+            one, max_message_bytes=max_message_bytes, tls_ca=tls_ca, tls_cert=tls_cert,
+            tls_key=tls_key, token=token, keepalive_s=keepalive_s,
+        ))
+        self._stubs = [pb_grpc.LatentwatchStub(c) for c in self._pool.channels]
+        self._healths = [health_pb2_grpc.HealthStub(c) for c in self._pool.channels]
 
     def __enter__(self) -> LatentwatchClient:
         return self
@@ -143,29 +159,40 @@ class LatentwatchClient(GenerativeCalls):
         self.close()
 
     def close(self) -> None:
-        self._channel.close()
+        self._pool.close()
+
+    @property
+    def _stub(self) -> pb_grpc.LatentwatchStub:
+        """The stub of the next target in turn (one call's worth)."""
+        return self._stubs[self._pool.pick()]
 
     def connect(self) -> None:
-        """Fails fast (NotReady "cannot connect to HOST:PORT") when nothing answers at the target.
+        """Fails fast (NotReady "cannot connect to HOST:PORT") when nothing answers at any target.
 
-        One health check without waiting for the channel: a refused connection fails at once,
-        a silent host after `timeout_s`. A server that answers but still loads is fine here.
+        One health check per target without waiting for the channel: a refused connection fails
+        at once, a silent host after `timeout_s`. A server that answers but still loads is fine
+        here; so is a list of targets of which one answers.
         """
-        try:
-            self._health.Check(health_pb2.HealthCheckRequest(service=""), timeout=self.timeout_s)
-        except grpc.RpcError as err:
-            code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
-            if code == grpc.StatusCode.UNAVAILABLE:
-                details = (err.details() if isinstance(err, grpc.Call) else None) or str(err)
-                raise NotReady(f"cannot connect to {self.target} ({_short(details)})") from err
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise NotReady(
-                    f"cannot connect to {self.target}: no answer within {self.timeout_s:g} s"
-                ) from err
-            # UNIMPLEMENTED and the like: something answers; the calls will say what is wrong.
+        failures = []
+        for target, health in zip(self._pool.targets, self._healths, strict=True):
+            try:
+                health.Check(health_pb2.HealthCheckRequest(service=""), timeout=self.timeout_s)
+                return
+            except grpc.RpcError as err:
+                code, details = status_of(err)
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    failures.append((err, f"cannot connect to {target} ({_short(details)})"))
+                elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    failures.append((err, f"cannot connect to {target}: no answer within "
+                                          f"{self.timeout_s:g} s"))
+                else:
+                    # UNIMPLEMENTED and the like: something answers; calls say what is wrong.
+                    return
+        raise NotReady("; ".join(message for _, message in failures)) from failures[0][0]
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
-        """Blocks until the server's health check says SERVING; raises NotReady after timeout_s."""
+        """Blocks until a server's health check says SERVING (one of the targets is enough;
+        calls go to the others once they serve too); raises NotReady after timeout_s."""
         deadline = time.monotonic() + timeout_s
         last = "no answer"
         while True:
@@ -173,7 +200,7 @@ class LatentwatchClient(GenerativeCalls):
             if left_s <= 0:
                 raise NotReady(f"{self.target} not SERVING after {timeout_s:.1f} s ({last})")
             try:
-                reply = self._health.Check(
+                reply = self._healths[self._pool.pick()].Check(
                     health_pb2.HealthCheckRequest(service=""), timeout=min(left_s, 2.0),
                     wait_for_ready=True,
                 )
@@ -214,7 +241,7 @@ class LatentwatchClient(GenerativeCalls):
             raise InvalidInput(f"batch_rows must be at least 1, got {batch_rows}")
         if batch_rows is None or rows.shape[0] <= batch_rows:
             request = score_request(model, rows, version, kinds, alpha, fdr, score_kind)
-            response = self._unary(self._stub.Score, request)
+            response = self._unary("Score", request)
             return result_from_response(response, rows.shape[0])
         chunks = (rows[i : i + batch_rows] for i in range(0, rows.shape[0], batch_rows))
         parts = list(
@@ -262,19 +289,21 @@ class LatentwatchClient(GenerativeCalls):
             return score_request(model, rows, version, kinds, alpha, fdr, score_kind, str(index))
 
         yield from score_chunks(
-            self._stub.ScoreStream,
+            lambda requests: self._stub.ScoreStream(requests),
             (rows_of(i, b) for i, b in enumerate(batches)),
             make,
             self.stream_policy,
             self.target,
+            Retrier(self.stream_policy),
         )
 
-    def _unary(self, method: Callable[..., T], request: object) -> T:
-        """One unary call with the client's deadline; errors as latentwatch.errors classes."""
-        try:
-            return method(request, timeout=self.timeout_s)
-        except grpc.RpcError as err:
-            _raise_rpc_error(err)
+    def _unary(self, method: str, request: object) -> Any:
+        """The unary RPC `method` (e.g. "Score") with the client's deadline and retries, each
+        attempt on the next target in turn; errors as latentwatch.errors classes."""
+        def attempt(left_s: float | None) -> Any:
+            return getattr(self._stub, method)(request, timeout=left_s)
+
+        return self._retrier.call(method, attempt, self.timeout_s, self.target)
 
     def _named_rows(self, X: NDArray, model: str, version: str) -> NDArray:
         raw, names = frame_rows(X)
@@ -289,7 +318,7 @@ class LatentwatchClient(GenerativeCalls):
         """Encoder means (N, Z) and log-variances (N, Z); None for plain autoencoders."""
         rows = self._named_rows(X, model, version)
         request = pb.EncodeRequest(model_name=model, model_version=version, input=to_tensor(rows))
-        response = self._unary(self._stub.Encode, request)
+        response = self._unary("Encode", request)
         return latents_from_response(response)
 
     def bias_report(
@@ -339,19 +368,23 @@ class LatentwatchClient(GenerativeCalls):
                 failures.append(err)
                 raise
 
-        try:
-            response = self._stub.BiasReport(requests())
-        except grpc.RpcError as err:
-            if failures:
-                raise failures[0] from err
-            _raise_rpc_error(err)
+        def attempt(_: float | None) -> pb.BiasReportResponse:
+            # The rows are in memory, so a refused report is sent again from its first chunk.
+            try:
+                return self._stub.BiasReport(requests())
+            except grpc.RpcError as err:
+                if failures:
+                    raise failures[0] from err
+                raise
+
+        response = self._retrier.call("BiasReport", attempt, None, self.target)
         return report_from_response(response, id_list)
 
     def list_models(self) -> list[ModelSummary]:
-        response = self._unary(self._stub.ListModels, pb.ListModelsRequest())
+        response = self._unary("ListModels", pb.ListModelsRequest())
         return models_from_response(response)
 
     def get_model(self, name: str, version: str = "") -> ModelInfo:
         request = pb.GetModelRequest(model_name=name, model_version=version)
-        info = self._unary(self._stub.GetModel, request)
+        info = self._unary("GetModel", request)
         return model_info_from_message(info)

@@ -1,18 +1,18 @@
 """The client's calls for generative models: Generate, Traverse and Translate (numpy out).
 
-A mixin of LatentwatchClient (latentwatch.client.client), which supplies the stub and `_unary`.
+A mixin of LatentwatchClient (latentwatch.client.client), which supplies `_unary` (deadline,
+retries, the next server in turn).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from latentwatch.errors import InvalidInput
-from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
 from latentwatch.wire.generate import (
     Generated,
     Traversal,
@@ -24,8 +24,6 @@ from latentwatch.wire.generate import (
     traverse_request,
 )
 from latentwatch.wire.tensors import V2_DTYPES
-
-T = TypeVar("T")
 
 
 def as_rows(X: NDArray, what: str = "X") -> NDArray:
@@ -47,9 +45,7 @@ def as_rows(X: NDArray, what: str = "X") -> NDArray:
 class GenerativeCalls:
     """Generate, Traverse and Translate over the client's channel."""
 
-    _stub: pb_grpc.LatentwatchStub
-
-    def _unary(self, method: Callable[..., T], request: Any) -> T:
+    def _unary(self, method: str, request: Any) -> Any:
         raise NotImplementedError  # LatentwatchClient's
 
     def generate(
@@ -72,7 +68,7 @@ class GenerativeCalls:
         sample i around centre i mod k with standard deviation `spread` (server default 0.5).
         """
         request = generate_request(model, n, version, seed, labels, truncation, centers, spread)
-        response = self._unary(self._stub.Generate, request)
+        response = self._unary("Generate", request)
         return generated_from_response(response)
 
     def traverse(
@@ -96,11 +92,11 @@ class GenerativeCalls:
             model, version, None if row is None else as_rows(row, "row"),
             None if latent is None else np.asarray(latent), dimensions, low, high, steps, label,
         )
-        response = self._unary(self._stub.Traverse, request)
+        response = self._unary("Traverse", request)
         return traversal_from_response(response)
 
     def translate(self, model: str, images: NDArray, *, version: str = "") -> NDArray[np.float32]:
         """(N, C, H, W) (or (N, H, W)) images in the data's units -> translated (N, C, H, W)."""
         request = translate_request(model, as_rows(images, "images"), version)
-        response = self._unary(self._stub.Translate, request)
+        response = self._unary("Translate", request)
         return translated_from_response(response)

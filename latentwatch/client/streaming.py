@@ -2,16 +2,20 @@
 
 At most `max_in_flight_rows` rows are sent and not yet answered, so one stream never fills the
 server's queue by itself (its queue limit is in rows, shared by every caller). When the server
-answers RESOURCE_EXHAUSTED (queue full) or UNAVAILABLE, the unanswered chunks are sent again on
-a new stream after an exponential backoff; a chunk is read from the source once, and results
-come back in source order, one per chunk.
+answers RESOURCE_EXHAUSTED (queue full) or UNAVAILABLE (a server that stopped or died), the
+unanswered chunks are sent again, in order, on a new stream after a jittered exponential backoff
+(latentwatch.client.retry); a chunk is read from the source once, and results come back in
+source order, one per chunk, each exactly once.
+
+A stream half-closes after `rows_per_stream` rows and the next chunks go on a new one: a new
+call is placed by the channel's load balancing, so one long file is spread over every server
+behind a headless Service (one stream would stay on one server for its whole length).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 import grpc
 from numpy.typing import NDArray
 
+from latentwatch.client.retry import RETRIED_CODES, Retrier, RetryPolicy, status_of
 from latentwatch.errors import LatentwatchError, error_for_status
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.scoring.results import ScoreResult
@@ -26,34 +31,29 @@ from latentwatch.wire.score import result_from_response
 
 logger = logging.getLogger(__name__)
 
-RETRIED_CODES = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE})
-
 
 @dataclass(frozen=True)
-class StreamPolicy:
-    """Flow control and retries of one stream."""
+class StreamPolicy(RetryPolicy):
+    """Flow control of one score stream, and its retries (the RetryPolicy fields; max_attempts
+    counts failed attempts in a row, with no response in between)."""
 
     max_in_flight_rows: int = 4096  # sent and unanswered; half the server's default queue
-    max_attempts: int = 6  # consecutive failed attempts (no response in between) before giving up
-    backoff_initial_s: float = 0.1  # first wait; doubles per failed attempt
-    backoff_max_s: float = 5.0
+    rows_per_stream: int = 16384  # then a new stream, which load balancing may place elsewhere
 
     def __post_init__(self) -> None:
-        if self.max_in_flight_rows < 1 or self.max_attempts < 1:
-            raise ValueError("max_in_flight_rows and max_attempts must be at least 1")
-        if self.backoff_initial_s < 0 or self.backoff_max_s < self.backoff_initial_s:
-            raise ValueError("need 0 <= backoff_initial_s <= backoff_max_s")
-
-    def backoff_s(self, failed_attempts: int) -> float:
-        return min(self.backoff_initial_s * 2 ** (failed_attempts - 1), self.backoff_max_s)
+        super().__post_init__()
+        if self.max_in_flight_rows < 1 or self.rows_per_stream < 1:
+            raise ValueError("max_in_flight_rows and rows_per_stream must be at least 1")
 
 
 class _Flow:
     """Chunks between the source and the server, shared by the request and response threads."""
 
-    def __init__(self, source: Iterable[NDArray], max_in_flight_rows: int) -> None:
+    def __init__(self, source: Iterable[NDArray], max_in_flight_rows: int,
+                 rows_per_stream: int) -> None:
         self._source = iter(source)
         self._limit = max_in_flight_rows
+        self._rows_per_stream = rows_per_stream
         self._cond = threading.Condition()
         self._pull = threading.Lock()  # one reader of the source at a time
         self._sent: deque[tuple[int, NDArray]] = deque()  # sent, unanswered, in order
@@ -81,7 +81,8 @@ class _Flow:
 
     def requests(self, generation: int, make: Callable[[int, NDArray], pb.ScoreRequest]
                  ) -> Iterator[pb.ScoreRequest]:
-        while True:
+        sent_rows = 0
+        while sent_rows < self._rows_per_stream:  # then half-close: the next stream goes on
             with self._pull:
                 with self._cond:
                     need = not self._unsent and not self._exhausted
@@ -116,6 +117,7 @@ class _Flow:
                         break
                     self._cond.wait()
             if item is not None:
+                sent_rows += len(item[1])
                 yield make(*item)
 
     def answered(self, request_id: str) -> tuple[int, int]:
@@ -136,6 +138,10 @@ class _Flow:
         with self._cond:
             return self._exhausted and not self._sent and not self._unsent
 
+    def unanswered(self) -> int:
+        with self._cond:
+            return len(self._sent)
+
 
 def score_chunks(
     open_stream: Callable[[Iterator[pb.ScoreRequest]], grpc.Call],
@@ -143,9 +149,14 @@ def score_chunks(
     make: Callable[[int, NDArray], pb.ScoreRequest],
     policy: StreamPolicy,
     target: str,
+    retrier: Retrier | None = None,
 ) -> Iterator[ScoreResult]:
-    """One result per chunk, in order, over as many ScoreStream calls as retries need."""
-    flow = _Flow(chunks, policy.max_in_flight_rows)
+    """One result per chunk, in order, over as many ScoreStream calls as retries and
+    `policy.rows_per_stream` need. `open_stream` starts one call (on whichever server the
+    channel picks); `retrier` draws the waits (default: one over `policy`)."""
+    retrier = retrier or Retrier(policy)
+    attempts = policy.attempts_of("ScoreStream")
+    flow = _Flow(chunks, policy.max_in_flight_rows, policy.rows_per_stream)
     failed_attempts = 0
     try:
         while True:
@@ -159,27 +170,28 @@ def score_chunks(
             except grpc.RpcError as err:
                 if flow.failure is not None:
                     raise flow.failure from err
-                code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
-                details = (err.details() if isinstance(err, grpc.Call) else None) or str(err)
+                code, details = status_of(err)
                 failed_attempts += 1
-                if code not in RETRIED_CODES:
+                if code not in RETRIED_CODES or attempts == 1:
                     raise error_for_status(code, details) from err
-                if failed_attempts >= policy.max_attempts:
+                if failed_attempts >= attempts:
                     raise error_for_status(
                         code, f"{details} (gave up after {failed_attempts} attempts)"
                     ) from err
-                wait_s = policy.backoff_s(failed_attempts)
-                logger.warning("%s: %s, %s; retrying the unanswered rows in %.1f s",
+                wait_s = retrier.wait_s(failed_attempts)
+                logger.warning("%s: %s, %s; retrying the unanswered rows in %.2f s",
                                target, code.name, details, wait_s)
-                time.sleep(wait_s)
+                retrier.sleep(wait_s)
                 continue
             finally:
                 responses.cancel()
             if flow.failure is not None:
                 raise flow.failure
-            if not flow.done():
+            if flow.done():
+                return
+            if flow.unanswered():
                 raise LatentwatchError(f"{target}: the stream ended before every chunk was "
                                        "answered")
-            return
+            # rows_per_stream reached and every row answered: the next chunks on a new stream.
     finally:
         flow.stop()

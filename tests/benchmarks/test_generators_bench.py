@@ -49,4 +49,5 @@ def test_tiny_run_measures_every_figure(bench: ModuleType, tmp_path: Path) -> No
     assert all(0.0 < t["active"] <= t["latent_dim"] for t in r["traversal"].values())
     assert r["throughput_cgan"]["grpc_samples_per_s"] > 0
     grids = sorted(p.name for p in out.parent.glob("*.png"))
-    assert {"mnist-cgan.png", "mnist-gan.png", "mnist-vae.png", "mnist-pix2pix.png"} <= set(grids)
+    assert {"mnist-cgan.png", "mnist-cgan-by-class.png", "mnist-gan.png", "mnist-vae.png",
+            "mnist-pix2pix.png"} <= set(grids) == set(json.loads(out.read_text())["grids"])
