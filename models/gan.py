@@ -15,10 +15,13 @@ it balanced the losses but its samples were recognised as their label less often
 keeps DCGAN's batch norm; samples from eval mode (running statistics) and train mode differ by
 < 0.05 in that distance. The cGAN embeds the label into z for the generator and uses a
 projection discriminator (Miyato & Koyama 2018): logit = w.phi(x) + embed(y).phi(x). Beside it
-a class head on phi(x) adds the auxiliary classification loss of AC-GAN (Odena et al. 2017,
-weight 1): D learns the class of real and generated images, G to make images of the asked
-class. On MNIST (54,000 rows, batch 64, channels 64/128) it raised the share of samples a CNN
-recognises as their label from 0.74 to 0.84 after 500 steps and from 0.83 to 0.90 after 1,750.
+a class head on phi(x) adds the auxiliary classification loss of AC-GAN (Odena et al. 2017):
+D learns the class of real and generated images, G to make images of the asked class. On MNIST
+(54,000 rows, batch 64, channels 64/128) at weight 1 it raised the share of samples a CNN
+recognises as their label from 0.74 to 0.84 after 500 steps and from 0.83 to 0.90 after 1,750,
+but on digits it made a class's samples alike (within-class spread 0.39 of the real digits',
+0.67 without). Weight 0.1, the default, kept the spread (0.66; label share 0.99 vs 0.98) and on
+MNIST still gave 0.92 after 1,250 steps (0.83 without).
 """
 
 from __future__ import annotations
