@@ -9,15 +9,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
 from importlib import import_module
 from pathlib import Path
 from typing import NoReturn
 
 from latentwatch import __version__
-from latentwatch.cli import generate_args, health, triton_repo
+from latentwatch.cli import arg_types, generate_args, health, train_args, triton_repo
 from latentwatch.errors import LatentwatchError
-from latentwatch.families import KINDS
 
 # Command -> the module whose `run(args)` carries it out.
 COMMANDS = {
@@ -47,27 +45,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _number(cast: type, what: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = cast(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-
-    parse.__name__ = what  # argparse names the type in its messages
-    return parse
-
-
-_positive_int = _number(int, "an integer >= 1", lambda v: v >= 1)
-_port = _number(int, "a port in 0..65535 (0: any free port)", lambda v: 0 <= v <= 65535)
-_positive_float = _number(float, "a number > 0", lambda v: v > 0 and v != float("inf"))
-_non_negative_float = _number(float, "a number >= 0", lambda v: 0 <= v < float("inf"))
-_fraction = _number(float, "a number in (0, 1)", lambda v: 0 < v < 1)
-
-
 def _document_defaults(parser: argparse.ArgumentParser) -> None:
     """Appends "(default: ...)" to each option whose help does not name its default yet.
 
@@ -84,84 +61,13 @@ def _document_defaults(parser: argparse.ArgumentParser) -> None:
         action.help += " (default: %(default)s)"
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train an autoencoder, VAE, GAN or Pix2Pix on a data source")
-    p.add_argument("--data", required=True, help="digits, or a .npy/.npz/.csv/IDX .gz file")
-    p.add_argument("--model", required=True, choices=list(KINDS),
-                   help="dbvae: a VAE trained with adaptive resampling towards sparse latent "
-                        "regions (DB-VAE); gan, cgan (class-conditional), pix2pix (sketch -> "
-                        "image on edge maps of the images): adversarial, generate only")
-    p.add_argument("--out", required=True, type=Path,
-                   help="run directory to create; an existing, non-empty one needs --force")
-    p.add_argument("--force", action="store_true",
-                   help="overwrite the run directory if it exists and is not empty")
-    p.add_argument("--body", default="auto", choices=["auto", "mlp", "conv"],
-                   help="auto: conv for images, mlp for tabular rows")
-    p.add_argument("--hidden", default=None,
-                   help="comma-separated widths (mlp) or channels (conv), e.g. 512,256; "
-                        "pix2pix: one channel count (default: from the data)")
-    p.add_argument("--latent-dim", type=_positive_int, default=None,
-                   help="size of the latent code (default: from the data)")
-    p.add_argument("--beta", type=_positive_float, default=None,
-                   help="KL weight (default: 2 for beta-vae, 1 otherwise)")
-    p.add_argument("--decoder", default="auto",
-                   choices=["auto", "bernoulli", "gaussian", "gaussian-hetero"],
-                   help="auto: bernoulli for images, gaussian (learned per-feature variance) for "
-                        "tabular rows; gaussian-hetero predicts a variance per row and feature")
-    p.add_argument("--epochs", type=_positive_int, default=None,
-                   help="most epochs; early stopping usually ends sooner (default: 30 for "
-                        "images, from a step budget for tabular rows and for gan, cgan, "
-                        "pix2pix)")
-    p.add_argument("--batch-size", type=_positive_int, default=None,
-                   help="rows per step (default: 64 for images, from the row count otherwise)")
-    p.add_argument("--lr", type=_positive_float, default=None,
-                   help="Adam learning rate (default: 0.002; 0.0002 for gan, cgan, pix2pix)")
-    p.add_argument("--n-importance-samples", type=_positive_int, default=None,
-                   help="K fixed noise draws for the exported ELBO/IWAE scores (default: 16)")
-    p.add_argument("--calibration-fraction", type=_fraction, default=None,
-                   help="share of rows held out for conformal calibration, never trained on "
-                        "(default: 0.2)")
-    p.add_argument("--validation-fraction", type=_fraction, default=None,
-                   help="share of rows held out for early stopping (default: 0.1)")
-    p.add_argument("--max-rows", type=_positive_int, default=None,
-                   help="use at most this many rows (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the splits and the weights")
-    a = p.add_argument_group("gan, cgan, pix2pix", "adversarial training (these models only)")
-    a.add_argument("--held-out-fraction", type=_fraction, default=None,
-                   help="share of rows held out for evaluation, never trained on (default 0.1)")
-    a.add_argument("--edge-threshold", type=_positive_float, default=None,
-                   help="pix2pix: Sobel magnitude (a unit step is 1) at which a pixel of the "
-                        "sketch is an edge (default 0.5)")
-    a.add_argument("--spectral-norm", action="store_true", default=None,
-                   help="spectral norm on the discriminator's layers (default: off; slower "
-                        "and, measured on digits, no better)")
-    a.add_argument("--class-loss-weight", type=_non_negative_float, default=None,
-                   help="cgan: weight of the auxiliary classification loss, a class head on "
-                        "the discriminator (AC-GAN; default 0.1, 0: none)")
-    g = p.add_argument_group("dbvae", "resampling and classifier head (--model dbvae only)")
-    g.add_argument("--debias-bins", type=_positive_int, default=None,
-                   help="histogram bins per latent dimension (default 10)")
-    g.add_argument("--debias-alpha", type=_non_negative_float, default=None,
-                   help="density smoothing: smaller favours sparse rows more (default 0.001)")
-    g.add_argument("--debias-mode", default=None, choices=["paper", "max"],
-                   help="paper: product over dimensions; max: the sparsest dimension decides "
-                        "(default max)")
-    g.add_argument("--debias-warmup-epochs", type=int, default=None,
-                   help="plain epochs before resampling starts (default 1)")
-    g.add_argument("--classifier", action="store_true", default=None,
-                   help="train a classifier head on the latent means jointly (needs labels; "
-                        "default: off)")
-    g.add_argument("--classifier-weight", type=float, default=None,
-                   help="weight of the classifier's cross-entropy in the loss (default 1)")
-
-
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a training run to ONNX into a model repository")
     p.add_argument("run_dir", type=Path, help="run directory written by `latentwatch train`")
     p.add_argument("--repo", required=True, type=Path,
                    help="model repository; the run becomes the model's next version")
     p.add_argument("--name", required=True, help="model name in the repository")
-    p.add_argument("--default-alpha", type=_fraction, default=0.05,
+    p.add_argument("--default-alpha", type=arg_types.fraction, default=0.05,
                    help="false-alarm rate the version flags at when a request names none")
 
 
@@ -179,7 +85,7 @@ def _add_bootstrap(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repo", required=True, type=Path, help="model repository to fill")
     p.add_argument("--models", type=_names, default=None, metavar="NAME[,NAME...]",
                    help="some of the default models, comma-separated (default: all five)")
-    p.add_argument("--max-epochs", type=_positive_int, default=None,
+    p.add_argument("--max-epochs", type=arg_types.positive_int, default=None,
                    help="cap on every model's epochs, for a quick look (default: each "
                         "model's own)")
     p.add_argument("--runs-dir", type=Path, default=None,
@@ -193,12 +99,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="model repository (default: $LATENTWATCH_REPO, else model_repository)")
     p.add_argument("--host", default=None,
                    help="address to bind (default: $LATENTWATCH_HOST, else 127.0.0.1)")
-    p.add_argument("--port", type=_port, default=None,
+    p.add_argument("--port", type=arg_types.port, default=None,
                    help="gRPC port (default: $LATENTWATCH_PORT, else 50051)")
-    p.add_argument("--metrics-port", type=_port, default=None,
+    p.add_argument("--metrics-port", type=arg_types.port, default=None,
                    help="Prometheus port (default: $LATENTWATCH_METRICS_PORT, else 9090)")
-    p.add_argument("--http-port", type=_number(int, "a port in 0..65535 (0: any free one) or -1 "
-                                               "(off)", lambda v: -1 <= v <= 65535),
+    p.add_argument("--http-port", type=arg_types.port_or_off,
                    default=None, help="KServe v2 REST port (default: $LATENTWATCH_HTTP_PORT, "
                                       "else 8000; 0: any free port, -1: off)")
     p.add_argument("--backend", choices=("onnxruntime", "triton"), default=None,
@@ -251,11 +156,11 @@ def _add_token(sub: argparse._SubParsersAction) -> None:
 def _add_retry(p: argparse.ArgumentParser) -> None:
     """Retry flags (latentwatch.client.retry) of the commands that stream to servers."""
     g = p.add_argument_group("retries", "calls refused with UNAVAILABLE or RESOURCE_EXHAUSTED")
-    g.add_argument("--retries", type=_positive_int, default=6,
+    g.add_argument("--retries", type=arg_types.positive_int, default=6,
                    help="attempts of a call (a stream: in a row without an answer) (default: 6)")
-    g.add_argument("--backoff-initial", type=_positive_float, default=0.1,
+    g.add_argument("--backoff-initial", type=arg_types.positive_float, default=0.1,
                    help="seconds: the cap of the first wait, doubled per failure (default: 0.1)")
-    g.add_argument("--backoff-max", type=_positive_float, default=5.0,
+    g.add_argument("--backoff-max", type=arg_types.positive_float, default=5.0,
                    help="seconds: the cap of every wait; waits are drawn below it (default: 5)")
 
 
@@ -277,14 +182,15 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--id-column", default=None,
                    help="column passed through as the first CSV column `id` (default: `row`, "
                         "the row number)")
-    p.add_argument("--timeout", type=_positive_float, default=10.0,
+    p.add_argument("--timeout", type=arg_types.positive_float, default=10.0,
                    help="seconds for connecting and for each unary call (default: 10)")
     p.add_argument("--alpha", type=float, default=None,
                    help="false-alarm rate for is_outlier (default: the model's)")
     p.add_argument("--fdr", type=float, default=None,
                    help="also flag with Benjamini-Hochberg at this false discovery rate "
                         "(default: off)")
-    p.add_argument("--batch-rows", type=_positive_int, default=1024, help="rows per request")
+    p.add_argument("--batch-rows", type=arg_types.positive_int, default=1024,
+                   help="rows per request")
     p.add_argument("--score-kind", default="",
                    help="kind for score, p-values and decisions (default: the model's)")
     _add_connection(p)
@@ -345,9 +251,9 @@ def _add_recalibrate(sub: argparse._SubParsersAction) -> None:
                    help="version whose graphs to recalibrate (default: latest)")
     p.add_argument("--data", required=True,
                    help="normal rows: digits, or a .npy/.npz/.csv/IDX .gz file")
-    p.add_argument("--max-rows", type=_positive_int, default=None,
+    p.add_argument("--max-rows", type=arg_types.positive_int, default=None,
                    help="use at most this many rows (default: all)")
-    p.add_argument("--default-alpha", type=_fraction, default=None,
+    p.add_argument("--default-alpha", type=arg_types.fraction, default=None,
                    help="default alpha of the new version (default: the source version's)")
 
 
@@ -371,12 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
                         help="logging threshold on stderr")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_export, _add_bootstrap, _add_serve, _add_score,
+    for add in (train_args.add_train, _add_export, _add_bootstrap, _add_serve, _add_score,
                 _add_bias_report, _add_recalibrate, _add_token, _add_sign):
         add(sub)
-    generate_args.add_commands(sub, _add_connection, _positive_int, _positive_float)
+    generate_args.add_commands(sub, _add_connection, arg_types.positive_int,
+                               arg_types.positive_float)
     triton_repo.add_command(sub)
-    health.add_command(sub, _add_connection, _positive_float)
+    health.add_command(sub, _add_connection, arg_types.positive_float)
     _document_defaults(parser)
     return parser
 
