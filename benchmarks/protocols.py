@@ -1,7 +1,8 @@
 """The same scorer over every protocol: latentwatch.v1, KServe v2 (gRPC and REST), the Triton
 runtime, and Triton itself.
 
-    python benchmarks/protocols.py --json out.json [--quick] [--duration-s S] [--threads N]
+    python benchmarks/protocols.py --json out.json [--quick] [--duration-s S] [--rounds R]
+                                   [--threads N]
 
 One run on one machine, for the 784-512-256-32 MLP VAE of benchmarks/throughput.py (trained and
 exported by its helpers), 256-row requests from 4 concurrent callers and 1-row requests from 64:
@@ -18,8 +19,11 @@ and, to tell client cost from server cost, pre-serialized requests with raw resp
 (a0) Score as benchmarks/throughput.py sends it, (b0) ModelInfer to latentwatch, (e0) ModelInfer
 to Triton. Every server runs in its own process with the same thread budget: ONNX Runtime with
 the same intra-op threads (one inter-op thread) in one session or model instance. Before timing,
-the same rows are scored over (a)-(e) and the results compared. Targets: (b) >= 0.9 x (a) and
-(a) >= (e) at both request sizes. Prints a table and writes every figure to the JSON file.
+the same rows are scored over (a)-(e) and the results compared. Every case is measured once per
+round, in turn, for R rounds (default 3): a case's figures are its median round, and a ratio is
+the median of the ratios within each round, so that a slow spell of a shared machine weighs on
+both sides of a pair. Targets: (b) >= 0.9 x (a) and (a) >= (e) at both request sizes. Prints
+a table and writes every figure to the JSON file.
 """
 
 from __future__ import annotations
@@ -152,18 +156,35 @@ PAIRS = {"b_vs_a": ("b", "a"), "a_vs_e": ("a", "e"), "c_vs_a": ("c", "a"), "d_vs
          "b0_vs_a0": ("b0", "a0"), "a0_vs_e0": ("a0", "e0")}
 
 
-def _ratios(measurements: dict[str, dict[str, dict]]) -> dict[str, dict[str, Any]]:
-    """Per size: each pair's ratio of rows/s (the targets' figure) and of rows per CPU-second."""
+def _ratios(rounds: list[dict[str, dict[str, dict]]]) -> dict[str, dict[str, Any]]:
+    """Per size: each pair's ratio of rows/s (the targets' figure) and of rows per CPU-second,
+    the median over rounds of the ratio within each round (a pair is measured minutes apart at
+    most, so a slow spell of the shared machine weighs on both sides of it), with every round's."""
     ratios: dict[str, dict[str, Any]] = {}
-    for size, m in measurements.items():
+    for size in rounds[0]:
         r: dict[str, Any] = {}
         for name, (num, den) in PAIRS.items():
-            r[name] = m[num]["rows_per_s"] / m[den]["rows_per_s"]
-            r[f"{name}_per_cpu_s"] = m[num]["rows_per_cpu_s"] / m[den]["rows_per_cpu_s"]
+            for figure, suffix in (("rows_per_s", ""), ("rows_per_cpu_s", "_per_cpu_s")):
+                each = [m[size][num][figure] / m[size][den][figure] for m in rounds]
+                r[f"{name}{suffix}"] = float(np.median(each))
+                if not suffix:
+                    r[f"{name}_rounds"] = each
             if name in TARGETS:
                 r[f"{name}_met"] = r[name] >= TARGETS[name]
         ratios[size] = r
     return ratios
+
+
+def _median_rounds(rounds: list[dict[str, dict[str, dict]]]) -> dict[str, dict[str, dict]]:
+    """Per size and case: the round of median rows/s, with every round's rows/s beside it."""
+    out: dict[str, dict[str, dict]] = {}
+    for size in rounds[0]:
+        out[size] = {}
+        for key in rounds[0][size]:
+            each = sorted((m[size][key] for m in rounds), key=lambda row: row["rows_per_s"])
+            out[size][key] = {**each[(len(each) - 1) // 2],  # the lower middle of an even count
+                              "rounds_rows_per_s": [m[size][key]["rows_per_s"] for m in rounds]}
+    return out
 
 
 def table(report: dict[str, Any]) -> str:
@@ -194,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="less training, one noise draw per row, shorter runs")
     parser.add_argument("--duration-s", type=float, default=None,
                         help="seconds per measurement (default 10, or 0.5 with --quick)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="times every case is measured, in turn (default 3; 1 with --quick):"
+                             " figures are the median round, ratios the median of per-round "
+                             "ratios")
     parser.add_argument("--threads", type=int, default=0,
                         help="ONNX Runtime intra-op threads of every server (0: usable CPUs)")
     args = parser.parse_args(argv)
@@ -204,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
 
     threads = args.threads or usable_cpu_count()
     duration_s = args.duration_s or (0.5 if args.quick else 10.0)
+    args.rounds = args.rounds or (1 if args.quick else 3)
     warmup_s = 0.25 if args.quick else 2.0
     started_s = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="latentwatch-protocols-") as tmp, ExitStack() as stack:
@@ -225,11 +251,15 @@ def main(argv: list[str] | None = None) -> int:
         agreement = _agreement(targets, X)
         cpu = processes.CpuWatch({"triton": triton.process.pid, "latentwatch": server.process.pid,
                                   "latentwatch_on_triton": on_triton.process.pid})
-        measurements = {
-            size: {key: measure(key, targets, X, rows, concurrency, warmup_s, duration_s, cpu)
-                   for key in ORDER}
-            for size, (rows, concurrency) in SIZES.items()
-        }
+        rounds = []
+        for number in range(1, args.rounds + 1):
+            logger.info("round %d of %d", number, args.rounds)
+            rounds.append({
+                size: {key: measure(key, targets, X, rows, concurrency, warmup_s, duration_s,
+                                    cpu)
+                       for key in ORDER}
+                for size, (rows, concurrency) in SIZES.items()
+            })
         for started in servers:
             started.process.check_alive()
     machine = throughput._machine(threads)
@@ -244,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                   "n_importance_samples": n_samples},
         "duration_s": duration_s,
         "warmup_s": warmup_s,
+        "rounds": args.rounds,
         "settings": {
             "thread_budget": f"every server: ONNX Runtime with {threads} intra-op threads and 1 "
                              "inter-op thread in one session (latentwatch) or one model instance "
@@ -260,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         "ready_s": {"triton": triton.ready_s, "latentwatch": server.ready_s,
                     "latentwatch_on_triton": on_triton.ready_s},
         "agreement": agreement,
-        "measurements": measurements,
-        "ratios": _ratios(measurements),
+        "measurements": _median_rounds(rounds),
+        "ratios": _ratios(rounds),
         "targets": TARGETS,
         "machine": machine,
         "total_s": time.perf_counter() - started_s,

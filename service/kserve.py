@@ -41,7 +41,7 @@ import latentwatch
 from latentwatch.errors import InvalidInput, LatentwatchError, ModelNotFound, NotReady, quote
 from latentwatch.families import family
 from latentwatch.repository.catalog import TensorInfo as TensorMeta  # name, datatype, shape
-from latentwatch.repository.manifest import TensorSpec
+from latentwatch.repository.manifest import Manifest, TensorSpec
 from latentwatch.service.auth import caller_may_see
 from latentwatch.service.core import ScoringCore
 from latentwatch.service.repository import ModelVersion
@@ -139,6 +139,7 @@ class KServe:
         self._core = core
         # Shared by every KServe over this core (the gRPC and the REST front end).
         self._stats = _STATS.setdefault(core, {})
+        self._outputs: dict[tuple[str, str], tuple[Manifest, frozenset[str]]] = {}
 
     def server_live(self) -> bool:
         return True
@@ -253,7 +254,7 @@ class KServe:
         rows = the_input(request, spec)
         alpha, score_kind, fdr = score_parameters(request.parameters)
         wanted = request.outputs or DEFAULT_OUTPUTS
-        known = {t.name for t in outputs_of(mv)}
+        known = self._output_names(mv)
         unknown = [n for n in wanted if n not in known]
         if unknown:
             raise InvalidInput(
@@ -307,7 +308,18 @@ class KServe:
         return repository.get(name, version)
 
     def _stats_of(self, name: str, version: str) -> ModelStats:
-        return self._stats.setdefault((name, version), ModelStats(name, version))
+        stats = self._stats.get((name, version))
+        if stats is None:
+            stats = self._stats[(name, version)] = ModelStats(name, version)
+        return stats
+
+    def _output_names(self, mv: ModelVersion) -> frozenset[str]:
+        """outputs_of's names, kept per loaded version (a reload brings a new manifest)."""
+        cached = self._outputs.get((mv.name, mv.version))
+        if cached is None or cached[0] is not mv.manifest:
+            cached = self._outputs[(mv.name, mv.version)] = (
+                mv.manifest, frozenset(t.name for t in outputs_of(mv)))
+        return cached[1]
 
 
 def inputs_of(mv: ModelVersion) -> tuple[TensorMeta, ...]:

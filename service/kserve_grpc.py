@@ -237,7 +237,7 @@ def response_message(response: V2Response) -> v2.ModelInferResponse:
         set_parameter(message.parameters[key], value)
     for tensor in response.outputs:
         message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-        message.raw_output_contents.append(to_raw(tensor.data))
+        message.raw_output_contents.append(to_raw(tensor.data, tensor.datatype))
     return message
 
 

@@ -42,7 +42,8 @@ _NAMES = {dtype: name for name, dtype in V2_DTYPES.items()}
 
 
 def v2_name(dtype: np.dtype) -> str:
-    name = _NAMES.get(np.dtype(dtype).newbyteorder("<"))
+    # Native little-endian dtypes hash as their "<" form: the lookup alone, on the request path.
+    name = _NAMES.get(dtype) or _NAMES.get(np.dtype(dtype).newbyteorder("<"))
     if name is None:
         raise InvalidInput(
             f"dtype {dtype} has no KServe v2 datatype; use one of {sorted(V2_DTYPES)}"

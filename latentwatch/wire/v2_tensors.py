@@ -74,10 +74,11 @@ def from_raw(raw: bytes, datatype: str, shape: Sequence[int], name: str) -> NDAr
     return np.frombuffer(raw, dtype=dtype).reshape(dims)
 
 
-def to_raw(array: NDArray) -> bytes:
-    """An array as raw contents: little-endian row-major, or length-prefixed BYTES elements."""
+def to_raw(array: NDArray, datatype: str = "") -> bytes:
+    """An array as raw contents: little-endian row-major, or length-prefixed BYTES elements.
+    `datatype`: the array's v2 datatype when the caller knows it ("": found from the array)."""
     array = np.asarray(array)
-    datatype = datatype_of(array)
+    datatype = datatype or datatype_of(array)
     if datatype == BYTES:
         return b"".join(_LENGTH.pack(len(item)) + item for item in _as_bytes(array.ravel()))
     return np.ascontiguousarray(array, dtype=V2_DTYPES[datatype]).tobytes()

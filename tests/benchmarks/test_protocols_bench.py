@@ -29,8 +29,9 @@ def test_quick_run_measures_every_row_and_the_scores_agree(
     bench: ModuleType, tmp_path: Path
 ) -> None:
     out = tmp_path / "protocols.json"
-    assert bench.main(["--json", str(out), "--quick"]) == 0
+    assert bench.main(["--json", str(out), "--quick", "--rounds", "2"]) == 0
     report = json.loads(out.read_text())
+    assert report["rounds"] == 2
     for size, (rows, concurrency) in SIZES.items():
         measured = report["measurements"][size]
         assert sorted(measured) == sorted(ROWS)
@@ -40,7 +41,13 @@ def test_quick_run_measures_every_row_and_the_scores_agree(
             assert row["requests"] > 0 and row["rows_per_s"] > 0, key
             assert 0 < row["latency_p50_ms"] <= row["latency_p99_ms"], key
             assert row["cpu"]["benchmark_cores"] > 0, key
+            # the figures are the median round's (of two: the slower), every round's kept
+            assert len(row["rounds_rows_per_s"]) == 2, key
+            assert row["rows_per_s"] == min(row["rounds_rows_per_s"]), key
         ratios = report["ratios"][size]
+        for name in ("b_vs_a", "a_vs_e"):  # the median of the ratios within each round
+            each = ratios[f"{name}_rounds"]
+            assert len(each) == 2 and ratios[name] == pytest.approx(sum(each) / 2), name
         for name, target in report["targets"].items():
             assert ratios[f"{name}_met"] == (ratios[name] >= target)
     agreement = report["agreement"]
