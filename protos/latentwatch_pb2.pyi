@@ -18,7 +18,7 @@ class Tensor(_message.Message):
     def __init__(self, datatype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., raw_data: _Optional[bytes] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("model_name", "model_version", "input", "score_kinds", "alpha", "fdr", "request_id", "score_kind")
+    __slots__ = ("model_name", "model_version", "input", "score_kinds", "alpha", "fdr", "request_id", "score_kind", "explain", "explain_top_k", "groups")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,9 @@ class ScoreRequest(_message.Message):
     FDR_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_KIND_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_TOP_K_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: str
     input: Tensor
@@ -35,7 +38,10 @@ class ScoreRequest(_message.Message):
     fdr: float
     request_id: str
     score_kind: str
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., input: _Optional[_Union[Tensor, _Mapping]] = ..., score_kinds: _Optional[_Iterable[str]] = ..., alpha: _Optional[float] = ..., fdr: _Optional[float] = ..., request_id: _Optional[str] = ..., score_kind: _Optional[str] = ...) -> None: ...
+    explain: bool
+    explain_top_k: int
+    groups: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., input: _Optional[_Union[Tensor, _Mapping]] = ..., score_kinds: _Optional[_Iterable[str]] = ..., alpha: _Optional[float] = ..., fdr: _Optional[float] = ..., request_id: _Optional[str] = ..., score_kind: _Optional[str] = ..., explain: _Optional[bool] = ..., explain_top_k: _Optional[int] = ..., groups: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ScoreColumn(_message.Message):
     __slots__ = ("kind", "values")
@@ -58,7 +64,7 @@ class FdrDecision(_message.Message):
     def __init__(self, level: _Optional[float] = ..., is_outlier: _Optional[_Iterable[bool]] = ..., n_flagged: _Optional[int] = ..., p_value_threshold: _Optional[float] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
-    __slots__ = ("model_name", "model_version", "request_id", "score_kind", "alpha", "score", "p_value", "outlier_probability", "is_outlier", "scores", "fdr")
+    __slots__ = ("model_name", "model_version", "request_id", "score_kind", "alpha", "score", "p_value", "outlier_probability", "is_outlier", "scores", "fdr", "explanations", "group_conditional")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +76,8 @@ class ScoreResponse(_message.Message):
     IS_OUTLIER_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     FDR_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATIONS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_CONDITIONAL_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: str
     request_id: str
@@ -81,7 +89,19 @@ class ScoreResponse(_message.Message):
     is_outlier: _containers.RepeatedScalarFieldContainer[bool]
     scores: _containers.RepeatedCompositeFieldContainer[ScoreColumn]
     fdr: FdrDecision
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., score_kind: _Optional[str] = ..., alpha: _Optional[float] = ..., score: _Optional[_Iterable[float]] = ..., p_value: _Optional[_Iterable[float]] = ..., outlier_probability: _Optional[_Iterable[float]] = ..., is_outlier: _Optional[_Iterable[bool]] = ..., scores: _Optional[_Iterable[_Union[ScoreColumn, _Mapping]]] = ..., fdr: _Optional[_Union[FdrDecision, _Mapping]] = ...) -> None: ...
+    explanations: _containers.RepeatedCompositeFieldContainer[Explanation]
+    group_conditional: bool
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., score_kind: _Optional[str] = ..., alpha: _Optional[float] = ..., score: _Optional[_Iterable[float]] = ..., p_value: _Optional[_Iterable[float]] = ..., outlier_probability: _Optional[_Iterable[float]] = ..., is_outlier: _Optional[_Iterable[bool]] = ..., scores: _Optional[_Iterable[_Union[ScoreColumn, _Mapping]]] = ..., fdr: _Optional[_Union[FdrDecision, _Mapping]] = ..., explanations: _Optional[_Iterable[_Union[Explanation, _Mapping]]] = ..., group_conditional: _Optional[bool] = ...) -> None: ...
+
+class Explanation(_message.Message):
+    __slots__ = ("features", "names", "contributions")
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    features: _containers.RepeatedScalarFieldContainer[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    contributions: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, features: _Optional[_Iterable[int]] = ..., names: _Optional[_Iterable[str]] = ..., contributions: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class EncodeRequest(_message.Message):
     __slots__ = ("model_name", "model_version", "input")
@@ -146,7 +166,7 @@ class TensorSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., datatype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "model_kind", "inputs", "outputs", "image_shape", "score_kinds", "default_score_kind", "calibration_size", "default_alpha", "min_alpha", "latent_dim", "execution_provider", "manifest_json", "max_batch_rows")
+    __slots__ = ("name", "version", "model_kind", "inputs", "outputs", "image_shape", "score_kinds", "default_score_kind", "calibration_size", "default_alpha", "min_alpha", "latent_dim", "execution_provider", "manifest_json", "max_batch_rows", "calibration_group_column", "calibration_groups", "explains")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_KIND_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +182,9 @@ class ModelInfo(_message.Message):
     EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_GROUP_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    EXPLAINS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     model_kind: str
@@ -177,7 +200,10 @@ class ModelInfo(_message.Message):
     execution_provider: str
     manifest_json: str
     max_batch_rows: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., model_kind: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., image_shape: _Optional[_Iterable[int]] = ..., score_kinds: _Optional[_Iterable[str]] = ..., default_score_kind: _Optional[str] = ..., calibration_size: _Optional[int] = ..., default_alpha: _Optional[float] = ..., min_alpha: _Optional[float] = ..., latent_dim: _Optional[int] = ..., execution_provider: _Optional[str] = ..., manifest_json: _Optional[str] = ..., max_batch_rows: _Optional[int] = ...) -> None: ...
+    calibration_group_column: str
+    calibration_groups: _containers.RepeatedScalarFieldContainer[str]
+    explains: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., model_kind: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., image_shape: _Optional[_Iterable[int]] = ..., score_kinds: _Optional[_Iterable[str]] = ..., default_score_kind: _Optional[str] = ..., calibration_size: _Optional[int] = ..., default_alpha: _Optional[float] = ..., min_alpha: _Optional[float] = ..., latent_dim: _Optional[int] = ..., execution_provider: _Optional[str] = ..., manifest_json: _Optional[str] = ..., max_batch_rows: _Optional[int] = ..., calibration_group_column: _Optional[str] = ..., calibration_groups: _Optional[_Iterable[str]] = ..., explains: _Optional[bool] = ...) -> None: ...
 
 class GroupColumn(_message.Message):
     __slots__ = ("name", "values")
