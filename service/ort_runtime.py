@@ -99,8 +99,12 @@ class OrtRuntime:
         *,
         sha256: str | None = None,
         max_bytes: int | None = None,
+        async_max_rows: int = 0,
     ) -> None:
         self.path = path
+        # Runs of at most this many rows go to ONNX Runtime's own thread (run_async) and
+        # complete by callback, without a round trip through `executor` (0: never).
+        self.async_max_rows = async_max_rows
         # With the manifest's sha256, the session is made from the bytes checked against it
         # (no window between the check and ONNX Runtime opening the file; no external data).
         self._sha256, self._max_bytes = sha256, max_bytes
@@ -165,7 +169,42 @@ class OrtRuntime:
 
     async def infer(self, feeds: Mapping[str, NDArray]) -> dict[str, NDArray]:
         loop = asyncio.get_running_loop()
+        if self._runs_async(feeds):
+            return await self._infer_async(loop, feeds)
         return await loop.run_in_executor(self._executor, self.run, feeds)
+
+    def _runs_async(self, feeds: Mapping[str, NDArray]) -> bool:
+        """Small runs on ONNX Runtime's thread: a run there has that one thread only (the
+        intra-op pool's other threads stay idle), which costs large batches their parallelism
+        but saves small ones the executor's hand-offs. It needs a pool thread to run on."""
+        if not self.async_max_rows or self.intra_op_threads < 2 or self._session is None:
+            return False
+        rows = next(iter(feeds.values())).shape[0]
+        return bool(rows <= self.async_max_rows)
+
+    async def _infer_async(
+        self, loop: asyncio.AbstractEventLoop, feeds: Mapping[str, NDArray]
+    ) -> dict[str, NDArray]:
+        assert self._session is not None  # checked by _runs_async
+        done: asyncio.Future[dict[str, NDArray]] = loop.create_future()
+        names = self._output_names
+
+        def settle(results: list[NDArray], error: str) -> None:  # on the loop
+            if done.done():  # the caller left (cancelled) meanwhile
+                return
+            if error:
+                done.set_exception(RuntimeError(f"{self.path.name}: {error}"))
+            else:
+                done.set_result(dict(zip(names, results, strict=True)))
+
+        def finished(results: list[NDArray], user_data: object, error: str) -> None:
+            try:  # on ONNX Runtime's thread
+                loop.call_soon_threadsafe(settle, results, error)
+            except RuntimeError:  # the loop closed first (shutdown): nobody waits for it
+                pass
+
+        self._session.run_async(names, dict(feeds), finished, None)
+        return await done
 
     async def close(self) -> None:
         self._session = None  # freed once no run in flight still holds it

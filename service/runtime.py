@@ -115,6 +115,7 @@ async def make_runtime(
     runtime = OrtRuntime(
         path, settings.intra_op_threads, executor,
         sha256=sha256, max_bytes=settings.max_model_file_bytes,
+        async_max_rows=settings.ort_async_max_rows,
     )
     await runtime.load()
     return runtime

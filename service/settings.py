@@ -13,6 +13,10 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Off by default: small runs on ONNX Runtime's thread (run_async) skip the executor's hand-offs,
+# but a run there loses the intra-op parallelism (README "Performance" has the measurements).
+ASYNC_MAX_ROWS_DEFAULT = 0
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LATENTWATCH_", frozen=True, extra="ignore")
@@ -38,6 +42,11 @@ class Settings(BaseSettings):
     )
     max_request_rows: int = Field(65536, gt=0, description="most rows in one request")
     intra_op_threads: int = Field(0, ge=0, description="ORT threads per session; 0 = usable CPUs")
+    ort_async_max_rows: int = Field(
+        ASYNC_MAX_ROWS_DEFAULT, ge=0,
+        description="ONNX Runtime runs of at most this many rows go to its own thread and end "
+        "by callback, skipping the executor (0 = never; needs intra_op_threads >= 2)",
+    )
     require_gpu: bool = Field(False, description="stay NOT_SERVING unless CUDA is the provider")
     shutdown_grace_s: float = Field(10.0, ge=0, description="time in-flight requests get to end")
     max_message_bytes: int = Field(
