@@ -14,7 +14,8 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from latentwatch.repository.files import read_verified
-from latentwatch.service.runtime import CPU, CUDA, TensorSpec, usable_cpu_count
+from latentwatch.service.gpu import BoundRunner, GpuOptions, provider_entries
+from latentwatch.service.runtime import CPU, CUDA, TensorSpec, on_gpu, usable_cpu_count
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +101,15 @@ class OrtRuntime:
         sha256: str | None = None,
         max_bytes: int | None = None,
         async_max_rows: int = 0,
+        gpu: GpuOptions | None = None,
     ) -> None:
         self.path = path
         # Runs of at most this many rows go to ONNX Runtime's own thread (run_async) and
         # complete by callback, without a round trip through `executor` (0: never).
         self.async_max_rows = async_max_rows
+        self._gpu = gpu or GpuOptions()
+        # Runs over fixed buffers and CUDA graphs, for batches a bucket holds (CUDA only).
+        self._bound: BoundRunner | None = None
         # With the manifest's sha256, the session is made from the bytes checked against it
         # (no window between the check and ONNX Runtime opening the file; no external data).
         self._sha256, self._max_bytes = sha256, max_bytes
@@ -141,11 +146,15 @@ class OrtRuntime:
         if self._sha256 is not None:
             limit = self._max_bytes if self._max_bytes is not None else 2**62
             model = read_verified(self.path.parent, self.path.name, self._sha256, limit)
-        session = ort.InferenceSession(model, sess_options=options, providers=wanted)
+        entries = provider_entries(wanted, self._gpu, ort.get_available_providers())
+        session = ort.InferenceSession(model, sess_options=options, providers=entries)
         # The first provider is the one actually in use; CUDA silently drops out on failure.
         self.provider = session.get_providers()[0]
-        if CUDA in wanted and self.provider != CUDA:
+        if CUDA in wanted and not on_gpu(self.provider):
             _cuda_failed = True
+        if self.provider == CUDA and self._gpu.cuda_graph_batch_sizes:
+            self._bound = BoundRunner(session, self._gpu.cuda_graph_batch_sizes, "cuda",
+                                      self._gpu.device_id)
         self.inputs = tuple(_spec(i) for i in session.get_inputs())
         self.outputs = tuple(_spec(o) for o in session.get_outputs())
         self._output_names = [o.name for o in self.outputs]
@@ -164,6 +173,9 @@ class OrtRuntime:
         """One blocking run (any thread)."""
         if self._session is None:
             raise RuntimeError(f"{self.path}: run before load() or after close()")
+        bound = self._bound
+        if bound is not None and bound.bucket_for(next(iter(feeds.values())).shape[0]):
+            return bound.run(feeds)
         outputs = self._session.run(self._output_names, dict(feeds))
         return dict(zip(self._output_names, outputs, strict=True))
 
@@ -177,7 +189,8 @@ class OrtRuntime:
         """Small runs on ONNX Runtime's thread: a run there has that one thread only (the
         intra-op pool's other threads stay idle), which costs large batches their parallelism
         but saves small ones the executor's hand-offs. It needs a pool thread to run on."""
-        if not self.async_max_rows or self.intra_op_threads < 2 or self._session is None:
+        if (not self.async_max_rows or self.intra_op_threads < 2 or self._session is None
+                or self._bound is not None):
             return False
         rows = next(iter(feeds.values())).shape[0]
         return bool(rows <= self.async_max_rows)
@@ -207,4 +220,5 @@ class OrtRuntime:
         return await done
 
     async def close(self) -> None:
+        self._bound = None
         self._session = None  # freed once no run in flight still holds it

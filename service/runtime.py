@@ -23,13 +23,14 @@ from latentwatch.service.settings import Settings
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"  # asked for ahead of CUDA with the tensorrt setting
 # The provider of a graph Triton runs on its GPU instances (service/triton_runtime.py).
 TRITON_GPU = "Triton KIND_GPU"
 
 
 def on_gpu(provider: str) -> bool:
     """Whether a runtime's `provider` runs on a GPU (the one rule `require_gpu` checks)."""
-    return provider in (CUDA, TRITON_GPU)
+    return provider in (CUDA, TENSORRT, TRITON_GPU)
 
 
 def triton_model_name(model: str, graph: str) -> str:
@@ -110,12 +111,13 @@ async def make_runtime(
         triton = TritonRuntime(ref, settings)
         await triton.load()
         return triton
-    from latentwatch.service.ort_runtime import OrtRuntime  # onnxruntime only when used
+    from latentwatch.service.gpu import GpuOptions  # onnxruntime only when used
+    from latentwatch.service.ort_runtime import OrtRuntime
 
     runtime = OrtRuntime(
         path, settings.intra_op_threads, executor,
         sha256=sha256, max_bytes=settings.max_model_file_bytes,
-        async_max_rows=settings.ort_async_max_rows,
+        async_max_rows=settings.ort_async_max_rows, gpu=GpuOptions.from_settings(settings),
     )
     await runtime.load()
     return runtime

@@ -8,7 +8,7 @@ default; the README's "Limits" table lists them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +48,32 @@ class Settings(BaseSettings):
         "by callback, skipping the executor (0 = never; needs intra_op_threads >= 2)",
     )
     require_gpu: bool = Field(False, description="stay NOT_SERVING unless CUDA is the provider")
+    # The GPU's sessions (service/gpu.py); without CUDA in use they change nothing.
+    cuda_device_id: int = Field(0, ge=0, description="the CUDA device sessions run on")
+    cuda_mem_limit_bytes: int = Field(
+        0, ge=0, description="most bytes the CUDA memory arena of a session grows to; 0 = no limit"
+    )
+    cuda_arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = Field(
+        "kNextPowerOfTwo", description="how the CUDA memory arena grows"
+    )
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
+        "EXHAUSTIVE", description="how cuDNN picks convolution algorithms (EXHAUSTIVE: measured "
+        "once per shape, fastest after)"
+    )
+    cuda_copy_in_default_stream: bool = Field(
+        True, description="copies on the compute stream (ONNX Runtime's safe default)"
+    )
+    cuda_graph_batch_sizes: tuple[Annotated[int, Field(gt=0)], ...] = Field(
+        (), description="batch sizes captured as CUDA graphs over preallocated buffers (JSON "
+        "list, e.g. [1,8,64,256]; a batch runs in the smallest that holds it; () = off)"
+    )
+    tensorrt: bool = Field(
+        False, description="ask for TensorRT ahead of CUDA where the build has it"
+    )
+    tensorrt_cache_dir: Path | None = Field(
+        None, description="where TensorRT keeps built engines and timings across restarts"
+    )
+    tensorrt_fp16: bool = Field(False, description="let TensorRT build FP16 engines")
     shutdown_grace_s: float = Field(10.0, ge=0, description="time in-flight requests get to end")
     max_message_bytes: int = Field(
         256 * 2**20, gt=0,
