@@ -134,7 +134,8 @@ class RestServer:
         )
         await self._runner.setup()
         site = web.TCPSite(
-            self._runner, host, port, ssl_context=ssl_context, reuse_port=False, backlog=512
+            self._runner, host, port, ssl_context=ssl_context,
+            reuse_port=self._settings.reuse_port, backlog=512,
         )
         try:
             await site.start()

@@ -287,7 +287,8 @@ def server_options(settings: Settings, receive_bytes: int | None = None) -> list
     options = [
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.max_receive_message_length", receive),
-        ("grpc.so_reuseport", 0),  # a taken port is an error, not a shared one
+        # A taken port is an error, not a shared one, except between workers (service/workers.py).
+        ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
         ("grpc.keepalive_time_ms", _ms(settings.keepalive_time_s)),
         ("grpc.keepalive_timeout_ms", _ms(settings.keepalive_timeout_s)),
         # Clients may ping as often as the server does; more often ends their connection.

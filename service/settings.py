@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     )
     max_request_rows: int = Field(65536, gt=0, description="most rows in one request")
     intra_op_threads: int = Field(0, ge=0, description="ORT threads per session; 0 = usable CPUs")
+    workers: int = Field(
+        1, ge=1, le=256, description="server processes sharing the ports (SO_REUSEPORT); worker i "
+        "serves metrics on metrics_port + i"
+    )
+    reuse_port: bool = Field(
+        False, description="share the gRPC and REST ports with other processes (set for workers)"
+    )
     ort_async_max_rows: int = Field(
         ASYNC_MAX_ROWS_DEFAULT, ge=0,
         description="ONNX Runtime runs of at most this many rows go to its own thread and end "

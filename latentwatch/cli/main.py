@@ -106,6 +106,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--http-port", type=arg_types.port_or_off,
                    default=None, help="KServe v2 REST port (default: $LATENTWATCH_HTTP_PORT, "
                                       "else 8000; 0: any free port, -1: off)")
+    p.add_argument("--workers", type=arg_types.positive_int, default=None,
+                   help="server processes sharing the ports (default: $LATENTWATCH_WORKERS, "
+                        "else 1); worker i serves metrics on metrics-port + i")
     p.add_argument("--backend", choices=("onnxruntime", "triton"), default=None,
                    help="what runs the graphs (default: $LATENTWATCH_BACKEND, else onnxruntime)")
     p.add_argument("--triton-url", default=None,

@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 
 from latentwatch.service.server import serve
 from latentwatch.service.settings import Settings
+from latentwatch.service.workers import serve_workers
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -19,7 +21,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         key: value
         for key in (
             "repo", "host", "port", "metrics_port", "tls_cert", "tls_key", "tls_client_ca",
-            "auth_tokens", "backend", "triton_url", "http_port",
+            "auth_tokens", "backend", "triton_url", "http_port", "workers",
         )
         if (value := getattr(args, key, None)) is not None
     }
@@ -33,4 +35,6 @@ def run(args: argparse.Namespace) -> None:
     # The CLI's --log-level defaults to INFO; a level other than that was asked for explicitly.
     level = cli_level if cli_level and cli_level.upper() != "INFO" else settings.log_level
     logging.getLogger().setLevel(level.upper())
+    if settings.workers > 1:
+        sys.exit(serve_workers(settings))
     asyncio.run(serve(settings))
