@@ -23,6 +23,7 @@ decoding given latents has no core call yet): INVALID_ARGUMENT saying so.
 Statistics are counted here, so REST and gRPC both count: per version, rows (inference_count),
 requests (execution_count: one per request, since batches form in the batcher across requests),
 successes and failures with their total nanoseconds, and the last inference's time.
+The request, response and metadata dataclasses live in service/kserve_types.py.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -44,11 +44,20 @@ from latentwatch.repository.catalog import TensorInfo as TensorMeta  # name, dat
 from latentwatch.repository.manifest import Manifest, TensorSpec
 from latentwatch.service.auth import caller_may_see
 from latentwatch.service.core import ScoringCore
+from latentwatch.service.kserve_types import (
+    IndexEntry,
+    ModelMetadata,
+    ModelStats,
+    Param,
+    ServerMetadata,
+    V2Request,
+    V2Response,
+    V2Tensor,
+)
 from latentwatch.service.repository import ModelVersion
 from latentwatch.service.runtime import CUDA
 from latentwatch.wire.v2_tensors import datatype_of
 
-Param = bool | int | float | str
 SERVER_NAME = "latentwatch"
 EXTENSIONS = ("model_repository", "statistics", "binary_tensor_data")
 PLATFORM_PREFIX = "latentwatch_"  # + the model kind: "latentwatch_vae"
@@ -66,70 +75,6 @@ _STATS: weakref.WeakKeyDictionary[ScoringCore, dict[tuple[str, str], ModelStats]
     weakref.WeakKeyDictionary()
 )
 _Config = TypeVar("_Config", mc.ModelInput, mc.ModelOutput)
-
-
-@dataclass(frozen=True)
-class V2Tensor:
-    name: str
-    datatype: str  # a v2 datatype name
-    shape: tuple[int, ...]
-    data: NDArray  # already shaped
-
-
-@dataclass(frozen=True)
-class V2Request:
-    model: str
-    version: str  # "" = latest
-    id: str
-    inputs: tuple[V2Tensor, ...]
-    parameters: Mapping[str, Param] = field(default_factory=dict)
-    outputs: tuple[str, ...] = ()  # requested names; () = DEFAULT_OUTPUTS
-
-
-@dataclass(frozen=True)
-class V2Response:
-    model_name: str
-    model_version: str
-    id: str
-    outputs: tuple[V2Tensor, ...]
-    parameters: Mapping[str, Param]
-
-
-@dataclass(frozen=True)
-class ServerMetadata:
-    name: str
-    version: str
-    extensions: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class ModelMetadata:
-    name: str
-    versions: tuple[str, ...]
-    platform: str
-    inputs: tuple[TensorMeta, ...]
-    outputs: tuple[TensorMeta, ...]
-
-
-@dataclass(frozen=True)
-class IndexEntry:
-    name: str
-    version: str
-    state: str  # READY or UNAVAILABLE (refused at load; `reason` says why)
-    reason: str
-
-
-@dataclass
-class ModelStats:
-    name: str
-    version: str
-    last_inference_ms: int = 0  # ms since the epoch; 0: none yet
-    inference_count: int = 0  # rows
-    execution_count: int = 0  # requests
-    success_count: int = 0
-    success_ns: int = 0
-    fail_count: int = 0
-    fail_ns: int = 0
 
 
 class KServe:
