@@ -16,6 +16,14 @@ from numpy.typing import NDArray
 from latentwatch.errors import InvalidInput
 from latentwatch.scoring.results import FdrResult
 
+# Relative slack of BH's comparison p_(k) <= level * k / m. A conformal p-value (1 + j)/(n + 1)
+# that lies exactly on the bound (as rationals, with `level` read as the decimal it was written
+# as) can land one or two ulps above the float bound: level is itself rounded, and so are the
+# product and the division. Four ulps cover those roundings. A conformal p-value truly above the
+# bound exceeds it by a relative 1 / ((n + 1) * m * d) at least, d the denominator of level's
+# decimal (100 for 0.01), so the slack admits none while (n + 1) * m * d stays below 1e15.
+BH_RELATIVE_SLACK = 4 * float(np.finfo(np.float64).eps)
+
 
 def p_values(sorted_calibration: NDArray[np.float64], scores: NDArray) -> NDArray[np.float64]:
     """Conformal p-values of `scores` (n,) against ascending calibration scores (m,)."""
@@ -82,11 +90,13 @@ def bh_threshold(
     have each; None when nothing is flagged.
 
     Among tied p-values the largest rank is the cumulative count, and it is the one that passes
-    first, so testing each distinct value at its cumulative count gives p_(k) exactly.
+    first, so testing each distinct value at its cumulative count gives p_(k) exactly. A value
+    on the bound passes (see BH_RELATIVE_SLACK).
     """
     m = int(counts.sum())
     ranks = np.cumsum(counts)  # the largest rank of each distinct value
-    passing = np.flatnonzero(values <= level * ranks / m)
+    bound = level * ranks / m
+    passing = np.flatnonzero(values <= bound * (1.0 + BH_RELATIVE_SLACK))
     return None if passing.size == 0 else float(values[passing[-1]])
 
 
