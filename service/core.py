@@ -15,8 +15,10 @@ from numpy.typing import NDArray
 from latentwatch.bias.options import BiasOptions
 from latentwatch.errors import InvalidInput, NotReady, quote
 from latentwatch.repository.catalog import ModelInfo, ModelSummary, TensorInfo
+from latentwatch.repository.manifest_groups import calibration_groups
 from latentwatch.scoring.conformal import benjamini_hochberg, check_alpha, check_fdr
 from latentwatch.scoring.contract import check_finite_scores, validate_rows
+from latentwatch.scoring.mondrian import request_groups
 from latentwatch.scoring.results import FdrResult as FdrResult  # the one result family
 from latentwatch.scoring.results import ScoreResult
 from latentwatch.service import bias, generation
@@ -77,9 +79,10 @@ class ScoringCore:
         alpha: float | None = None,
         fdr: float | None = None,
         score_kind: str | None = None,
+        groups: Sequence[str] = (),
     ) -> ScoreResult:
         with self._serving(name, version).lease() as mv:
-            return await self._score(mv, array, kinds, alpha, fdr, score_kind)
+            return await self._score(mv, array, kinds, alpha, fdr, score_kind, groups)
 
     async def _score(
         self,
@@ -89,6 +92,7 @@ class ScoringCore:
         alpha: float | None,
         fdr: float | None,
         score_kind: str | None,
+        groups: Sequence[str] = (),
     ) -> ScoreResult:
         pipeline = mv.pipeline
         calibration = mv.manifest.require_scoring().calibration
@@ -99,9 +103,13 @@ class ScoringCore:
         )
         level = None if fdr is None else check_fdr(fdr)
         rows = validate_rows(array, mv.contract)  # (N, F) float32
+        grouped, alpha = request_groups(groups, rows.shape[0], pipeline.group_calibration, alpha,
+                                        f"model {quote(mv.name)} version {quote(mv.version)}")
         part = await mv.scorer.submit(rows)  # the scorer's outputs for these rows
         scores, p = await mv.scoring.score(part, extra, kind)
         check_finite_scores(scores)  # the safety net: no NaN or inf leaves the service
+        if grouped is not None:  # Mondrian: each row against its group's calibration
+            p = grouped.p_values(kind, scores[kind])
         is_outlier = p <= alpha
         mv.metrics.observe_outliers(kind, p, calibration.default_alpha, alpha)
         return ScoreResult(
@@ -115,6 +123,7 @@ class ScoringCore:
             is_outlier=is_outlier,
             scores={k: scores[k] for k in extra},
             fdr=None if level is None else benjamini_hochberg(p, level),
+            group_conditional=grouped is not None,
         )
 
     async def encode(self, name: str, version: str, array: NDArray) -> EncodeResult:
@@ -200,6 +209,7 @@ class ScoringCore:
             execution_provider=mv.provider,
             manifest_json=mv.manifest_json,
             max_batch_rows=self._max_batch_rows,
+            **calibration_groups(m),
         )
 
     def _loaded(self) -> ModelRepository:

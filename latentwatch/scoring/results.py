@@ -44,6 +44,8 @@ class ScoreResult:
     scores: dict[str, NDArray[np.float64]]
     # Present when an FDR level was asked for.
     fdr: FdrResult | None = None
+    # True when each row's p-value is against its own group's calibration (Mondrian).
+    group_conditional: bool = False
 
     def __len__(self) -> int:
         return int(self.score.shape[0])
@@ -55,11 +57,13 @@ class ScoreResult:
             raise ValueError("nothing to concatenate")
         first = parts[0]
         for part in parts[1:]:
-            same = (part.model_name, part.model_version, part.score_kind, part.alpha)
-            if same != (first.model_name, first.model_version, first.score_kind, first.alpha):
+            same = (part.model_name, part.model_version, part.score_kind, part.alpha,
+                    part.group_conditional)
+            if same != (first.model_name, first.model_version, first.score_kind, first.alpha,
+                        first.group_conditional):
                 raise LatentwatchError(
-                    f"results differ in model, version, score kind or alpha: {same} vs "
-                    f"{(first.model_name, first.model_version, first.score_kind, first.alpha)}"
+                    f"results differ in model, version, score kind, alpha or grouping: {same} "
+                    f"vs {(first.model_name, first.model_version, first.score_kind, first.alpha)}"
                 )
         return cls(
             model_name=first.model_name,
@@ -71,4 +75,5 @@ class ScoreResult:
             outlier_probability=np.concatenate([p.outlier_probability for p in parts]),
             is_outlier=np.concatenate([p.is_outlier for p in parts]),
             scores={k: np.concatenate([p.scores[k] for p in parts]) for k in first.scores},
+            group_conditional=first.group_conditional,
         )

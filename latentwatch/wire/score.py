@@ -31,6 +31,7 @@ def score_request(
     fdr: float | None,
     score_kind: str,
     request_id: str = "",
+    groups: Sequence[str] = (),
 ) -> pb.ScoreRequest:
     request = pb.ScoreRequest(
         model_name=model,
@@ -39,6 +40,7 @@ def score_request(
         score_kinds=list(kinds),
         request_id=request_id,
         score_kind=score_kind,
+        groups=[str(g) for g in groups],
     )
     if alpha is not None:
         request.alpha = alpha
@@ -65,6 +67,7 @@ def score_response(result: ScoreResult, request_id: str) -> pb.ScoreResponse:
         outlier_probability=result.outlier_probability.tolist(),
         is_outlier=result.is_outlier.tolist(),
         scores=[pb.ScoreColumn(kind=k, values=v.tolist()) for k, v in result.scores.items()],
+        group_conditional=result.group_conditional,
     )
     if result.fdr is not None:
         response.fdr.CopyFrom(
@@ -101,6 +104,7 @@ def result_from_response(response: pb.ScoreResponse, n_rows: int) -> ScoreResult
         is_outlier=np.array(response.is_outlier, dtype=bool),
         scores={c.kind: np.array(c.values, dtype=np.float64) for c in response.scores},
         fdr=fdr,
+        group_conditional=response.group_conditional,
     )
 
 
@@ -163,6 +167,8 @@ def model_info_message(d: ModelInfo) -> pb.ModelInfo:
         execution_provider=d.execution_provider,
         manifest_json=d.manifest_json,
         max_batch_rows=d.max_batch_rows,
+        calibration_group_column=d.calibration_group_column,
+        calibration_groups=d.calibration_groups,
     )
 
 
@@ -183,6 +189,8 @@ def model_info_from_message(info: pb.ModelInfo) -> ModelInfo:
         execution_provider=info.execution_provider,
         max_batch_rows=int(info.max_batch_rows),
         manifest_json=info.manifest_json,
+        calibration_group_column=info.calibration_group_column,
+        calibration_groups=tuple(info.calibration_groups),
     )
 
 
