@@ -112,6 +112,8 @@ class ScoringCore:
             p = grouped.p_values(kind, scores[kind])
         is_outlier = p <= alpha
         mv.metrics.observe_outliers(kind, p, calibration.default_alpha, alpha)
+        mv.metrics.observe_served(p, calibration.size if grouped is None
+                                  else grouped.calibration_sizes)
         return ScoreResult(
             model_name=mv.name,
             model_version=mv.version,
