@@ -170,6 +170,12 @@ def scoring_panels() -> list[timeseries.Panel | heatmap.Panel]:
                      "in its own units; higher: more anomalous)", "latentwatch_score", "short"),
         distribution("p-value distribution", "Conformal p-values per row: uniform on normal "
                      "traffic", "latentwatch_p_value", "short"),
+        series("Exchangeability (log10 martingale)", "A conformal test martingale over the "
+               "p-values each version served, log10 over its running minimum: near 0 while "
+               "traffic is like the calibration data, rising under drift (alert: above 2, odds "
+               "of 100 to 1, for 5 minutes)", "short",
+               query(f"max by (model, version) (latentwatch_exchangeability_log10_martingale"
+                     f"{{{MODEL}}})", "{{model}} {{version}}")),
     ]
 
 

@@ -63,7 +63,8 @@ def test_the_panels_cover_what_operators_watch() -> None:
                    "latentwatch_batch_rows_bucket", "latentwatch_queue_rows",
                    "latentwatch_outliers_total", "latentwatch_score_bucket",
                    "latentwatch_p_value_bucket", "latentwatch_bias_drift",
-                   "latentwatch_execution_provider_info", "latentwatch_model_loaded"):
+                   "latentwatch_execution_provider_info", "latentwatch_model_loaded",
+                   "latentwatch_exchangeability_log10_martingale"):
         assert metric in exprs, metric
     assert {kinds["Score distribution"], kinds["p-value distribution"],
             kinds["Batch sizes"]} == {"heatmap"}

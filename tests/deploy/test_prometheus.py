@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 if TYPE_CHECKING:
     from conftest import Observed  # tests/deploy/conftest.py
@@ -135,6 +136,22 @@ def test_rows_and_outlier_counts_read_back(observed: Observed) -> None:
 def test_drift_reads_back_as_reported(observed: Observed) -> None:
     drift = _by(observed.prometheus.query("latentwatch_bias_drift"), "model", "version")
     assert drift == observed.sent.drift
+
+
+def test_the_exchangeability_martingale_reads_back_per_served_version(
+    observed: Observed,
+) -> None:
+    """The gauge of each served version, as Prometheus has it, is what the server exposes
+    (the traffic stopped, so the martingale no longer moves)."""
+    name = "latentwatch_exchangeability_log10_martingale"
+    got = _by(observed.prometheus.query(name), "model", "version")
+    assert set(got) == set(observed.sent.rows), got
+    with urllib.request.urlopen(observed.metrics_url, timeout=10) as r:
+        text = r.read().decode()
+    exposed = {(s.labels["model"], s.labels["version"]): s.value
+               for family in text_string_to_metric_families(text)
+               for s in family.samples if s.name == name}
+    assert got == pytest.approx(exposed, rel=1e-12) and all(v >= 0 for v in got.values())
 
 
 def test_model_state_reads_back(observed: Observed) -> None:
