@@ -65,3 +65,30 @@ def test_the_gauge_stays_flat_on_exchangeable_rows_and_rises_past_the_alert_unde
           "drifted rows")
     assert after > ALERT
     assert gauge(server, "2") == 0.0  # per version: the other one saw none of it
+
+
+def test_queued_p_values_are_bet_on_in_order_at_scrape_or_when_the_queue_is_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from latentwatch.scoring.martingale import SimpleJumper, calibration_slack
+    from latentwatch.service.exchangeability import Exchangeability
+
+    rng = np.random.default_rng(3)
+    parts = [rng.uniform(0, 0.2, size=300) for _ in range(4)]
+    monitor = Exchangeability()
+    for p in parts[:2]:
+        monitor.observe(p, 999)
+    assert monitor.martingale.n_seen == 0  # nothing is computed on the serving path
+    reference = SimpleJumper()
+    for p in parts[:2]:
+        reference.update(p, calibration_slack(999))
+    assert monitor.log10_cusum() == pytest.approx(reference.log10_cusum, abs=1e-9)
+
+    monkeypatch.setattr(Exchangeability, "MAX_PENDING_ROWS", 500)
+    monitor.observe(parts[2], np.full(300, 99))  # per-row calibration sizes (groups)
+    assert monitor.martingale.n_seen == 600
+    monitor.observe(parts[3], 999)  # 600 queued: past the limit, drained at once
+    assert monitor.martingale.n_seen == 1200
+    reference.update(parts[2], calibration_slack(99))
+    reference.update(parts[3], calibration_slack(999))
+    assert monitor.log10_cusum() == pytest.approx(reference.log10_cusum, abs=1e-9)
