@@ -101,15 +101,18 @@ def tabular_files(
     (quality_halves: of the whole directory), filtered by name (with or without the number
     prefix or .npz); --quick keeps the smallest three."""
     every = sorted(adbench_dir.glob("*.npz"), key=_dataset_order)
-    keep_stems = set(select_half([f.stem for f in every], half))
-    files = [f for f in every if f.stem in keep_stems]
+    in_half = set(select_half([f.stem for f in every], half))
+    files = every
     if wanted:
         keep = {w.strip().removesuffix(".npz") for w in wanted if w.strip()}
         files = [f for f in files if f.stem in keep or f.stem.split("_", 1)[-1] in keep]
         found = {f.stem for f in files} | {f.stem.split("_", 1)[-1] for f in files}
         if missing := sorted(keep - found):
             raise SystemExit(f"--datasets: not in {adbench_dir}: {', '.join(missing)}")
-    elif quick:
+        if other := [f.stem for f in files if f.stem not in in_half]:
+            raise SystemExit(f"--datasets: not in the {half} half: {', '.join(other)}")
+    files = [f for f in files if f.stem in in_half]
+    if quick and not wanted:
         files = sorted(files, key=lambda f: f.stat().st_size)[: QUICK["n_datasets"]]
         files = sorted(files, key=_dataset_order)
     if not files:
