@@ -144,15 +144,8 @@ def top_features(
 ) -> Explanations:
     """The k largest contributions of each row of (N, F), largest first."""
     values = np.asarray(contributions, dtype=np.float64)
-    n, f = values.shape
-    if k < f:
-        # argpartition then a stable sort of the k kept: O(F) per row rather than O(F log F).
-        kept = np.argpartition(-values, k - 1, axis=1)[:, :k]
-        kept.sort(axis=1)  # by index: equal contributions come out in index order
-    else:
-        kept = np.broadcast_to(np.arange(f), (n, f))
-    order = np.argsort(-np.take_along_axis(values, kept, axis=1), axis=1, kind="stable")
-    features = np.take_along_axis(kept, order, axis=1).astype(np.int64)
+    # A stable sort, so equal contributions come out in index order whatever k is.
+    features = np.argsort(-values, axis=1, kind="stable")[:, :k].astype(np.int64)
     top = np.take_along_axis(values, features, axis=1)
     names = tuple(
         tuple(feature_names[i] for i in row) if feature_names is not None else ("",) * k

@@ -147,12 +147,9 @@ def test_bad_top_k_is_refused_and_the_server_keeps_serving(client: LatentwatchCl
 def test_a_version_without_explain_data_says_so(repo: Path, tmp_path: Path) -> None:
     """An export from before explanations: the same version without explain.npz."""
     import json
-    import shutil
 
-    old = tmp_path / "repo" / "rows" / "1"
-    shutil.copytree(repo / "rows" / "1", old)
+    old, manifest = _copy_version(repo, tmp_path / "repo" / "rows" / "1")
     (old / "explain.npz").unlink()
-    manifest = json.loads((old / "manifest.json").read_text())
     del manifest["sha256"]["explain.npz"]
     (old / "manifest.json").write_text(json.dumps(manifest))
     server = ServerThread(server_settings(tmp_path / "repo"))
@@ -166,3 +163,27 @@ def test_a_version_without_explain_data_says_so(repo: Path, tmp_path: Path) -> N
             assert len(c.score("rows", rows)) == 3  # scoring goes on
     finally:
         server.close()
+
+
+def _copy_version(repo: Path, target: Path) -> tuple[Path, dict]:
+    import json
+    import shutil
+
+    shutil.copytree(repo / "rows" / "1", target)
+    return target, json.loads((target / "manifest.json").read_text())
+
+
+def test_a_version_with_odd_explain_data_is_refused(repo: Path, tmp_path: Path) -> None:
+    import json
+
+    from latentwatch.errors import VersionRefused
+    from latentwatch.repository.manifest import sha256_file
+    from latentwatch.repository.reader import read_version
+
+    version, manifest = _copy_version(repo, tmp_path / "1")
+    np.savez(version / "explain.npz", statistic=np.array("gaussian_nll"),
+             mean=np.zeros(N_FEATURES - 1), std=np.ones(N_FEATURES - 1))
+    manifest["sha256"]["explain.npz"] = sha256_file(version / "explain.npz")
+    (version / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(VersionRefused, match=r"explain.npz cannot be used: .*12 features"):
+        read_version("rows", "1", version)
