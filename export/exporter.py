@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from latentwatch.export.calibration import calibration_scores, warn_if_small
 from latentwatch.export.errors import ExportError
+from latentwatch.export.explain_fit import fit_explain
 from latentwatch.export.generator_export import export_generator
 from latentwatch.export.generator_inputs import exports_generator
 from latentwatch.export.generator_run import load_generator_run
@@ -150,6 +151,7 @@ def _build_version(
         raise ExportError(f"calibration: {bad} held-out rows got non-finite scores")
     np.save(staging / CALIBRATION_FILE, scores, allow_pickle=False)
     warn_if_small(len(scores), default_alpha)
+    fit_explain(inputs, staging)  # explain.npz, listed with every other file's sha256
 
     def write_manifest(version: str) -> None:
         try:

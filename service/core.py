@@ -19,7 +19,7 @@ from latentwatch.scoring.conformal import benjamini_hochberg, check_alpha, check
 from latentwatch.scoring.contract import check_finite_scores, validate_rows
 from latentwatch.scoring.results import FdrResult as FdrResult  # the one result family
 from latentwatch.scoring.results import ScoreResult
-from latentwatch.service import bias, generation
+from latentwatch.service import bias, explanations, generation
 from latentwatch.service.bias import BiasChunk, BiasResult
 from latentwatch.service.generation import (
     GenerateArgs,
@@ -77,9 +77,14 @@ class ScoringCore:
         alpha: float | None = None,
         fdr: float | None = None,
         score_kind: str | None = None,
+        explain: bool = False,
+        explain_top_k: int = 0,
     ) -> ScoreResult:
+        """Scores rows; with `explain`, each row's top features too (service/explanations.py),
+        `explain_top_k` of them (0: the default)."""
         with self._serving(name, version).lease() as mv:
-            return await self._score(mv, array, kinds, alpha, fdr, score_kind)
+            top_k = explanations.explain_k(mv, explain_top_k) if explain else 0
+            return await self._score(mv, array, kinds, alpha, fdr, score_kind, top_k)
 
     async def _score(
         self,
@@ -89,6 +94,7 @@ class ScoringCore:
         alpha: float | None,
         fdr: float | None,
         score_kind: str | None,
+        explain_top_k: int = 0,
     ) -> ScoreResult:
         pipeline = mv.pipeline
         calibration = mv.manifest.require_scoring().calibration
@@ -103,6 +109,8 @@ class ScoringCore:
         scores, p = await mv.scoring.score(part, extra, kind)
         check_finite_scores(scores)  # the safety net: no NaN or inf leaves the service
         is_outlier = p <= alpha
+        explained = await explanations.explain_rows(mv, part, explain_top_k) if (
+            explain_top_k) else None
         mv.metrics.observe_outliers(kind, p, calibration.default_alpha, alpha)
         return ScoreResult(
             model_name=mv.name,
@@ -115,6 +123,7 @@ class ScoringCore:
             is_outlier=is_outlier,
             scores={k: scores[k] for k in extra},
             fdr=None if level is None else benjamini_hochberg(p, level),
+            explanations=explained,
         )
 
     async def encode(self, name: str, version: str, array: NDArray) -> EncodeResult:
@@ -200,6 +209,7 @@ class ScoringCore:
             execution_provider=mv.provider,
             manifest_json=mv.manifest_json,
             max_batch_rows=self._max_batch_rows,
+            explains=mv.explain is not None and mv.decoding is not None,
         )
 
     def _loaded(self) -> ModelRepository:

@@ -223,6 +223,8 @@ class LatentwatchClient(GenerativeCalls):
         fdr: float | None = None,
         batch_rows: int | None = None,
         score_kind: str = "",
+        explain: bool = False,
+        explain_top_k: int = 0,
     ) -> ScoreResult:
         """Scores rows (N, F) or images (N, H, W) of any numeric dtype.
 
@@ -234,20 +236,22 @@ class LatentwatchClient(GenerativeCalls):
         With `batch_rows`, rows travel in chunks of that size over one ScoreStream and results
         are concatenated in order. The BH decision is then recomputed here over the p-values of
         all rows (the server's per-chunk decisions are discarded), so it equals what one
-        request over all rows would give.
+        request over all rows would give. With `explain`, `result.explanations` holds each
+        row's `explain_top_k` (0: the server's default, 5) most unusual features.
         """
         rows = self._named_rows(X, model, version)
         if batch_rows is not None and batch_rows < 1:
             raise InvalidInput(f"batch_rows must be at least 1, got {batch_rows}")
         if batch_rows is None or rows.shape[0] <= batch_rows:
-            request = score_request(model, rows, version, kinds, alpha, fdr, score_kind)
+            request = score_request(model, rows, version, kinds, alpha, fdr, score_kind,
+                                    explain_top_k=explain_top_k if explain else None)
             response = self._unary("Score", request)
             return result_from_response(response, rows.shape[0])
         chunks = (rows[i : i + batch_rows] for i in range(0, rows.shape[0], batch_rows))
         parts = list(
             self.score_stream(
                 model, chunks, version=version, kinds=kinds, alpha=alpha, fdr=fdr,
-                score_kind=score_kind,
+                score_kind=score_kind, explain=explain, explain_top_k=explain_top_k,
             )
         )
         combined = ScoreResult.concat(parts)
@@ -265,6 +269,8 @@ class LatentwatchClient(GenerativeCalls):
         alpha: float | None = None,
         fdr: float | None = None,
         score_kind: str = "",
+        explain: bool = False,
+        explain_top_k: int = 0,
     ) -> Iterator[ScoreResult]:
         """Scores each batch over one ScoreStream, yielding one result per batch, in order.
 
@@ -286,7 +292,8 @@ class LatentwatchClient(GenerativeCalls):
             return aligned(rows, names, info[0], f"batch {index}")
 
         def make(index: int, rows: NDArray) -> pb.ScoreRequest:
-            return score_request(model, rows, version, kinds, alpha, fdr, score_kind, str(index))
+            return score_request(model, rows, version, kinds, alpha, fdr, score_kind, str(index),
+                                 explain_top_k if explain else None)
 
         yield from score_chunks(
             lambda requests: self._stub.ScoreStream(requests),

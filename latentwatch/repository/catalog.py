@@ -38,3 +38,4 @@ class ModelInfo:
     execution_provider: str
     max_batch_rows: int
     manifest_json: str
+    explains: bool = False  # Score can explain rows (explain.npz and a decoder)
