@@ -69,6 +69,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", required=True, help="model name in the repository")
     p.add_argument("--default-alpha", type=arg_types.fraction, default=0.05,
                    help="false-alarm rate the version flags at when a request names none")
+    p.add_argument("--select-statistics", action=argparse.BooleanOptionalAction, default=None,
+                   help="choose the second stage's statistics per model from held-out normal "
+                        "rows against synthetic outliers, no labels (default: on)")
 
 
 def _names(text: str) -> list[str]:

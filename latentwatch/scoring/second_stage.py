@@ -116,11 +116,7 @@ class SecondStage:
     ) -> NDArray[np.float64]:
         """(B,) second-stage scores, higher = more anomalous."""
         z = (self.raw_statistics(outputs, model_rows) - self.mean) / self.std  # (B, S)
-        if self.combine == "max":
-            return z.max(axis=1)
-        if self.combine == "max_abs":
-            return np.abs(z).max(axis=1)
-        return z.sum(axis=1)
+        return combine_statistics(z, self.combine)
 
     def _statistic(
         self, name: str, outputs: Mapping[str, NDArray], model_rows: NDArray[np.float32] | None
@@ -161,6 +157,15 @@ class SecondStage:
                 latent_reference=np.ascontiguousarray(arrays["latent_reference"], np.float32),
                 input_reference=np.ascontiguousarray(arrays["input_reference"], np.float32),
             )
+
+
+def combine_statistics(z: NDArray[np.float64], combine: str) -> NDArray[np.float64]:
+    """(B, S) standardised statistics -> (B,) scores, as `combine` (see COMBINES) says."""
+    if combine == "max":
+        return z.max(axis=1)
+    if combine == "max_abs":
+        return np.abs(z).max(axis=1)
+    return z.sum(axis=1)
 
 
 def reference_rows_for(n_features: int) -> int:
