@@ -33,7 +33,8 @@ from latentwatch.export.sessions import cpu_session
 from latentwatch.export.triton import write_triton_config
 from latentwatch.repository.layout import MANIFEST_FILE, version_dirs
 from latentwatch.repository.manifest import Manifest, sha256_file
-from latentwatch.repository.reader import VersionFiles, read_version
+from latentwatch.repository.manifest_groups import GroupCalibration, groups_array
+from latentwatch.repository.reader import VersionFiles, read_version, validation_reason
 from latentwatch.scoring.contract import InputContract, validate_rows
 
 logger = logging.getLogger(__name__)
@@ -72,14 +73,18 @@ def recalibrate(
     version: str = "",
     default_alpha: float | None = None,
     feature_names: Sequence[str] | None = None,
+    groups: Sequence[str] | None = None,
+    group_column: str = "",
 ) -> Recalibrated:
     """Publish the next version of `model` with `rows` (normal rows, raw units) as calibration.
 
     `source` names where the rows came from, for the manifest. `default_alpha` defaults to the
     source version's. Rows with `feature_names` (a CSV header) are put in the model's column
-    order by name, as scoring does; unnamed rows are taken by position. Refuses (ExportError,
+    order by name, as scoring does; unnamed rows are taken by position. With `groups` (one
+    per row, from the column `group_column`), the version also keeps each row's group, for
+    group-conditional p-values (latentwatch.scoring.mondrian). Refuses (ExportError,
     InvalidInput) a version that does not score, rows the version would not accept, and fewer
-    rows than `default_alpha` needs; nothing is published then.
+    rows than `default_alpha` needs (in any group); nothing is published then.
     """
     started_s = time.perf_counter()
     version_dir = source_version(Path(repo), model, version)
@@ -103,6 +108,7 @@ def recalibrate(
     problem = too_few_rows(len(checked), alpha)
     if problem:
         raise ExportError(f"{problem}; nothing was published")
+    grouping = None if groups is None else row_groups(groups, group_column, len(checked), alpha)
     logger.info("recalibrating %s version %s on %d rows of %s", model, version_dir.name,
                 len(checked), source)
     scores = calibration_scores(
@@ -117,8 +123,8 @@ def recalibrate(
     model_dir = version_dir.parent
     staging = make_staging(model_dir)
     try:
-        _stage(files, staging, scores)
-        write_manifest = _manifest_writer(files, staging, source, len(scores), alpha)
+        _stage(files, staging, scores, grouping)
+        write_manifest = _manifest_writer(files, staging, source, len(scores), alpha, grouping)
         new_dir = publish(staging, model_dir, write_manifest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -129,21 +135,52 @@ def recalibrate(
     return Recalibrated(new_dir, version_dir.name, len(scores))
 
 
-def _stage(files: VersionFiles, staging: Path, scores: NDArray[np.float64]) -> None:
-    """Every listed file but the calibration, copied byte for byte; the new calibration."""
+def row_groups(
+    groups: Sequence[str], column: str, n_rows: int, alpha: float
+) -> tuple[GroupCalibration, NDArray[np.str_]]:
+    """The manifest's description of the rows' groups and the array to store; ExportError for
+    a count that differs from the rows or a group too small for alpha."""
+    if len(groups) != n_rows:
+        raise ExportError(f"{len(groups)} groups for {n_rows} rows; nothing was published")
+    array = groups_array([str(g) for g in groups])
+    try:
+        spec = GroupCalibration.of(column, array)
+    except ValidationError as err:
+        raise ExportError(f"group column {column!r} cannot be used: {validation_reason(err)}; "
+                          "nothing was published") from err
+    for name, size in zip(spec.groups, spec.sizes, strict=True):
+        problem = too_few_rows(size, alpha)
+        if problem:
+            raise ExportError(f"group {name!r}: {problem}; nothing was published")
+        warn_if_small(size, alpha)
+    return spec, array
+
+
+def _stage(
+    files: VersionFiles, staging: Path, scores: NDArray[np.float64],
+    grouping: tuple[GroupCalibration, NDArray[np.str_]] | None,
+) -> None:
+    """Every listed file but the calibration (and its groups), copied byte for byte; the new
+    calibration."""
     manifest = files.manifest
-    calibration_file = manifest.require_scoring().calibration.file
+    calibration = manifest.require_scoring().calibration
+    skipped = {calibration.file, MANIFEST_FILE}
+    if calibration.groups is not None:
+        skipped.add(calibration.groups.file)
     for name, digest in sorted(manifest.sha256.items()):
-        if name in (calibration_file, MANIFEST_FILE):
+        if name in skipped:
             continue
         shutil.copyfile(files.directory / name, staging / name)
         if sha256_file(staging / name) != digest:  # read_version verified the source just now
             raise ExportError(f"{name} changed while it was copied; nothing was published")
-    np.save(staging / calibration_file, scores, allow_pickle=False)
+    np.save(staging / calibration.file, scores, allow_pickle=False)
+    if grouping is not None:
+        np.save(staging / grouping[0].file, grouping[1], allow_pickle=False)
 
 
 def _manifest_writer(
-    files: VersionFiles, staging: Path, source: str, n_rows: int, alpha: float
+    files: VersionFiles, staging: Path, source: str, n_rows: int, alpha: float,
+    grouping: tuple[GroupCalibration, NDArray[np.str_]] | None,
 ) -> Callable[[str], None]:
     """The manifest writer publish calls with the claimed version: the source version's
     manifest with the new calibration, a recalibration note and every file's sha256."""
@@ -157,7 +194,8 @@ def _manifest_writer(
     def write_manifest(version: str) -> None:
         data = files.manifest.model_dump(mode="json")
         calibration = data["scoring"]["calibration"]
-        calibration.update(size=n_rows, split=split, default_alpha=alpha)
+        calibration.update(size=n_rows, split=split, default_alpha=alpha,
+                           groups=None if grouping is None else grouping[0].model_dump())
         provenance = data["provenance"]
         provenance["recalibrations"] = [*provenance.get("recalibrations", []), note]
         data.update(

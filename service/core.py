@@ -15,8 +15,10 @@ from numpy.typing import NDArray
 from latentwatch.bias.options import BiasOptions
 from latentwatch.errors import InvalidInput, NotReady, quote
 from latentwatch.repository.catalog import ModelInfo, ModelSummary, TensorInfo
+from latentwatch.repository.manifest_groups import calibration_groups
 from latentwatch.scoring.conformal import benjamini_hochberg, check_alpha, check_fdr
 from latentwatch.scoring.contract import check_finite_scores, validate_rows
+from latentwatch.scoring.mondrian import request_groups
 from latentwatch.scoring.results import FdrResult as FdrResult  # the one result family
 from latentwatch.scoring.results import ScoreResult
 from latentwatch.service import bias, explanations, generation
@@ -79,12 +81,13 @@ class ScoringCore:
         score_kind: str | None = None,
         explain: bool = False,
         explain_top_k: int = 0,
+        groups: Sequence[str] = (),
     ) -> ScoreResult:
         """Scores rows; with `explain`, each row's top features too (service/explanations.py),
         `explain_top_k` of them (0: the default)."""
         with self._serving(name, version).lease() as mv:
             top_k = explanations.explain_k(mv, explain_top_k) if explain else 0
-            return await self._score(mv, array, kinds, alpha, fdr, score_kind, top_k)
+            return await self._score(mv, array, kinds, alpha, fdr, score_kind, top_k, groups)
 
     async def _score(
         self,
@@ -95,6 +98,7 @@ class ScoringCore:
         fdr: float | None,
         score_kind: str | None,
         explain_top_k: int = 0,
+        groups: Sequence[str] = (),
     ) -> ScoreResult:
         pipeline = mv.pipeline
         calibration = mv.manifest.require_scoring().calibration
@@ -105,13 +109,19 @@ class ScoringCore:
         )
         level = None if fdr is None else check_fdr(fdr)
         rows = validate_rows(array, mv.contract)  # (N, F) float32
+        grouped, alpha = request_groups(groups, rows.shape[0], pipeline.group_calibration, alpha,
+                                        f"model {quote(mv.name)} version {quote(mv.version)}")
         part = await mv.scorer.submit(rows)  # the scorer's outputs for these rows
         scores, p = await mv.scoring.score(part, extra, kind)
         check_finite_scores(scores)  # the safety net: no NaN or inf leaves the service
+        if grouped is not None:  # Mondrian: each row against its group's calibration
+            p = grouped.p_values(kind, scores[kind])
         is_outlier = p <= alpha
         explained = await explanations.explain_rows(mv, part, explain_top_k) if (
             explain_top_k) else None
         mv.metrics.observe_outliers(kind, p, calibration.default_alpha, alpha)
+        mv.metrics.observe_served(p, calibration.size if grouped is None
+                                  else grouped.calibration_sizes)
         return ScoreResult(
             model_name=mv.name,
             model_version=mv.version,
@@ -124,6 +134,7 @@ class ScoringCore:
             scores={k: scores[k] for k in extra},
             fdr=None if level is None else benjamini_hochberg(p, level),
             explanations=explained,
+            group_conditional=grouped is not None,
         )
 
     async def encode(self, name: str, version: str, array: NDArray) -> EncodeResult:
@@ -210,6 +221,7 @@ class ScoringCore:
             manifest_json=mv.manifest_json,
             max_batch_rows=self._max_batch_rows,
             explains=mv.explain is not None and mv.decoding is not None,
+            **calibration_groups(m),
         )
 
     def _loaded(self) -> ModelRepository:

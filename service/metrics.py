@@ -2,7 +2,9 @@
 
 The hot path only touches plain counters and numpy bucket arrays with one writer, the event
 loop (request metrics, and score metrics once per batch from service/batch_scoring.py); a custom
-collector turns them into metric families when Prometheus scrapes. No locks, no per-row loops.
+collector turns them into metric families when Prometheus scrapes. No locks, no per-row loops:
+the exchangeability martingale, which must bet on each p-value in turn, queues the served
+p-values and bets on them when it is scraped (Exchangeability).
 
 Every histogram has fixed buckets, the same for every model, version and score kind, so panels
 can sum them across versions; the README's Metrics table lists them. The process's own metrics
@@ -30,6 +32,7 @@ from prometheus_client.core import (
 )
 
 from latentwatch.bias.accumulator import BiasReport
+from latentwatch.service.exchangeability import Exchangeability
 from latentwatch.service.metrics_http import HttpLimits, MetricsHttpServer
 
 log = logging.getLogger(__name__)
@@ -100,6 +103,13 @@ class VersionMetrics:
         self.queued_rows: Callable[[], int] = lambda: 0  # read at scrape time
         self.bias_rows = 0
         self.bias: BiasGauges | None = None
+        self.exchangeability = Exchangeability()
+
+    def observe_served(
+        self, p_values: NDArray[np.float64], calibration_rows: int | NDArray[np.int64]
+    ) -> None:
+        """One request's p-values, as returned, for the exchangeability martingale."""
+        self.exchangeability.observe(p_values, calibration_rows)
 
     def observe_scores(self, kind: str, scores: NDArray[np.float64]) -> None:
         histogram = self.score.get(kind)
@@ -278,6 +288,16 @@ class ServiceMetrics:
                 histogram.add_to(score, [*labels, kind])
             for kind, histogram in list(m.p_value.items()):
                 histogram.add_to(p_value, [*labels, kind])
+        exchangeability = GaugeMetricFamily(
+            "latentwatch_exchangeability_log10_martingale",
+            "log10 of a conformal test martingale (Simple Jumper, corrected for the finite "
+            "calibration) over the p-values Score served, over its running minimum: near 0 while "
+            "traffic is exchangeable with the calibration data; above 2 is evidence of drift "
+            "at odds of 100 to 1",
+            labels=mv,
+        )
+        for (model, version), m in list(self._versions.items()):
+            exchangeability.add_metric([model, version], m.exchangeability.log10_cusum())
         loaded = GaugeMetricFamily(
             "latentwatch_model_loaded", "1 loaded, 0 refused or failed", labels=mv
         )
@@ -288,7 +308,8 @@ class ServiceMetrics:
         )
         for (model, version), name in list(self._providers.items()):
             provider.add_metric([model, version], {"provider": name})
-        yield from (rows, outliers, at_request_alpha, queue, batch, score, p_value, loaded)
+        yield from (rows, outliers, at_request_alpha, queue, batch, score, p_value, exchangeability,
+                    loaded)
         yield provider
         yield from self._collect_bias()
 

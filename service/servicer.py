@@ -187,6 +187,7 @@ class LatentwatchServicer(pb_grpc.LatentwatchServicer):
             score_kind=request.score_kind or None,
             explain=request.explain,
             explain_top_k=request.explain_top_k,
+            groups=request.groups,
         )
         return score_response(result, request.request_id)
 

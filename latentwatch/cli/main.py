@@ -188,6 +188,10 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--id-column", default=None,
                    help="column passed through as the first CSV column `id` (default: `row`, "
                         "the row number)")
+    p.add_argument("--group-column", default=None,
+                   help="column (CSV/TSV/Parquet/Arrow) of each row's group: p-values against "
+                        "that group's calibration rows, for a version recalibrated with "
+                        "--group-column (default: none, marginal p-values)")
     p.add_argument("--timeout", type=arg_types.positive_float, default=10.0,
                    help="seconds for connecting and for each unary call (default: 10)")
     p.add_argument("--alpha", type=float, default=None,
@@ -261,6 +265,9 @@ def _add_recalibrate(sub: argparse._SubParsersAction) -> None:
                    help="use at most this many rows (default: all)")
     p.add_argument("--default-alpha", type=arg_types.fraction, default=None,
                    help="default alpha of the new version (default: the source version's)")
+    p.add_argument("--group-column", default=None,
+                   help="column of --data (CSV/TSV/Parquet/Arrow) of each row's group: the "
+                        "version keeps it, for group-conditional p-values (default: none)")
 
 
 def _add_sign(sub: argparse._SubParsersAction) -> None:

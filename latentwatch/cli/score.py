@@ -2,14 +2,16 @@
 
 One CSV row per input row, in input order: `row` (or `id`, with --id-column), `score`, every
 other score kind of the model, `p_value`, `outlier_probability`, `is_outlier` and, with --fdr,
-`fdr_is_outlier`. The file is read in chunks (latentwatch.data.open_table) and streamed with
-flow control and retries (latentwatch.client.streaming); rows are written as their scores
-arrive, so memory does not grow with the file. With --fdr the Benjamini-Hochberg decision
-covers every row of the file: each distinct p-value is counted as it arrives (a conformal
-p-value takes at most calibration size + 1 values, latentwatch.scoring.conformal.PValueTally),
-the exact threshold comes from those counts, and a second pass over the written CSV adds the
-column. The summary's score quantiles are exact up to a million rows and from a
-strided sample of about a million beyond.
+`fdr_is_outlier`. With --group-column, that column is each row's group (not a feature) and the
+p-values are against the group's calibration rows. The file is read in chunks
+(latentwatch.data.open_table) and streamed with flow control and retries
+(latentwatch.client.streaming); rows are written as their scores arrive, so memory does not
+grow with the file. With --fdr the Benjamini-Hochberg decision covers every row of the file:
+each distinct p-value is counted as it arrives (a conformal p-value takes at most calibration
+size + 1 values, latentwatch.scoring.conformal.PValueTally), the exact threshold comes from
+those counts, and a second pass over the written CSV adds the column. The summary's score
+quantiles are exact up to a million rows and from a strided sample of about a million
+beyond.
 """
 
 from __future__ import annotations
@@ -114,7 +116,8 @@ def _chunks(table: Table, args: argparse.Namespace, order: NDArray | None,
 
 
 def _score_to(partial: TextIO, p_values: PValueTally | None, client: LatentwatchClient,
-              args: argparse.Namespace, table: Table) -> tuple[_Summary, float]:
+              args: argparse.Namespace, table: Table, groups: Table | None
+              ) -> tuple[_Summary, float]:
     order = column_order(table.names, feature_names(client.get_model(args.model, args.version)),
                          args.data)
     ids: deque[list[str] | None] = deque()
@@ -125,6 +128,7 @@ def _score_to(partial: TextIO, p_values: PValueTally | None, client: Latentwatch
     stream = client.score_stream(
         args.model, _chunks(table, args, order, ids), version=args.version, kinds=("*",),
         alpha=args.alpha, score_kind=args.score_kind,
+        groups=None if groups is None else (c.ids or [] for c in groups.chunks(args.batch_rows)),
     )
     for part in stream:
         chunk_ids = ids.popleft()
@@ -196,6 +200,29 @@ def _selected(columns: str | None) -> list[str] | None:
     return names
 
 
+def _tables(args: argparse.Namespace) -> tuple[Table, Table | None]:
+    """The feature table and, with --group-column, a table whose row labels are the groups
+    (read in step with the features, chunk for chunk)."""
+    columns = _selected(args.columns)
+    if args.group_column is None:
+        return open_table(args.data, delimiter=args.delimiter, columns=columns,
+                          id_column=args.id_column), None
+    # Opened once without columns: its features are every column but the group column.
+    everything = open_table(args.data, delimiter=args.delimiter, id_column=args.group_column)
+    if everything.names is None:
+        raise DataError(f"{args.data}: --group-column needs a header naming the columns")
+    if columns is None:
+        columns = [n for n in everything.names if n != args.id_column]
+    if args.group_column in columns or args.group_column == args.id_column:
+        raise DataError(f"{args.data}: the group column {args.group_column!r} cannot also be a "
+                        "feature or the id column")
+    table = open_table(args.data, delimiter=args.delimiter, columns=columns,
+                       id_column=args.id_column)
+    groups = open_table(args.data, delimiter=args.delimiter, columns=columns[:1],
+                        id_column=args.group_column)
+    return table, groups
+
+
 def run(args: argparse.Namespace) -> None:
     if args.batch_rows < 1:
         raise InvalidInput(f"--batch-rows must be at least 1, got {args.batch_rows}")
@@ -204,8 +231,7 @@ def run(args: argparse.Namespace) -> None:
     if args.fdr is not None:
         # Checked before the data travels, rather than after.
         benjamini_hochberg(np.zeros(0), args.fdr)
-    table = open_table(args.data, delimiter=args.delimiter, columns=_selected(args.columns),
-                       id_column=args.id_column)
+    table, groups = _tables(args)
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
@@ -222,7 +248,7 @@ def run(args: argparse.Namespace) -> None:
             client.connect()
             client.wait_ready(max(args.timeout, READY_TIMEOUT_S))
             with partial.open("w", newline="") as f:
-                summary, elapsed_s = _score_to(f, tally, client, args, table)
+                summary, elapsed_s = _score_to(f, tally, client, args, table, groups)
         if summary.first is None:
             raise InvalidInput(f"{args.data}: no rows to score")
         fdr = None

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from types import TracebackType
 from typing import Any
@@ -36,6 +36,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from numpy.typing import NDArray
 
 from latentwatch.bias.accumulator import BiasReport
+from latentwatch.client.bias_calls import BiasCalls
 from latentwatch.client.channel import (
     KEEPALIVE_S,
     ChannelPool,
@@ -53,13 +54,6 @@ from latentwatch.protos import latentwatch_pb2_grpc as pb_grpc
 from latentwatch.repository.catalog import ModelInfo, ModelSummary, TensorInfo
 from latentwatch.scoring.conformal import benjamini_hochberg
 from latentwatch.scoring.results import FdrResult, ScoreResult
-from latentwatch.wire.bias import (
-    BIAS_CHUNK_ROWS,
-    bias_requests,
-    options_to_proto,
-    report_from_response,
-    row_labels,
-)
 from latentwatch.wire.generate import Generated, Traversal
 from latentwatch.wire.score import (
     latents_from_response,
@@ -96,7 +90,7 @@ def _short(details: str) -> str:
     return last or details
 
 
-class LatentwatchClient(GenerativeCalls):
+class LatentwatchClient(GenerativeCalls, BiasCalls):
     """A synchronous client over one gRPC channel per target; safe to share across threads.
 
     `target`: a gRPC target ("host:50051", "dns:///name:50051", "ipv4:10.0.0.1:50051,...") or
@@ -225,13 +219,16 @@ class LatentwatchClient(GenerativeCalls):
         score_kind: str = "",
         explain: bool = False,
         explain_top_k: int = 0,
+        groups: Sequence[object] | None = None,
     ) -> ScoreResult:
         """Scores rows (N, F) or images (N, H, W) of any numeric dtype.
 
         `score_kind` picks the kind that `score`, the p-values and the decisions use (default:
         the model's). `kinds` names extra kinds to return in `scores` ("*" for all). `alpha`
         sets the false-alarm rate of `is_outlier` (default: the model's). With `fdr`,
-        `result.fdr` holds the Benjamini-Hochberg decision over all N rows.
+        `result.fdr` holds the Benjamini-Hochberg decision over all N rows. `groups` (N, str()
+        of each) gives each row's group for group-conditional p-values (a version recalibrated
+        with a group column: ModelInfo.calibration_groups).
 
         With `batch_rows`, rows travel in chunks of that size over one ScoreStream and results
         are concatenated in order. The BH decision is then recomputed here over the p-values of
@@ -242,16 +239,20 @@ class LatentwatchClient(GenerativeCalls):
         rows = self._named_rows(X, model, version)
         if batch_rows is not None and batch_rows < 1:
             raise InvalidInput(f"batch_rows must be at least 1, got {batch_rows}")
+        labels = [str(g) for g in groups] if groups is not None else []
         if batch_rows is None or rows.shape[0] <= batch_rows:
             request = score_request(model, rows, version, kinds, alpha, fdr, score_kind,
-                                    explain_top_k=explain_top_k if explain else None)
+                                    explain_top_k=explain_top_k if explain else None,
+                                    groups=labels)
             response = self._unary("Score", request)
             return result_from_response(response, rows.shape[0])
-        chunks = (rows[i : i + batch_rows] for i in range(0, rows.shape[0], batch_rows))
+        starts = range(0, rows.shape[0], batch_rows)
         parts = list(
             self.score_stream(
-                model, chunks, version=version, kinds=kinds, alpha=alpha, fdr=fdr,
-                score_kind=score_kind, explain=explain, explain_top_k=explain_top_k,
+                model, (rows[i : i + batch_rows] for i in starts), version=version, kinds=kinds,
+                alpha=alpha, fdr=fdr, score_kind=score_kind, explain=explain,
+                explain_top_k=explain_top_k,
+                groups=None if groups is None else (labels[i : i + batch_rows] for i in starts),
             )
         )
         combined = ScoreResult.concat(parts)
@@ -271,6 +272,7 @@ class LatentwatchClient(GenerativeCalls):
         score_kind: str = "",
         explain: bool = False,
         explain_top_k: int = 0,
+        groups: Iterable[Sequence[object]] | None = None,
     ) -> Iterator[ScoreResult]:
         """Scores each batch over one ScoreStream, yielding one result per batch, in order.
 
@@ -278,11 +280,19 @@ class LatentwatchClient(GenerativeCalls):
         flight, so a generator over a large file streams in bounded memory whatever the
         server's queue limit; unanswered batches are retried on RESOURCE_EXHAUSTED and
         UNAVAILABLE. With `fdr`, each result's BH decision covers that batch only. DataFrame
-        batches are put in the model's column order by name.
+        batches are put in the model's column order by name. `groups` yields each batch's
+        row groups, batch by batch (see `score`).
         """
         info: list[ModelInfo] = []
+        group_batches = None if groups is None else iter(groups)
+        groups_of: dict[int, list[str]] = {}  # batch index -> its groups, until answered
 
         def rows_of(index: int, batch: NDArray) -> NDArray:
+            if group_batches is not None:
+                labels = next(group_batches, None)
+                if labels is None:
+                    raise InvalidInput(f"groups: none for batch {index}; give one per batch")
+                groups_of[index] = [str(g) for g in labels]
             raw, names = frame_rows(batch, what=f"batch {index}")
             rows = as_rows(raw, what=f"batch {index}")
             if names is None:
@@ -293,9 +303,10 @@ class LatentwatchClient(GenerativeCalls):
 
         def make(index: int, rows: NDArray) -> pb.ScoreRequest:
             return score_request(model, rows, version, kinds, alpha, fdr, score_kind, str(index),
-                                 explain_top_k if explain else None)
+                                 explain_top_k=explain_top_k if explain else None,
+                                 groups=groups_of.get(index, ()))
 
-        yield from score_chunks(
+        results = score_chunks(
             lambda requests: self._stub.ScoreStream(requests),
             (rows_of(i, b) for i, b in enumerate(batches)),
             make,
@@ -303,6 +314,9 @@ class LatentwatchClient(GenerativeCalls):
             self.target,
             Retrier(self.stream_policy),
         )
+        for index, result in enumerate(results):
+            groups_of.pop(index, None)
+            yield result
 
     def _unary(self, method: str, request: object) -> Any:
         """The unary RPC `method` (e.g. "Score") with the client's deadline and retries, each
@@ -327,65 +341,6 @@ class LatentwatchClient(GenerativeCalls):
         request = pb.EncodeRequest(model_name=model, model_version=version, input=to_tensor(rows))
         response = self._unary("Encode", request)
         return latents_from_response(response)
-
-    def bias_report(
-        self,
-        model: str,
-        X: NDArray,
-        *,
-        version: str = "",
-        ids: Sequence[object] | None = None,
-        groups: Mapping[str, Sequence[object]] | None = None,
-        bins: int | None = None,
-        alpha: float | None = None,
-        mode: str | None = None,
-        top_k: int | None = None,
-        sparse_fraction: float | None = None,
-        n_decoded: int | None = None,
-        significance_level: float | None = None,
-        density: str | None = None,
-        chunk_rows: int = BIAS_CHUNK_ROWS,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> BiasReport:
-        """Latent-density bias report over rows (N, F) or images, streamed in chunks.
-
-        `ids` (N, str() of each) name the rows in `report.id_of`; `groups` maps a column name to
-        N labels (str() of each) for per-group statistics. Options left None take the server's
-        defaults (see latentwatch.bias.options). `progress(rows_sent, total)` follows the upload.
-        """
-        rows = self._named_rows(X, model, version)
-        n = rows.shape[0]
-        if chunk_rows < 1:
-            raise InvalidInput(f"chunk_rows must be at least 1, got {chunk_rows}")
-        id_list, columns = row_labels(n, ids, groups)
-        options = options_to_proto(
-            bins=bins, alpha=alpha, mode=mode, top_k=top_k, sparse_fraction=sparse_fraction,
-            n_decoded=n_decoded, significance_level=significance_level, density=density,
-        )
-        # An exception inside the request iterator reaches us only as CANCELLED; keep it.
-        failures: list[Exception] = []
-
-        def requests() -> Iterator[pb.BiasReportRequest]:
-            try:
-                yield from bias_requests(
-                    model, rows, version=version, ids=id_list, groups=columns, options=options,
-                    chunk_rows=chunk_rows, progress=progress,
-                )
-            except Exception as err:
-                failures.append(err)
-                raise
-
-        def attempt(_: float | None) -> pb.BiasReportResponse:
-            # The rows are in memory, so a refused report is sent again from its first chunk.
-            try:
-                return self._stub.BiasReport(requests())
-            except grpc.RpcError as err:
-                if failures:
-                    raise failures[0] from err
-                raise
-
-        response = self._retrier.call("BiasReport", attempt, None, self.target)
-        return report_from_response(response, id_list)
 
     def list_models(self) -> list[ModelSummary]:
         response = self._unary("ListModels", pb.ListModelsRequest())

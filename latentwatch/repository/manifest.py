@@ -54,6 +54,7 @@ from latentwatch.repository.manifest_fields import (
     _Strict,
     _version_name,
 )
+from latentwatch.repository.manifest_groups import GroupCalibration
 from latentwatch.repository.manifest_selection import SelectionSpec, check_selection
 from latentwatch.repository.manifest_v1 import is_v1, upgrade_v1
 from latentwatch.scoring.preprocessing import Preprocessing
@@ -134,6 +135,8 @@ class Calibration(_Strict):
     score_kinds: list[TensorName] = Field(min_length=1, max_length=64)
     default_alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
     split: str  # how the held-out split was made, in words (fraction, seed)
+    # Each row's group, for group-conditional p-values; None: marginal p-values only.
+    groups: GroupCalibration | None = None
 
 
 class SecondStageSpec(_Strict):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,6 +30,7 @@ from latentwatch.repository.files import (
 )
 from latentwatch.repository.layout import EXPLAIN_FILE, MANIFEST_FILE, SIGNATURE_FILE
 from latentwatch.repository.manifest import Manifest, verify_files
+from latentwatch.repository.manifest_groups import split_by_group
 from latentwatch.repository.signing import MAX_SIGNATURE_BYTES, TrustedKeys, check_signature
 from latentwatch.scoring.explain import ExplainStats
 from latentwatch.scoring.pipeline import ScoringPipeline
@@ -65,12 +66,15 @@ class VersionFiles:
     reference: LatentReference | None  # the training latent summary for bias-report drift
     signed_by: str | None = None  # the trusted key id whose signature verified
     explain: ExplainStats | None = None  # explain.npz; None: the version does not explain
+    # group -> kind -> ascending calibration scores; empty without a group column.
+    group_calibration: dict[str, dict[str, NDArray[np.float64]]] = field(default_factory=dict)
 
     def graph_path(self, graph: str) -> Path:
         return self.directory / self.manifest.graphs[graph].file
 
     def pipeline(self) -> ScoringPipeline:
-        return ScoringPipeline.from_manifest(self.manifest, self.calibration, self.second_stage)
+        return ScoringPipeline.from_manifest(self.manifest, self.calibration, self.second_stage,
+                                             self.group_calibration)
 
 
 def read_version(
@@ -79,11 +83,14 @@ def read_version(
     """Reads and verifies `version_dir` as model `name` version `version`."""
     policy = policy or ReadPolicy()
     manifest, manifest_json, signed_by = read_manifest(name, version, version_dir, policy)
+    calibration, group_calibration = read_calibration(version_dir, manifest,
+                                                      policy.max_file_bytes)
     return VersionFiles(
         directory=version_dir,
         manifest=manifest,
         manifest_json=manifest_json,
-        calibration=read_calibration(version_dir, manifest, policy.max_file_bytes),
+        calibration=calibration,
+        group_calibration=group_calibration,
         reference=read_reference(version_dir, manifest, policy.max_file_bytes),
         second_stage=read_second_stage(version_dir, manifest, policy.max_file_bytes),
         signed_by=signed_by,
@@ -116,6 +123,8 @@ def read_manifest(
     used = [g.file for g in manifest.graphs.values() if g.file]
     if manifest.scoring is not None:
         used.append(manifest.scoring.calibration.file)
+        if manifest.scoring.calibration.groups is not None:
+            used.append(manifest.scoring.calibration.groups.file)
         if manifest.scoring.second_stage is not None:
             used.append(manifest.scoring.second_stage.file)
     if manifest.reference is not None:
@@ -169,28 +178,44 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 def read_calibration(
     version_dir: Path, manifest: Manifest, max_bytes: int = DEFAULT_MAX_FILE_BYTES
-) -> dict[str, NDArray[np.float64]]:
+) -> tuple[dict[str, NDArray[np.float64]], dict[str, dict[str, NDArray[np.float64]]]]:
+    """(kind -> ascending calibration scores, group -> kind -> that group's, empty without a
+    group column)."""
     if manifest.scoring is None:
-        return {}
+        return {}, {}
     spec = manifest.scoring.calibration
-    expected = (spec.size, len(spec.score_kinds))
-    with open_version_file(version_dir, spec.file, max_bytes) as f:
+    scores = _read_npy(version_dir, spec.file, (spec.size, len(spec.score_kinds)), "f",
+                       max_bytes)
+    if not np.isfinite(scores).all():
+        raise VersionRefused(f"{spec.file} holds NaN or infinite scores")
+    by_group = {}
+    if spec.groups is not None:
+        groups = _read_npy(version_dir, spec.groups.file, (spec.size,), "U", max_bytes)
+        by_group = split_by_group(spec.groups, scores, groups, spec.score_kinds)
+    columns = np.sort(scores.astype(np.float64), axis=0)  # sorted once, searched per batch
+    marginal = {kind: np.ascontiguousarray(columns[:, i])
+                for i, kind in enumerate(spec.score_kinds)}
+    return marginal, by_group
+
+
+def _read_npy(
+    version_dir: Path, name: str, shape: tuple[int, ...], dtype_kind: str, max_bytes: int
+) -> NDArray:
+    """An .npy file of the version of `shape` and dtype kind ("f": float, "U": unicode)."""
+    with open_version_file(version_dir, name, max_bytes) as f:
         # The header first: the shape it declares is checked before an array is allocated.
-        shape, dtype = _npy_header(f, spec.file)
-        if shape != expected or dtype.kind != "f":
+        found, dtype = _npy_header(f, name)
+        if found != shape or dtype.kind != dtype_kind:
+            promised = "float64" if dtype_kind == "f" else "unicode strings"
             raise VersionRefused(
-                f"{spec.file} holds {list(shape)} {dtype}; the manifest promises "
-                f"{list(expected)} float64"
+                f"{name} holds {list(found)} {dtype}; the manifest promises {list(shape)} "
+                f"{promised}"
             )
         f.seek(0)
         try:
-            scores = np.load(f, allow_pickle=False)
+            return np.load(f, allow_pickle=False)
         except (OSError, ValueError, EOFError) as err:
-            raise VersionRefused(f"{spec.file} cannot be read: {_one_line(err)}") from err
-    if not np.isfinite(scores).all():
-        raise VersionRefused(f"{spec.file} holds NaN or infinite scores")
-    columns = np.sort(scores.astype(np.float64), axis=0)  # sorted once, searched per batch
-    return {kind: np.ascontiguousarray(columns[:, i]) for i, kind in enumerate(spec.score_kinds)}
+            raise VersionRefused(f"{name} cannot be read: {_one_line(err)}") from err
 
 
 def _npy_header(f: BinaryIO, name: str) -> tuple[tuple[int, ...], np.dtype]:

@@ -59,7 +59,7 @@ class KnnIndex:
         depth = int(np.clip(np.floor(np.log2(max(n_rows / MIN_BLOCK_ROWS, 1.0))), 0, MAX_DEPTH))
         blocks = _kd_blocks(ref, np.arange(n_rows), depth)
         width = max(len(b) for b in blocks)
-        order = np.full((len(blocks), width), -1, dtype=np.int64)
+        order: NDArray[np.int64] = np.full((len(blocks), width), -1, dtype=np.int64)
         for i, block in enumerate(blocks):
             order[i, : len(block)] = block
         order = order.reshape(-1)

@@ -35,6 +35,11 @@ class ScoringPipeline:
     # kind -> ascending calibration scores; empty while calibrating (export).
     calibration: Mapping[str, NDArray[np.float64]] = field(default_factory=dict)
     default_kind: str = ""  # "" while calibrating: no default yet
+    # group -> kind -> ascending calibration scores (latentwatch.scoring.mondrian); empty
+    # without a group column.
+    group_calibration: Mapping[str, Mapping[str, NDArray[np.float64]]] = field(
+        default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         if self.second_stage is not None and self.preprocessing is None:
@@ -46,6 +51,7 @@ class ScoringPipeline:
         manifest: Manifest,
         calibration: Mapping[str, NDArray[np.float64]],
         second_stage: SecondStage | None,
+        group_calibration: Mapping[str, Mapping[str, NDArray[np.float64]]] | None = None,
     ) -> ScoringPipeline:
         scoring = manifest.scoring  # None: a version that does not score, no kinds
         return cls(
@@ -54,6 +60,7 @@ class ScoringPipeline:
             second_stage=second_stage,
             calibration=calibration,
             default_kind=scoring.default_score_kind if scoring is not None else "",
+            group_calibration=group_calibration or {},
         )
 
     @property

@@ -47,6 +47,8 @@ class ScoreResult:
     fdr: FdrResult | None = None
     # Per row, its top features, when explanations were asked for (scoring/explain.py).
     explanations: Explanations | None = None
+    # True when each row's p-value is against its own group's calibration (Mondrian).
+    group_conditional: bool = False
 
     def __len__(self) -> int:
         return int(self.score.shape[0])
@@ -59,11 +61,13 @@ class ScoreResult:
             raise ValueError("nothing to concatenate")
         first = parts[0]
         for part in parts[1:]:
-            same = (part.model_name, part.model_version, part.score_kind, part.alpha)
-            if same != (first.model_name, first.model_version, first.score_kind, first.alpha):
+            same = (part.model_name, part.model_version, part.score_kind, part.alpha,
+                    part.group_conditional)
+            if same != (first.model_name, first.model_version, first.score_kind, first.alpha,
+                        first.group_conditional):
                 raise LatentwatchError(
-                    f"results differ in model, version, score kind or alpha: {same} vs "
-                    f"{(first.model_name, first.model_version, first.score_kind, first.alpha)}"
+                    f"results differ in model, version, score kind, alpha or grouping: {same} "
+                    f"vs {(first.model_name, first.model_version, first.score_kind, first.alpha)}"
                 )
         return cls(
             model_name=first.model_name,
@@ -77,4 +81,5 @@ class ScoreResult:
             scores={k: np.concatenate([p.scores[k] for p in parts]) for k in first.scores},
             explanations=Explanations.concat([p.explanations for p in parts if p.explanations])
             if all(p.explanations is not None for p in parts) else None,
+            group_conditional=first.group_conditional,
         )

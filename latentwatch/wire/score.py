@@ -33,6 +33,7 @@ def score_request(
     score_kind: str,
     request_id: str = "",
     explain_top_k: int | None = None,
+    groups: Sequence[str] = (),
 ) -> pb.ScoreRequest:
     """`explain_top_k`: None asks for no explanations, 0 for the server's default k."""
     request = pb.ScoreRequest(
@@ -44,6 +45,7 @@ def score_request(
         score_kind=score_kind,
         explain=explain_top_k is not None,
         explain_top_k=explain_top_k or 0,
+        groups=[str(g) for g in groups],
     )
     if alpha is not None:
         request.alpha = alpha
@@ -70,6 +72,7 @@ def score_response(result: ScoreResult, request_id: str) -> pb.ScoreResponse:
         outlier_probability=result.outlier_probability.tolist(),
         is_outlier=result.is_outlier.tolist(),
         scores=[pb.ScoreColumn(kind=k, values=v.tolist()) for k, v in result.scores.items()],
+        group_conditional=result.group_conditional,
     )
     if result.explanations is not None:
         response.explanations.extend(explanation_messages(result.explanations))
@@ -109,6 +112,7 @@ def result_from_response(response: pb.ScoreResponse, n_rows: int) -> ScoreResult
         scores={c.kind: np.array(c.values, dtype=np.float64) for c in response.scores},
         fdr=fdr,
         explanations=explanations_from_messages(response.explanations, n_rows),
+        group_conditional=response.group_conditional,
     )
 
 
@@ -199,6 +203,8 @@ def model_info_message(d: ModelInfo) -> pb.ModelInfo:
         manifest_json=d.manifest_json,
         max_batch_rows=d.max_batch_rows,
         explains=d.explains,
+        calibration_group_column=d.calibration_group_column,
+        calibration_groups=d.calibration_groups,
     )
 
 
@@ -220,6 +226,8 @@ def model_info_from_message(info: pb.ModelInfo) -> ModelInfo:
         max_batch_rows=int(info.max_batch_rows),
         manifest_json=info.manifest_json,
         explains=info.explains,
+        calibration_group_column=info.calibration_group_column,
+        calibration_groups=tuple(info.calibration_groups),
     )
 
 
