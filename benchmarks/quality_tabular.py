@@ -129,25 +129,25 @@ def run_tabular(
     files: Sequence[Path], settings: Settings, work: Path, emit: Callable[[str], None],
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Every set and seed; `checkpoint` gets the results so far after each set (a long run
-    that is stopped keeps what it measured)."""
+    """Every set and seed, seed by seed (every set's first seed, then every set's second, ...),
+    so that a long run stopped early has measured every set; `checkpoint` gets the results so
+    far after each set and seed."""
     datasets: dict[str, dict[str, Any]] = {}
     halves = half_of(f.stem for f in sorted(files[0].parent.glob("*.npz"))) if files else {}
-    for path in files:
-        X, y = load_tabular(path)
-        name = path.stem
-        seeds = []
-        for seed in settings.seeds:
+    for seed in settings.seeds:
+        for path in files:
+            X, y = load_tabular(path)
+            name = path.stem
             entry = run_tabular_seed(X, y, seed, settings, work, name)
-            seeds.append(entry)
             emit(_progress_line(name, entry))
-        datasets[name] = {
-            "file": path.name, "half": halves.get(name), "n_rows": int(X.shape[0]),
-            "n_features": int(X.shape[1]), "n_anomalies": int((y != 0).sum()), "seeds": seeds,
-            "mean": summarize_seeds(seeds),
-        }
-        if checkpoint is not None:
-            checkpoint(summarize_tabular(datasets))
+            d = datasets.setdefault(name, {
+                "file": path.name, "half": halves.get(name), "n_rows": int(X.shape[0]),
+                "n_features": int(X.shape[1]), "n_anomalies": int((y != 0).sum()), "seeds": [],
+            })
+            d["seeds"].append(entry)
+            d["mean"] = summarize_seeds(d["seeds"])
+            if checkpoint is not None:
+                checkpoint(summarize_tabular(datasets))
     return summarize_tabular(datasets)
 
 
