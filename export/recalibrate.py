@@ -28,10 +28,11 @@ from latentwatch.data.columns import column_order
 from latentwatch.errors import LatentwatchError
 from latentwatch.export.calibration import calibration_scores, too_few_rows, warn_if_small
 from latentwatch.export.errors import ExportError
+from latentwatch.export.explain_fit import write_explain
 from latentwatch.export.publish import make_staging, publish
 from latentwatch.export.sessions import cpu_session
 from latentwatch.export.triton import write_triton_config
-from latentwatch.repository.layout import MANIFEST_FILE, version_dirs
+from latentwatch.repository.layout import EXPLAIN_FILE, MANIFEST_FILE, version_dirs
 from latentwatch.repository.manifest import Manifest, sha256_file
 from latentwatch.repository.reader import VersionFiles, read_version
 from latentwatch.scoring.contract import InputContract, validate_rows
@@ -117,7 +118,7 @@ def recalibrate(
     model_dir = version_dir.parent
     staging = make_staging(model_dir)
     try:
-        _stage(files, staging, scores)
+        _stage(files, staging, scores, checked)
         write_manifest = _manifest_writer(files, staging, source, len(scores), alpha)
         new_dir = publish(staging, model_dir, write_manifest)
     except BaseException:
@@ -129,17 +130,25 @@ def recalibrate(
     return Recalibrated(new_dir, version_dir.name, len(scores))
 
 
-def _stage(files: VersionFiles, staging: Path, scores: NDArray[np.float64]) -> None:
-    """Every listed file but the calibration, copied byte for byte; the new calibration."""
+def _stage(
+    files: VersionFiles, staging: Path, scores: NDArray[np.float64], rows: NDArray[np.float32]
+) -> None:
+    """Every listed file but the calibration (and explain.npz), copied byte for byte; the new
+    calibration, and the explanation statistics of the new rows."""
     manifest = files.manifest
     calibration_file = manifest.require_scoring().calibration.file
     for name, digest in sorted(manifest.sha256.items()):
-        if name in (calibration_file, MANIFEST_FILE):
+        if name in (calibration_file, MANIFEST_FILE) or (
+            name == EXPLAIN_FILE and files.explain is not None
+        ):
             continue
         shutil.copyfile(files.directory / name, staging / name)
         if sha256_file(staging / name) != digest:  # read_version verified the source just now
             raise ExportError(f"{name} changed while it was copied; nothing was published")
     np.save(staging / calibration_file, scores, allow_pickle=False)
+    if files.explain is not None:
+        write_explain(files.directory, rows, manifest.input.preprocessing,
+                      files.explain.statistic, staging)
 
 
 def _manifest_writer(
