@@ -18,6 +18,7 @@ from latentwatch.service.repository import ModelVersion
 
 def explain_stats(mv: ModelVersion) -> ExplainStats:
     """The version's statistics; FailedPrecondition when it has none."""
+    mv.pipeline  # noqa: B018  InvalidInput, naming its capabilities, for a version that cannot score
     if mv.explain is None or mv.decoding is None:
         raise FailedPrecondition(
             f"model {quote(mv.name)} version {quote(mv.version)} cannot explain rows: it was "
