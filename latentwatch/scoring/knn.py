@@ -154,8 +154,9 @@ class KnnIndex:
                 np.matmul(self.weights, aug[start:stop].T, out=products)  # (R', b)
                 by_run = products.reshape(run, runs, stop - start)  # run r: columns r + runs i
                 minima = by_run.min(axis=0)  # (runs, b)
-                # fewer runs than k: the k-th of every column
-                m = np.partition(minima if runs >= k else products, k - 1, axis=0)[k - 1]
+                # (b, runs) rows partition faster; fewer runs than k: the k-th of every column
+                m = np.partition((minima if runs >= k else products).T.copy(), k - 1,
+                                 axis=1)[:, k - 1]
                 g = margin[start:stop]
                 limit = (m + 21.0 * g) / (1.0 - 10.0 * self.rounding) + g  # (b,)
                 runs_hit, rows_hit = np.nonzero(minima <= limit)
