@@ -36,7 +36,10 @@ of this size runs many times slower.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -49,6 +52,9 @@ _EPS32 = float(np.finfo(np.float32).eps)
 _PAD_SQ = 1e38  # |y|^2 of padding rows (R rounded up to a multiple of RUNS): never a candidate
 _FLOAT32_SAFE_SQ = 1e30  # larger |x|^2 (or non-finite) rows take the float64 search
 _BLAS = ThreadpoolController()
+_blas_lock = threading.Lock()
+_blas_users = 0  # threads searching now; the first sets one BLAS thread, the last restores
+_blas_limiter: Any = None
 
 Candidates = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]  # query, row, d2
 
@@ -147,7 +153,7 @@ class KnnIndex:
         aug[:, :dim] = q
         step = max(1, min(n, BLOCK_VALUES // columns))
         found_rows, found_cols = [], []
-        with _BLAS.limit(limits=1, user_api="blas"):
+        with _one_blas_thread():
             for start in range(0, n, step):
                 stop = min(start + step, n)
                 products = self._products(columns, stop - start)
@@ -185,6 +191,25 @@ class KnnIndex:
         d2 = np.stack([((self.reference - row) ** 2).sum(axis=1) for row in q])  # (b, R)
         n, n_ref = d2.shape
         return (np.repeat(np.arange(n), n_ref), np.tile(np.arange(n_ref), n), d2.reshape(-1))
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """BLAS on one thread while any thread searches. OpenBLAS's pool is process-wide, so the
+    limit is counted: searches in two threads at once must not restore it under each other."""
+    global _blas_users, _blas_limiter
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limiter = _BLAS.limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
 
 
 def _top_k(

@@ -143,3 +143,26 @@ def test_rows_far_from_the_origin_where_float32_products_cannot_rank_them() -> N
     want_index, want_distance = oracle(reference, queries, 5)
     np.testing.assert_array_equal(got_index, want_index)
     np.testing.assert_allclose(got_distance, want_distance, rtol=1e-12)
+
+
+def test_searches_in_several_threads_leave_blas_as_they_found_it() -> None:
+    """One BLAS thread while any search runs; afterwards the threads BLAS had before, however
+    the searches of concurrent threads interleave."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import ThreadpoolController
+
+    def blas_threads() -> list[int]:
+        return [lib["num_threads"] for lib in ThreadpoolController().info()
+                if lib["user_api"] == "blas"]
+
+    before = blas_threads()
+    rng = np.random.default_rng(5)
+    index = KnnIndex.build(rng.normal(size=(2000, 7)).astype(np.float32))
+    queries = rng.normal(size=(64, 7)).astype(np.float32)
+    want = index.mean_distance(queries, 5)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: index.mean_distance(queries, 5), range(40)))
+    for got in results:
+        np.testing.assert_array_equal(got, want)
+    assert blas_threads() == before
