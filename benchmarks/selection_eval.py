@@ -30,6 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality_metrics import detection_metrics  # noqa: E402
 from quality_split import clean_train_split, load_tabular  # noqa: E402
 
+from latentwatch.export.selection import (  # noqa: E402
+    DECIDING_GENERATORS,
+    DEFAULT_MARGIN,
+    GENERATORS,
+)
+
 logger = logging.getLogger("selection_eval")
 
 DEFAULT_SETS = ("Cardiotocography", "shuttle", "WPBC", "landsat", "vertebral",
@@ -97,6 +103,34 @@ def evaluate(path: Path, seed: int, work: Path, epochs: int | None) -> dict[str,
     return entry
 
 
+def rule_outcome(entry: dict[str, Any], generators: tuple[str, ...], margin: float) -> float:
+    """Test AUROC of the candidate a rule (mean over `generators`, `margin`) picks; the fixed
+    default's where the set had too few validation rows to choose."""
+    evidence = entry["selection"]["candidates"]
+    if not evidence:
+        return float(entry["fixed"]["auroc"])
+    means = {c["name"]: float(np.mean([c["auroc"][g] for g in generators])) for c in evidence}
+    names = list(means)  # the plan first
+    best = max(names, key=lambda n: means[n])
+    chosen = best if means[best] > means[names[0]] + margin else names[0]
+    return float(entry["test_auroc_by_candidate"][chosen])
+
+
+# What-if rules over the recorded evidence (export makes every generator's outliers, so each is
+# exact): deciding generators and margin. The export's default was picked among them on the
+# selection half.
+RULES: dict[str, tuple[tuple[str, ...], float]] = {
+    "export default": (DECIDING_GENERATORS, DEFAULT_MARGIN),
+    "first design, three": (("interpolation", "local_perturbation", "marginal_shuffle"),
+                            DEFAULT_MARGIN),
+    "interpolation+shuffle": (("interpolation", "marginal_shuffle"), DEFAULT_MARGIN),
+    "neighbour_extrapolation": (("neighbour_extrapolation",), DEFAULT_MARGIN),
+    "interpolation+neighbour": (("interpolation", "neighbour_extrapolation"), DEFAULT_MARGIN),
+    "all four": (GENERATORS, DEFAULT_MARGIN),
+    "interpolation, margin 0.03": (("interpolation",), 0.03),
+}
+
+
 def summarize(results: dict[str, list[dict[str, Any]]], report: set[str]) -> dict[str, Any]:
     def mean_of(names: list[str], key: str) -> float:
         values = [np.mean([s[key]["auroc"] for s in results[n]]) for n in names]
@@ -107,7 +141,11 @@ def summarize(results: dict[str, list[dict[str, Any]]], report: set[str]) -> dic
                         ("report", [n for n in results if n in report]),
                         ("all", list(results))):
         out[half] = {"sets": names, "fixed": mean_of(names, "fixed"),
-                     "chosen": mean_of(names, "chosen")}
+                     "chosen": mean_of(names, "chosen"),
+                     "rules": {rule: float(np.mean([np.mean([rule_outcome(s, *how)
+                                                             for s in results[n]])
+                                                    for n in names])) if names else float("nan")
+                               for rule, how in RULES.items()}}
     return out
 
 
@@ -154,7 +192,8 @@ def main() -> None:
                 }, indent=2, sort_keys=True) + "\n")
     for half, row in summary.items():
         print(f"{half:9s} ({len(row['sets'])} sets): fixed {row['fixed']:.4f} "
-              f"chosen {row['chosen']:.4f}")
+              f"chosen {row['chosen']:.4f} | " + " ".join(
+                  f"{rule}={value:.4f}" for rule, value in row["rules"].items()))
 
 
 if __name__ == "__main__":

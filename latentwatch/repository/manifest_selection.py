@@ -28,7 +28,7 @@ class CandidateEvidence(_Strict):
     combine: Combine
     # Generator -> AUROC of held-out normals against that generator's outliers (0.5 = chance).
     auroc: dict[GeneratorName, Auroc] = Field(max_length=64)
-    mean_auroc: Auroc
+    mean_auroc: Auroc  # over the selection's `decided_by` generators
 
     @model_validator(mode="after")
     def _in_range(self) -> CandidateEvidence:
@@ -51,7 +51,9 @@ class SelectionSpec(_Strict):
     default: str = Field(max_length=512)
     margin: float = Field(ge=0.0, le=1.0)
     seed: int
-    generators: list[GeneratorName] = Field(max_length=64)
+    generators: list[GeneratorName] = Field(max_length=64)  # every one recorded
+    # The generators whose mean AUROC decides (mean_auroc); empty when skipped.
+    decided_by: list[GeneratorName] = Field(default_factory=list, max_length=64)
     n_normal_rows: int = Field(ge=0, le=MAX_ROWS)
     n_outlier_rows: dict[GeneratorName, int] = Field(default_factory=dict, max_length=64)
     held_out: str = Field(max_length=4096)  # which normal rows, in words
@@ -70,7 +72,7 @@ class SelectionSpec(_Strict):
         for what, name in (("chosen", self.chosen), ("default", self.default)):
             if name not in names:
                 raise ValueError(f"selection.{what} {name!r} is not a candidate")
-        unknown = set(self.n_outlier_rows) - set(self.generators)
+        unknown = (set(self.n_outlier_rows) | set(self.decided_by)) - set(self.generators)
         if unknown:
             raise ValueError(f"n_outlier_rows names unknown generators {sorted(unknown)}")
         return self

@@ -9,6 +9,7 @@ import pytest
 from numpy.typing import NDArray
 
 from latentwatch.export.selection import (
+    DECIDING_GENERATORS,
     GENERATORS,
     Candidate,
     auroc,
@@ -23,22 +24,28 @@ from latentwatch.scoring.second_stage import fit_second_stage
 STATS = ("neg_elbo", "log_input_knn")
 
 
+CENTRES = np.array([[-2.0] * 6, [2.0] * 6])
+
+
 def _normal_rows(n: int = 600, seed: int = 0) -> NDArray[np.float32]:
+    """Two tight clusters: rows between them (interpolations) are unusual."""
     rng = np.random.default_rng(seed)
-    latent = rng.normal(size=(n, 2))
-    mixing = rng.normal(size=(2, 6))
-    return (latent @ mixing + 0.1 * rng.normal(size=(n, 6))).astype(np.float32)
+    return (CENTRES[rng.integers(0, 2, size=n)] + rng.normal(size=(n, 6))).astype(np.float32)
 
 
 def _good_and_noise(normal: NDArray[np.float32]):
-    """Column 0: distance to the normal rows' mean, in their units (a real detector);
-    column 1: noise that does not depend on the row at all."""
-    mean, std = normal.mean(axis=0), normal.std(axis=0)
+    """Column 0: distance to the nearer cluster centre (a real detector); column 1: noise that
+    does not depend on the row at all."""
     noise = np.random.default_rng(123)
 
+    def log_distance(rows: NDArray[np.float32]) -> NDArray[np.float64]:
+        return np.log(np.linalg.norm(rows[:, None, :] - CENTRES[None], axis=2).min(axis=1))
+
+    on_normal = log_distance(normal)
+
     def standardised(rows: NDArray[np.float32]) -> NDArray[np.float64]:
-        good = np.log(np.linalg.norm((rows - mean) / std, axis=1))
-        return np.stack([(good - 1.0) / 0.5, noise.normal(size=len(rows))], axis=1)
+        good = (log_distance(rows) - on_normal.mean()) / on_normal.std()
+        return np.stack([good, noise.normal(size=len(rows))], axis=1)
 
     return standardised
 
@@ -59,12 +66,16 @@ def test_the_evidence_names_generators_rows_and_seed() -> None:
     selection = choose(_good_and_noise(normal), normal, STATS, "max", seed=7, held_out="test")
     assert selection.seed == 7
     assert selection.generators == list(GENERATORS)
+    assert selection.decided_by == list(DECIDING_GENERATORS)
     assert selection.n_normal_rows == 300
     assert selection.n_outlier_rows == dict.fromkeys(GENERATORS, 300)
     assert [c.name for c in selection.candidates] == [c.name for c in candidates(STATS, "max")]
     for c in selection.candidates:
         assert set(c.auroc) == set(GENERATORS)
-        assert c.mean_auroc == pytest.approx(np.mean(list(c.auroc.values())))
+        assert c.mean_auroc == pytest.approx(np.mean([c.auroc[g] for g in DECIDING_GENERATORS]))
+    every = choose(_good_and_noise(normal), normal, STATS, "max", seed=7, decided_by=GENERATORS)
+    assert every.candidates[1].mean_auroc == pytest.approx(
+        np.mean(list(every.candidates[1].auroc.values())))
 
 
 def test_the_plan_is_kept_when_nothing_beats_it_by_the_margin() -> None:
@@ -91,7 +102,7 @@ def test_the_choice_is_deterministic_under_a_seed() -> None:
 def test_the_chooser_cannot_take_labels() -> None:
     parameters = list(inspect.signature(choose).parameters)
     assert parameters == ["standardised", "normal_rows", "statistics", "combine", "seed",
-                          "generators", "margin", "held_out"]
+                          "generators", "decided_by", "margin", "held_out"]
     with pytest.raises(TypeError):
         choose(_good_and_noise(_normal_rows()), _normal_rows(), STATS, "max", seed=0,
                y=np.zeros(600))  # type: ignore[call-arg]
@@ -140,3 +151,14 @@ def test_restrict_scores_as_fitting_that_statistic_alone() -> None:
     summed = restrict(both, Candidate(STATS, "sum"))
     np.testing.assert_allclose(candidate_scores(z, STATS, Candidate(STATS, "sum")),
                                summed.score(outputs(queries), queries))
+
+
+def test_interpolations_fall_between_clusters_not_inside_them() -> None:
+    rows = _normal_rows(400)
+    made = synthetic_outliers(rows, np.random.default_rng(0), ["interpolation"])
+
+    def nearest_centre(x: NDArray[np.float32]) -> NDArray[np.float64]:
+        return np.linalg.norm(x[:, None, :] - CENTRES[None], axis=2).min(axis=1)
+
+    typical = np.quantile(nearest_centre(rows), 0.95)
+    assert (nearest_centre(made["interpolation"]) > typical).mean() > 0.5
