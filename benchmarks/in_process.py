@@ -85,7 +85,7 @@ def pyod_vae(source: str, X: NDArray[np.float32], hidden: tuple[int, ...], laten
 
     torch.set_num_threads(threads)
     # Only its scoring speed is measured, so a small fit suffices.
-    train = load_source(source, max_rows=500 if quick else 5000).X
+    train = load_source(source, max_rows=500 if quick else 2000).X
     detector = VAE(
         encoder_neuron_list=list(hidden), decoder_neuron_list=list(reversed(hidden)),
         latent_dim=latent_dim, epoch_num=1, batch_size=rows, verbose=0, random_state=0,

@@ -2,13 +2,17 @@
 and concurrent callers, against one `latentwatch serve`.
 
 Every point is a closed-loop run (grpc_load.run_load): `concurrency` callers, each sending its
-next request when one returns, so at most rows x concurrency rows are in flight. Points with
-more than MAX_IN_FLIGHT_ROWS in flight are left out (listed as such): beyond it a point measures
-queueing only (its latency is rows in flight / rows/s, Little's law) at the cost of gigabytes of
-queued requests. The server runs with max_queue_rows = SERVER_MAX_QUEUE_ROWS, set explicitly, so
-that no point is refused: with the default 8,192 queue rows, 4 callers of 4,096 rows exceed
-the queue and get RESOURCE_EXHAUSTED. Each point's window lasts long enough for every caller to
-complete about MIN_ROUNDS requests at the rate measured so far.
+next request when one returns, so rows x concurrency rows are in flight. Points with more than
+`max_in_flight_rows` in flight (4,096 by default) are left out and listed as such: a caller's
+request then waits for the whole queue (latency = rows in flight / rows/s, Little's law), so a
+point takes minutes to complete a few requests on 2 cores and measures the queue, not the
+service. The sweep's server gets its limits set explicitly so that no point is refused:
+max_queue_rows = 2 x max_in_flight_rows (a request of more than half the queue enters window by
+window, and with the default 8,192 queue rows 4 callers of 4,096 rows get RESOURCE_EXHAUSTED),
+and max_concurrent_rpcs above the most callers (at its default of 256, 256 callers get
+RESOURCE_EXHAUSTED now and then: a call still counts while its caller sends the next). Each
+point is warmed up for one round of its rows in flight, then measured long enough for every
+caller to complete about MIN_ROUNDS requests at the fastest rate measured so far.
 """
 
 from __future__ import annotations
@@ -30,9 +34,8 @@ logger = logging.getLogger("throughput")
 
 BATCH_SIZES = (1, 4, 16, 64, 256, 1024, 4096)
 CONCURRENCIES = (1, 4, 16, 64, 256)
-MAX_IN_FLIGHT_ROWS = 16_384
-# The sweep's server queues every point's rows in flight (4 x 4096 rows is the largest).
-SERVER_MAX_QUEUE_ROWS = 16_384
+MAX_IN_FLIGHT_ROWS = 4096
+SERVER_MAX_CONCURRENT_RPCS = 1024
 # --quick: a small grid that still leaves a point out (64 x 16 > 512).
 QUICK_BATCH_SIZES = (1, 16, 64)
 QUICK_CONCURRENCIES = (1, 4, 16)
@@ -57,10 +60,16 @@ class Grid:
                 if b * c > self.max_in_flight_rows]
 
 
-def grid(quick: bool) -> Grid:
+    @property
+    def server_max_queue_rows(self) -> int:
+        return 2 * max(self.max_in_flight_rows, max(self.batch_sizes))
+
+
+def grid(quick: bool, max_in_flight_rows: int | None = None) -> Grid:
     if quick:
-        return Grid(QUICK_BATCH_SIZES, QUICK_CONCURRENCIES, QUICK_MAX_IN_FLIGHT_ROWS)
-    return Grid(BATCH_SIZES, CONCURRENCIES)
+        return Grid(QUICK_BATCH_SIZES, QUICK_CONCURRENCIES,
+                    max_in_flight_rows or QUICK_MAX_IN_FLIGHT_ROWS)
+    return Grid(BATCH_SIZES, CONCURRENCIES, max_in_flight_rows or MAX_IN_FLIGHT_ROWS)
 
 
 def _payloads(X: NDArray[np.float32], model: str, rows: int, score_kind: str) -> list[bytes]:
@@ -78,8 +87,9 @@ def sweep(repo: Path, model: str, X: NDArray[np.float32], work: Path, threads: i
           rows_per_s_guess: float) -> dict[str, Any]:
     """Measures every point of the grid on one server; rows_per_s_guess sizes the first windows
     (later ones use the fastest rate measured so far)."""
-    assert the_grid.max_in_flight_rows <= SERVER_MAX_QUEUE_ROWS
-    env = {"LATENTWATCH_MAX_QUEUE_ROWS": str(SERVER_MAX_QUEUE_ROWS)}
+    assert max(the_grid.concurrencies) < SERVER_MAX_CONCURRENT_RPCS
+    env = {"LATENTWATCH_MAX_QUEUE_ROWS": str(the_grid.server_max_queue_rows),
+           "LATENTWATCH_MAX_CONCURRENT_RPCS": str(SERVER_MAX_CONCURRENT_RPCS)}
     server, target, _ = start_latentwatch(repo, work / "scale-server.log", threads,
                                           extra_env=env)
     points = []
@@ -102,7 +112,8 @@ def sweep(repo: Path, model: str, X: NDArray[np.float32], work: Path, threads: i
         "batch_sizes": list(the_grid.batch_sizes),
         "concurrencies": list(the_grid.concurrencies),
         "max_in_flight_rows": the_grid.max_in_flight_rows,
-        "server_max_queue_rows": SERVER_MAX_QUEUE_ROWS,
+        "server_max_queue_rows": the_grid.server_max_queue_rows,
+        "server_max_concurrent_rpcs": SERVER_MAX_CONCURRENT_RPCS,
         "left_out": [{"rows_per_request": b, "concurrency": c,
                       "reason": f"{b * c} rows in flight > {the_grid.max_in_flight_rows}"}
                      for b, c in the_grid.left_out()],

@@ -86,7 +86,9 @@ def test_quick_run_measures_every_figure(bench: ModuleType, tmp_path: Path) -> N
     assert [(p["rows_per_request"], p["concurrency"]) for p in scale["points"]] == expected
     assert len(scale["left_out"]) == (len(scale["batch_sizes"]) * len(scale["concurrencies"])
                                       - len(expected)) > 0
-    assert scale["server_max_queue_rows"] >= 4 * 4096  # what the full grid's 4096 x 4 needs
+    # set explicitly: room for every row in flight, and the largest request in one window
+    assert scale["server_max_queue_rows"] >= 2 * max(cap, max(scale["batch_sizes"]))
+    assert scale["server_max_concurrent_rpcs"] > max(scale["concurrencies"])
     for point in scale["points"]:
         _check_row(f"{point['rows_per_request']}x{point['concurrency']}", point)
     best = scale["summary"]["most_rows_per_s"]
