@@ -11,10 +11,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from quality_baselines import BASELINES, run_baselines
+from quality_halves import half_of, select_half
 from quality_latentwatch import latentwatch_scores
 from quality_metrics import ALPHAS, calibration_metrics, detection_metrics, finite_mean
 from quality_settings import QUICK, Settings
 from quality_split import clean_train_split, load_tabular
+from quality_summary import summarize_group, summarize_halves
 
 logger = logging.getLogger(__name__)
 
@@ -92,48 +94,25 @@ def summarize_seeds(seeds: list[dict[str, Any]]) -> dict[str, Any]:
     return {"methods": methods, "calibration": calibration}
 
 
-def summarize_datasets(datasets: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The MEAN row over datasets, the best PyOD baseline and default - best in AUROC points."""
-    names = sorted({m for d in datasets.values() for m in d["mean"]["methods"]})
-    mean = {
-        m: {key: finite_mean([d["mean"]["methods"][m][key] for d in datasets.values()
-                        if m in d["mean"]["methods"]])
-            for key in ("auroc", "aupr", "seconds")}
-        for m in names
-    }
-    for m in names:
-        mean[m]["n_datasets"] = sum(m in d["mean"]["methods"] for d in datasets.values())
-    baselines = [m for m in BASELINES if m in mean and np.isfinite(mean[m]["auroc"])]
-    best = max(baselines, key=lambda m: mean[m]["auroc"]) if baselines else None
-    delta = None
-    if best is not None and "default" in mean:
-        delta = 100.0 * (mean["default"]["auroc"] - mean[best]["auroc"])
-    calibrated = [d["mean"]["calibration"] for d in datasets.values() if d["mean"]["calibration"]]
-    calibration = {}
-    if calibrated:
-        calibration = {
-            "false_alarm_rate": {
-                str(a): finite_mean([c["false_alarm_rate"][str(a)] for c in calibrated])
-                for a in ALPHAS
-            },
-            "bh_fdr": finite_mean([c["bh_fdr"] for c in calibrated]),
-            "bh_power": finite_mean([c["bh_power"] for c in calibrated]),
-        }
-    return {"methods": mean, "best_baseline": best,
-            "default_minus_best_baseline_auroc_points": delta, "calibration": calibration}
-
-
-def tabular_files(adbench_dir: Path, wanted: Sequence[str] | None, quick: bool) -> list[Path]:
-    """Every .npz in the directory, sorted by the number before '_' (ADBench order), filtered
-    by name (with or without the number prefix or .npz); --quick keeps the smallest three."""
-    files = sorted(adbench_dir.glob("*.npz"), key=_dataset_order)
+def tabular_files(
+    adbench_dir: Path, wanted: Sequence[str] | None, quick: bool, half: str = "all"
+) -> list[Path]:
+    """Every .npz in the directory, sorted by the number before '_' (ADBench order), in `half`
+    (quality_halves: of the whole directory), filtered by name (with or without the number
+    prefix or .npz); --quick keeps the smallest three."""
+    every = sorted(adbench_dir.glob("*.npz"), key=_dataset_order)
+    in_half = set(select_half([f.stem for f in every], half))
+    files = every
     if wanted:
         keep = {w.strip().removesuffix(".npz") for w in wanted if w.strip()}
         files = [f for f in files if f.stem in keep or f.stem.split("_", 1)[-1] in keep]
         found = {f.stem for f in files} | {f.stem.split("_", 1)[-1] for f in files}
         if missing := sorted(keep - found):
             raise SystemExit(f"--datasets: not in {adbench_dir}: {', '.join(missing)}")
-    elif quick:
+        if other := [f.stem for f in files if f.stem not in in_half]:
+            raise SystemExit(f"--datasets: not in the {half} half: {', '.join(other)}")
+    files = [f for f in files if f.stem in in_half]
+    if quick and not wanted:
         files = sorted(files, key=lambda f: f.stat().st_size)[: QUICK["n_datasets"]]
         files = sorted(files, key=_dataset_order)
     if not files:
@@ -147,22 +126,35 @@ def _dataset_order(path: Path) -> tuple[int, str]:
 
 
 def run_tabular(
-    files: Sequence[Path], settings: Settings, work: Path, emit: Callable[[str], None]
+    files: Sequence[Path], settings: Settings, work: Path, emit: Callable[[str], None],
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
+    """Every set and seed, seed by seed (every set's first seed, then every set's second, ...),
+    so that a long run stopped early has measured every set; `checkpoint` gets the results so
+    far after each set and seed."""
     datasets: dict[str, dict[str, Any]] = {}
-    for path in files:
-        X, y = load_tabular(path)
-        name = path.stem
-        seeds = []
-        for seed in settings.seeds:
+    halves = half_of(f.stem for f in sorted(files[0].parent.glob("*.npz"))) if files else {}
+    for seed in settings.seeds:
+        for path in files:
+            X, y = load_tabular(path)
+            name = path.stem
             entry = run_tabular_seed(X, y, seed, settings, work, name)
-            seeds.append(entry)
             emit(_progress_line(name, entry))
-        datasets[name] = {
-            "file": path.name, "n_rows": int(X.shape[0]), "n_features": int(X.shape[1]),
-            "n_anomalies": int((y != 0).sum()), "seeds": seeds, "mean": summarize_seeds(seeds),
-        }
-    return {"datasets": datasets, "mean": summarize_datasets(datasets)}
+            d = datasets.setdefault(name, {
+                "file": path.name, "half": halves.get(name), "n_rows": int(X.shape[0]),
+                "n_features": int(X.shape[1]), "n_anomalies": int((y != 0).sum()), "seeds": [],
+            })
+            d["seeds"].append(entry)
+            d["mean"] = summarize_seeds(d["seeds"])
+            if checkpoint is not None:
+                checkpoint(summarize_tabular(datasets))
+    return summarize_tabular(datasets)
+
+
+def summarize_tabular(datasets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The tabular report: every set, the summary over all of them and over each half."""
+    return {"datasets": datasets, "mean": summarize_group(datasets),
+            "halves": summarize_halves(datasets)}
 
 
 def _progress_line(name: str, entry: dict[str, Any]) -> str:

@@ -1,12 +1,13 @@
-"""Throughput of the scoring service against raw ONNX Runtime, the gRPC floor and PyOD.
+"""Throughput of the scoring service against raw ONNX Runtime, the gRPC floor and PyOD; its
+scale curves, memory against loaded versions and the tabular second stage's cost.
 
-    python benchmarks/throughput.py --json throughput.json [--score-kind KIND]
-        [--duration-s S] [--quick] [--threads N] [--default-repo DIR]
-        [--n-importance-samples K]
+    python benchmarks/throughput.py --json benchmarks/results/throughput.json [--quick]
+        [--score-kind KIND] [--duration-s S] [--threads N] [--default-repo DIR]
+        [--n-importance-samples K] [--max-in-flight-rows N] [--plot-dir DIR]
 
 One run on one machine, for a 784-512-256-32 MLP VAE on Fashion-MNIST rows (random [0, 1] rows
-when ../shared/data/fashion-mnist is absent), trained for one epoch and exported to a temporary
-repository:
+when ../shared/data/fashion-mnist is absent), trained for one epoch on 20,000 rows (only its
+speed is measured) and exported to a temporary repository:
 
   (a) ONNX Runtime `run` in this process on the same scorer.onnx, 256-row batches
   (b) the service end to end, 256-row Score requests from 4 concurrent callers
@@ -15,9 +16,14 @@ repository:
   (e) PyOD's VAE decision_function in this process, same data, layer sizes and batch size
   (f) the server's peak resident memory during (b) and (c), and the time from `latentwatch
       serve` starting to health SERVING on the default repository
+  (g), (h) a tabular VAE on an ADBench table: the default kind (graph + kNN second stage)
+      against the graph-only neg_elbo, 256-row requests x4 (tabular_stage.py)
+  scale curves: rows/s and p99 over rows per request x callers (scale_curves.py), and the
+      server's RSS with 1, 10 and 50 loaded versions (version_memory.py), both plotted as PNG
 
 Clients run in this process (asyncio), every server in its own process. Each measurement runs
-for a fixed duration after a warm-up. Prints a table and writes every figure to the JSON file.
+for a fixed duration after a warm-up. Prints a Markdown table and writes every figure to the
+JSON file; with --quick everything is smaller and shorter (a check that it all runs).
 """
 
 from __future__ import annotations
@@ -25,26 +31,28 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psutil
+import throughput_report as report_of
 from grpc_load import PeakRss, call_once, run_load
+from in_process import pyod_vae, raw_ort
 from numpy.typing import NDArray
 from processes import start_latentwatch, start_noop
+from scale_curves import best_points, grid, sweep
+from scale_plots import MEMORY_PNG, SCALE_PNG, plot_memory, plot_scale
+from tabular_stage import measure_tabular
+from version_memory import VERSION_COUNTS, measure_version_memory
 
 from latentwatch.client.client import LatentwatchClient
 from latentwatch.protos import latentwatch_pb2 as pb
-from latentwatch.repository.layout import SCORER_FILE
 from latentwatch.repository.manifest import Manifest
 from latentwatch.wire.tensors import to_tensor
 
@@ -57,7 +65,7 @@ HIDDEN = (512, 256)
 LATENT_DIM = 32
 N_FEATURES = 784
 BATCH_ROWS = 256
-TARGETS = {"service_vs_raw_ort": 0.8, "single_row_vs_grpc_floor": 0.8, "service_vs_pyod": 1.5}
+QUICK_VERSION_COUNTS = (1, 3)
 MB = 1024 * 1024
 
 
@@ -71,7 +79,7 @@ def _latentwatch(*args: str) -> None:
 
 def _data(work: Path, quick: bool) -> tuple[str, NDArray[np.float32], str]:
     """(training source, rows to score, description): Fashion-MNIST, else random rows."""
-    train_rows = 10_000 if quick else 60_000
+    train_rows = 3_000 if quick else 20_000
     if (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
         from latentwatch.data import load_source
 
@@ -84,8 +92,9 @@ def _data(work: Path, quick: bool) -> tuple[str, NDArray[np.float32], str]:
 
 
 def _train_and_export(work: Path, source: str, quick: bool, n_samples: int | None) -> Path:
+    """The exported version's directory."""
     repo, run_dir = work / "repo", work / "run"
-    max_rows = "10000" if quick else "60000"
+    max_rows = "3000" if quick else "20000"
     samples = [] if n_samples is None else ["--n-importance-samples", str(n_samples)]
     _latentwatch(
         "train", "--data", source, "--model", "vae", "--body", "mlp", "--decoder", "bernoulli",
@@ -93,7 +102,7 @@ def _train_and_export(work: Path, source: str, quick: bool, n_samples: int | Non
         "--epochs", "1", "--max-rows", max_rows, "--out", str(run_dir), *samples,
     )
     _latentwatch("export", str(run_dir), "--repo", str(repo), "--name", MODEL_NAME)
-    return repo
+    return next(p for p in (repo / MODEL_NAME).iterdir() if p.is_dir())
 
 
 def _requests(X: NDArray[np.float32], rows: int, count: int, score_kind: str) -> list[bytes]:
@@ -108,97 +117,13 @@ def _requests(X: NDArray[np.float32], rows: int, count: int, score_kind: str) ->
     return payloads
 
 
-def _timed_loop(fn: Any, warmup_s: float, duration_s: float) -> tuple[int, list[float]]:
-    """Calls fn() for warmup_s, then for duration_s; returns (calls, per-call seconds)."""
-    end_s = time.perf_counter() + warmup_s
-    while time.perf_counter() < end_s:
-        fn()
-    times_s: list[float] = []
-    end_s = time.perf_counter() + duration_s
-    while (start_s := time.perf_counter()) < end_s:
-        fn()
-        times_s.append(time.perf_counter() - start_s)
-    return len(times_s), times_s
-
-
-def _in_process(name: str, calls: int, times_s: list[float]) -> dict:
-    lat_ms = np.asarray(times_s) * 1e3
-    return {
-        "what": name,
-        "rows_per_request": BATCH_ROWS,
-        "concurrency": 1,
-        "duration_s": float(np.sum(times_s)),
-        "requests": calls,
-        "rows_per_s": calls * BATCH_ROWS / float(np.sum(times_s)),
-        "requests_per_s": calls / float(np.sum(times_s)),
-        "latency_p50_ms": float(np.percentile(lat_ms, 50)),
-        "latency_p99_ms": float(np.percentile(lat_ms, 99)),
-        "latency_mean_ms": float(lat_ms.mean()),
-    }
-
-
-def _raw_ort(repo: Path, X: NDArray[np.float32], threads: int, warmup_s: float,
-             duration_s: float) -> dict:
-    from latentwatch.service.ort_runtime import OrtRuntime
-
-    scorer = next(repo.glob(f"{MODEL_NAME}/*/{SCORER_FILE}"))
-    runtime = OrtRuntime.open(scorer, intra_op_threads=threads)
-    batches = [X[i : i + BATCH_ROWS] for i in range(0, X.shape[0] - BATCH_ROWS + 1, BATCH_ROWS)]
-    state = {"i": 0}
-
-    def run_once() -> None:
-        state["i"] += 1
-        runtime.run({runtime.input_names[0]: batches[state["i"] % len(batches)]})
-
-    calls, times_s = _timed_loop(run_once, warmup_s, duration_s)
-    result = _in_process("onnxruntime run, all scorer outputs", calls, times_s)
-    return {**result, "provider": runtime.provider, "intra_op_threads": threads}
-
-
-def _pyod(source: str, X: NDArray[np.float32], threads: int, quick: bool, warmup_s: float,
-          duration_s: float) -> Callable[[], dict]:
-    """Fits PyOD's VAE now; returns the measurement (e) to run later."""
-    try:
-        import torch
-        from pyod.models.vae import VAE
-    except ImportError as err:
-        reason = f"pyod not installed ({err}); pip install -e '.[bench]'"
-        return lambda: {"skipped": reason}
-    from latentwatch.data import load_source
-
-    torch.set_num_threads(threads)
-    # Only its scoring speed is measured, so a small fit suffices.
-    train = load_source(source, max_rows=2000 if quick else 5000).X
-    detector = VAE(
-        encoder_neuron_list=list(HIDDEN), decoder_neuron_list=list(reversed(HIDDEN)),
-        latent_dim=LATENT_DIM, epoch_num=1, batch_size=BATCH_ROWS, verbose=0, random_state=0,
-    )
-    fit_start_s = time.perf_counter()
-    detector.fit(train)
-    fit_s = time.perf_counter() - fit_start_s
-    batches = [X[i : i + BATCH_ROWS] for i in range(0, X.shape[0] - BATCH_ROWS + 1, BATCH_ROWS)]
-    state = {"i": 0}
-
-    def score_once() -> None:
-        state["i"] += 1
-        detector.decision_function(batches[state["i"] % len(batches)], batch_size=BATCH_ROWS)
-
-    def measure() -> dict:
-        logger.info("measuring (e): pyod VAE in process")
-        calls, times_s = _timed_loop(score_once, warmup_s, duration_s)
-        result = _in_process("pyod VAE decision_function", calls, times_s)
-        return {**result, "fit_rows": int(train.shape[0]), "fit_s": fit_s,
-                "torch_threads": threads}
-
-    return measure
-
-
 def _service(
-    repo: Path, X: NDArray[np.float32], work: Path, score_kind: str, threads: int,
+    version_dir: Path, X: NDArray[np.float32], work: Path, score_kind: str, threads: int,
     warmup_s: float, duration_s: float, pyod: Callable[[], dict],
 ) -> dict[str, Any]:
     """(a) to (e) and the server's peak RSS, in an order that puts the compared pairs a-b, b-e
     and c-d next to each other in time (a shared machine's load drifts)."""
+    repo = version_dir.parents[1]
     server, target, ready_s = start_latentwatch(repo, work / "server.log", threads)
     with server:
         with LatentwatchClient(target) as client:
@@ -213,7 +138,7 @@ def _service(
         assert len(pb.ScoreResponse.FromString(canned).score) == 1
         # The idle server costs (a) and (e) nothing: no calls, no polling.
         logger.info("measuring (a): onnxruntime in process")
-        raw = _raw_ort(repo, X, threads, warmup_s, duration_s)
+        raw = raw_ort(version_dir, X, BATCH_ROWS, threads, warmup_s, duration_s)
         with PeakRss(server.pid) as rss:
             logger.info("measuring (b): 256-row requests x4")
             batched = run_load(target, batch_payloads, rows_per_request=BATCH_ROWS,
@@ -237,9 +162,9 @@ def _service(
                   "calibration_size": info.calibration_size,
                   "n_importance_samples": manifest.require_latent().n_importance_samples},
         "a": raw,
-        "b": {"what": "service, 256-row Score x4", **batched.as_dict()},
-        "c": {"what": "service, 1-row Score x64", **single.as_dict()},
-        "d": {"what": "no-op grpc.aio Score x64", **floor.as_dict(),
+        "b": {"what": f"service, 256-row Score x4, {score_kind}", **batched.as_dict()},
+        "c": {"what": f"service, 1-row Score x64, {score_kind}", **single.as_dict()},
+        "d": {"what": "no-op grpc.aio Score x64, same payloads", **floor.as_dict(),
               "request_bytes": len(row_payloads[0]), "response_bytes": len(canned)},
         "e": pyod_result,
         "server_peak_rss_mb": rss.peak_bytes / MB,
@@ -247,136 +172,135 @@ def _service(
     }
 
 
-def _startup(repo: Path, work: Path, threads: int) -> dict[str, float]:
-    """(f) seconds from `latentwatch serve` starting to SERVING on the default repository."""
+def _startup(repo: Path | None, work: Path, threads: int) -> dict[str, Any]:
+    """(f) seconds from `latentwatch serve` starting to SERVING on the default repository;
+    skipped without a repository (--quick, which trains no default model)."""
+    if repo is None:
+        return {"ready_s": None, "rss_at_ready_mb": None,
+                "skipped": "--quick without --default-repo trains no default model"}
     bootstrap_start_s = time.perf_counter()
     _latentwatch("bootstrap", "--repo", str(repo))  # trains only when the repo is empty
     logger.info("default repository ready in %.0f s", time.perf_counter() - bootstrap_start_s)
     server, _, ready_s = start_latentwatch(repo, work / "default-server.log", threads)
     with server:
         rss_mb = psutil.Process(server.pid).memory_info().rss / MB
-    return {"ready_s": ready_s, "rss_at_ready_mb": rss_mb, "repo": str(repo)}
+    return {"ready_s": ready_s, "rss_at_ready_mb": rss_mb, "skipped": None}
 
 
-def _machine(threads: int) -> dict[str, Any]:
-    versions = {}
-    for package in ("latentwatch", "onnxruntime-gpu", "grpcio", "numpy", "protobuf", "torch",
-                    "pyod"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return {
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "threads": threads,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "versions": versions,
-    }
-
-
-def _ratio(num: dict, den: dict) -> float | None:
-    if "rows_per_s" not in num or "rows_per_s" not in den:
-        return None
-    return num["rows_per_s"] / den["rows_per_s"]
-
-
-def _table(report: dict[str, Any]) -> str:
-    m = report["measurements"]
-    lines = [f"{'':4}{'measurement':44}{'rows/s':>10}{'p50 ms':>9}{'p99 ms':>9}"]
-    for key in "abcde":
-        row = m[key]
-        if "rows_per_s" not in row:
-            lines.append(f"({key}) skipped: {row.get('skipped')}")
-            continue
-        lines.append(
-            f"({key}) {row['what']:44}{row['rows_per_s']:10.0f}"
-            f"{row['latency_p50_ms']:9.2f}{row['latency_p99_ms']:9.2f}"
-        )
-    for name, value in report["ratios"].items():
-        shown = "n/a" if value is None else f"{value:.2f}"
-        line = f"ratio {name:28} {shown:>6}  (target >= {TARGETS[name]})"
-        if (ceiling := report["ceilings"].get(name)) is not None:
-            line += f"  compute ceiling a/d = {ceiling:.2f}"
-        lines.append(line)
-    f = m["f"]
-    lines.append(f"server peak RSS {f['server_peak_rss_mb']:.0f} MB (target < 500 MB); "
-                 f"start to SERVING {f['default_repo_ready_s']:.2f} s (target < 5 s)")
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", required=True, type=Path, help="file to write the figures to")
     parser.add_argument("--score-kind", default="",
                         help="score kind the requests ask for (default: the model's default)")
     parser.add_argument("--duration-s", type=float, default=None,
-                        help="seconds per measurement (default 10, or 3 with --quick)")
-    parser.add_argument("--quick", action="store_true", help="less training, shorter runs")
+                        help="seconds per measurement (default 10, or 1 with --quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help="less training, shorter runs, a smaller grid, 1 and 3 versions "
+                        "(default: off)")
     parser.add_argument("--default-repo", type=Path, default=None,
                         help="default-model repository for (f), bootstrapped when empty and "
-                        "kept (default: a temporary one, trained afresh)")
+                        "kept (default: a temporary one, trained afresh; none with --quick)")
     parser.add_argument("--n-importance-samples", type=int, default=None,
                         help="fixed noise draws per row in the scorer (default: training's)")
     parser.add_argument("--threads", type=int, default=0,
-                        help="ONNX Runtime / torch threads everywhere (0: usable CPUs)")
-    args = parser.parse_args(argv)
+                        help="ONNX Runtime / torch threads everywhere (default 0: usable CPUs)")
+    parser.add_argument("--max-in-flight-rows", type=int, default=None,
+                        help="scale points with more rows x callers are left out (default "
+                        "4096, 512 with --quick; 16384 adds 4096 x 4 at minutes per point)")
+    parser.add_argument("--plot-dir", type=Path, default=None,
+                        help="folder for the PNG plots (default: the JSON file's folder)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from latentwatch.service.runtime import usable_cpu_count
 
     threads = args.threads or usable_cpu_count()
-    duration_s = args.duration_s or (3.0 if args.quick else 10.0)
-    warmup_s = 1.0 if args.quick else 2.0
+    duration_s = args.duration_s or (1.0 if args.quick else 10.0)
+    warmup_s = 0.5 if args.quick else 2.0
+    point_s, point_warmup_s = (0.5, 0.3) if args.quick else (1.5, 1.0)  # a scale point's least
+    plot_dir = args.plot_dir or args.json.parent
     started_s = time.perf_counter()
+    load_before = report_of.machine(threads)["loadavg"]
     with tempfile.TemporaryDirectory(prefix="latentwatch-bench-") as tmp:
         work = Path(tmp)
         source, X, data_name = _data(work, args.quick)
         logger.info("training and exporting %s on %s", MODEL_NAME, data_name)
-        repo = _train_and_export(work, source, args.quick, args.n_importance_samples)
+        version_dir = _train_and_export(work, source, args.quick, args.n_importance_samples)
+        default_repo = args.default_repo or (None if args.quick else work / "default-repo")
         logger.info("measuring (f): start to SERVING on the default repository")
-        startup = _startup(args.default_repo or work / "default-repo", work, threads)
+        startup = _startup(default_repo, work, threads)
         logger.info("fitting pyod's VAE for (e)")
-        pyod = _pyod(source, X, threads, args.quick, warmup_s, duration_s)
+        pyod = pyod_vae(source, X, HIDDEN, LATENT_DIM, BATCH_ROWS, threads, args.quick,
+                        warmup_s, duration_s)
         service = _service(
-            repo, X, work, args.score_kind, threads, warmup_s, duration_s, pyod
+            version_dir, X, work, args.score_kind, threads, warmup_s, duration_s, pyod
         )
+        score_kind = service["model"]["score_kind"]
+        scale = sweep(version_dir.parents[1], MODEL_NAME, X, work, threads, score_kind,
+                      grid(args.quick, args.max_in_flight_rows), point_s, point_warmup_s,
+                      service["b"]["rows_per_s"])
+        scale["summary"] = best_points(scale)
+        memory = measure_version_memory(
+            version_dir, X, work, threads, QUICK_VERSION_COUNTS if args.quick else VERSION_COUNTS
+        )
+        tabular = measure_tabular(work, threads, warmup_s, duration_s, args.quick,
+                                  _latentwatch)
     measurements = {
         **{key: service[key] for key in "abcde"},
         "f": {"server_peak_rss_mb": service["server_peak_rss_mb"],
               "fmnist_server_ready_s": service["server_ready_s"],
               "default_repo_ready_s": startup["ready_s"],
-              "default_repo_rss_at_ready_mb": startup["rss_at_ready_mb"]},
+              "default_repo_rss_at_ready_mb": startup["rss_at_ready_mb"],
+              "default_repo_skipped": startup["skipped"]},
+        "g": tabular["default"],
+        "h": tabular["graph_only"],
+        "versions_memory": memory,
+    }
+    title = (f"{MODEL_NAME} ({N_FEATURES}-{'-'.join(map(str, HIDDEN))}-{LATENT_DIM}), "
+             f"{score_kind}, {threads} ORT threads")
+    plots = {
+        "scale": str(plot_scale(scale, title, plot_dir / SCALE_PNG)),
+        "versions_memory": str(plot_memory(memory, title, plot_dir / MEMORY_PNG)),
     }
     report = {
         "data": data_name,
         "model": {"name": MODEL_NAME, "hidden": HIDDEN, "latent_dim": LATENT_DIM,
-                  "score_kind": args.score_kind, **service["model"]},
+                  **service["model"]},
+        "tabular": {k: v for k, v in tabular.items() if k not in ("default", "graph_only")},
+        "quick": args.quick,
         "duration_s": duration_s,
         "warmup_s": warmup_s,
         "client": "grpc.aio in the benchmark process, pre-serialized requests, raw responses",
         "measurements": measurements,
-        "ratios": {
-            "service_vs_raw_ort": _ratio(measurements["b"], measurements["a"]),
-            "single_row_vs_grpc_floor": _ratio(measurements["c"], measurements["d"]),
-            "service_vs_pyod": _ratio(measurements["b"], measurements["e"]),
-        },
-        "targets": {**TARGETS, "server_peak_rss_mb": 500, "default_repo_ready_s": 5},
+        "ratios": report_of.ratios(measurements),
+        "targets": report_of.targets(),
         # The service cannot score single rows faster than ONNX Runtime scores them in bulk, so
         # c/d can reach at most a/d on this machine whatever the transport does.
-        "ceilings": {"single_row_vs_grpc_floor": _ratio(measurements["a"], measurements["d"])},
+        "ceilings": {"single_row_vs_grpc_floor": report_of.ratio(measurements["a"],
+                                                                 measurements["d"])},
+        "scale": scale,
+        "plots": plots,
         "notes": [
-            "latentwatch scores with n_importance_samples fixed noise draws per row (see model); "
-            "PyOD's VAE decision_function decodes one random draw per row",
-            "(a) and (e) are one caller in this process; (b)-(d) are closed-loop callers",
+            f"latentwatch's scores are deterministic: {service['model']['n_importance_samples']}"
+            " fixed noise draws per row; PyOD's VAE decision_function decodes one random draw "
+            "per row, so its scores change from call to call",
+            "(a) and (e) are one caller in this process; (b)-(d), (g), (h) and the scale "
+            "points are closed-loop callers",
+            f"scale points: the server's max_queue_rows set to {scale['server_max_queue_rows']}"
+            " (twice the most rows in flight; the default 8192 refuses 4 callers of 4096 rows with"
+            f" RESOURCE_EXHAUSTED) and max_concurrent_rpcs to "
+            f"{scale['server_max_concurrent_rpcs']}; points with more than "
+            f"{scale['max_in_flight_rows']} rows in flight left out",
         ],
-        "machine": _machine(threads),
+        "machine": {**report_of.machine(threads), "loadavg_before": load_before},
         "total_s": time.perf_counter() - started_s,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(_table(report))
+    print(report_of.table(report))
     print(f"wrote {args.json} ({report['total_s']:.0f} s)")
     return 0
 

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from latentwatch.export.calibration import calibration_scores, warn_if_small
 from latentwatch.export.errors import ExportError
+from latentwatch.export.explain_fit import fit_explain
 from latentwatch.export.generator_export import export_generator
 from latentwatch.export.generator_inputs import exports_generator
 from latentwatch.export.generator_run import load_generator_run
@@ -32,6 +33,7 @@ from latentwatch.export.publish import check_name, stage_and_publish, staged_sha
 from latentwatch.export.reference import write_reference
 from latentwatch.export.run_inputs import ExportInputs, check_inputs, load_run, run_model_kind
 from latentwatch.export.second_stage_fit import default_kind, fit_export_second_stage
+from latentwatch.export.selection import select_second_stage, selection_reason
 from latentwatch.export.sessions import cpu_session
 from latentwatch.export.triton import write_triton_config
 from latentwatch.families import family, resolve
@@ -49,23 +51,34 @@ from latentwatch.repository.manifest import (
     SecondStageSpec,
     TensorSpec,
 )
+from latentwatch.repository.manifest_selection import SelectionSpec
 from latentwatch.scoring.second_stage import KIND as SECOND_STAGE_KIND
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ExportInputs", "export_inputs", "export_run", "load_run"]
+__all__ = ["SELECT_STATISTICS", "ExportInputs", "export_inputs", "export_run", "load_run"]
+
+# Whether export chooses the second stage's statistics per model without labels (README, Score
+# kinds: measured with benchmarks/selection_eval.py).
+SELECT_STATISTICS = True
 
 
-def export_run(run_dir: Path, repo: Path, name: str, *, default_alpha: float = 0.05) -> Path:
+def export_run(
+    run_dir: Path, repo: Path, name: str, *, default_alpha: float = 0.05,
+    select_statistics: bool = SELECT_STATISTICS,
+) -> Path:
     """Export `run_dir` (from `latentwatch train`) as the next version of `name` in `repo`.
 
     Returns the new version directory `<repo>/<name>/<version>/`. Runs of generator families
     take export/generator_export.py (`default_alpha` does not apply: they calibrate nothing).
+    With `select_statistics`, the second stage's statistics are chosen per model without labels
+    (export/selection.py).
     """
     run_dir = Path(run_dir)
     if exports_generator(run_model_kind(run_dir)):  # gan, cgan, pix2pix: no scorer
         return export_generator(load_generator_run(run_dir), Path(repo), name)
-    return export_inputs(load_run(run_dir), Path(repo), name, default_alpha=default_alpha)
+    return export_inputs(load_run(run_dir), Path(repo), name, default_alpha=default_alpha,
+                         select_statistics=select_statistics)
 
 
 def export_inputs(
@@ -75,6 +88,7 @@ def export_inputs(
     *,
     default_alpha: float = 0.05,
     parity: ParityConfig | None = None,
+    select_statistics: bool = SELECT_STATISTICS,
 ) -> Path:
     """Export already-loaded inputs; see export_run."""
     parity = parity or ParityConfig()
@@ -100,7 +114,8 @@ def export_inputs(
     model_dir = repo / name
     version_dir = stage_and_publish(
         model_dir,
-        lambda staging: _build_version(inputs, graphs, staging, name, default_alpha, parity),
+        lambda staging: _build_version(inputs, graphs, staging, name, default_alpha, parity,
+                                       select_statistics),
     )
     write_triton_config(model_dir, Manifest.read(version_dir))
     logger.info(
@@ -117,6 +132,7 @@ def _build_version(
     name: str,
     default_alpha: float,
     parity: ParityConfig,
+    select_statistics: bool,
 ) -> Callable[[str], None]:
     """Write every file but the manifest into `staging`; return the manifest writer."""
     onnx_info: OnnxInfo | None = None
@@ -136,6 +152,9 @@ def _build_version(
         logger.info("step %d/%d: fitting the second stage (%s)", len(graphs) + 2, len(graphs) + 3,
                     SECOND_STAGE_KIND)
         stage, stage_spec = fit_export_second_stage(inputs, staging)
+    selection = None
+    if stage is not None and stage_spec is not None and select_statistics:
+        stage, stage_spec, selection = select_second_stage(inputs, staging, stage, stage_spec)
     kinds = [*graph_kinds, SECOND_STAGE_KIND] if stage is not None else graph_kinds
     reference_spec = write_reference(inputs, staging) if inputs.train_rows is not None else None
 
@@ -150,10 +169,11 @@ def _build_version(
         raise ExportError(f"calibration: {bad} held-out rows got non-finite scores")
     np.save(staging / CALIBRATION_FILE, scores, allow_pickle=False)
     warn_if_small(len(scores), default_alpha)
+    fit_explain(inputs, staging)  # explain.npz, listed with every other file's sha256
 
     def write_manifest(version: str) -> None:
         try:
-            scoring = _scoring(inputs, kinds, stage_spec, len(scores), default_alpha)
+            scoring = _scoring(inputs, kinds, stage_spec, len(scores), default_alpha, selection)
             parity_spec = Parity(batch_sizes=list(parity.batch_sizes), rtol=parity.rtol,
                                  atol=parity.atol, max_abs_error=max_abs_error)
             manifest = _manifest(inputs, graphs, staging, name, version, scoring,
@@ -171,13 +191,15 @@ def _scoring(
     stage_spec: SecondStageSpec | None,
     n_calibration: int,
     default_alpha: float,
+    selection: SelectionSpec | None,
 ) -> ScoringSpec:
     kind, reason = default_kind(kinds)
     return ScoringSpec(
         score_kinds=kinds,
         default_score_kind=kind,
-        default_score_reason=reason,
+        default_score_reason=selection_reason(selection) if selection is not None else reason,
         second_stage=stage_spec,
+        selection=selection,
         calibration=Calibration(
             file=CALIBRATION_FILE,
             size=n_calibration,

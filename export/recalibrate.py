@@ -28,10 +28,11 @@ from latentwatch.data.columns import column_order
 from latentwatch.errors import LatentwatchError
 from latentwatch.export.calibration import calibration_scores, too_few_rows, warn_if_small
 from latentwatch.export.errors import ExportError
+from latentwatch.export.explain_fit import write_explain
 from latentwatch.export.publish import make_staging, publish
 from latentwatch.export.sessions import cpu_session
 from latentwatch.export.triton import write_triton_config
-from latentwatch.repository.layout import MANIFEST_FILE, version_dirs
+from latentwatch.repository.layout import EXPLAIN_FILE, MANIFEST_FILE, version_dirs
 from latentwatch.repository.manifest import Manifest, sha256_file
 from latentwatch.repository.manifest_groups import GroupCalibration, groups_array
 from latentwatch.repository.reader import VersionFiles, read_version, validation_reason
@@ -123,7 +124,7 @@ def recalibrate(
     model_dir = version_dir.parent
     staging = make_staging(model_dir)
     try:
-        _stage(files, staging, scores, grouping)
+        _stage(files, staging, scores, checked, grouping)
         write_manifest = _manifest_writer(files, staging, source, len(scores), alpha, grouping)
         new_dir = publish(staging, model_dir, write_manifest)
     except BaseException:
@@ -157,16 +158,18 @@ def row_groups(
 
 
 def _stage(
-    files: VersionFiles, staging: Path, scores: NDArray[np.float64],
+    files: VersionFiles, staging: Path, scores: NDArray[np.float64], rows: NDArray[np.float32],
     grouping: tuple[GroupCalibration, NDArray[np.str_]] | None,
 ) -> None:
-    """Every listed file but the calibration (and its groups), copied byte for byte; the new
-    calibration."""
+    """Every listed file but the calibration, its groups and explain.npz, copied byte for byte;
+    the new calibration (and its groups), and the explanation statistics of the new rows."""
     manifest = files.manifest
     calibration = manifest.require_scoring().calibration
     skipped = {calibration.file, MANIFEST_FILE}
     if calibration.groups is not None:
         skipped.add(calibration.groups.file)
+    if files.explain is not None:
+        skipped.add(EXPLAIN_FILE)
     for name, digest in sorted(manifest.sha256.items()):
         if name in skipped:
             continue
@@ -176,6 +179,9 @@ def _stage(
     np.save(staging / calibration.file, scores, allow_pickle=False)
     if grouping is not None:
         np.save(staging / grouping[0].file, grouping[1], allow_pickle=False)
+    if files.explain is not None:
+        write_explain(files.directory, rows, manifest.input.preprocessing,
+                      files.explain.statistic, staging)
 
 
 def _manifest_writer(

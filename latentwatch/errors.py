@@ -78,6 +78,13 @@ class RequestTooLarge(LatentwatchError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class FailedPrecondition(LatentwatchError):
+    """A request this version cannot serve as it was exported (e.g. explanations without
+    explain.npz); another version, or a new export, can."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class VersionRefused(LatentwatchError):
     """A model version that cannot be served; the message says why."""
 
@@ -98,6 +105,7 @@ STATUS_TABLE: tuple[type[LatentwatchError], ...] = (
     PermissionDenied,
     StreamIdle,
     RequestTooLarge,
+    FailedPrecondition,
     VersionRefused,
 )
 _CLASS_OF_CODE: dict[grpc.StatusCode, type[LatentwatchError]] = {}

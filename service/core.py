@@ -21,7 +21,7 @@ from latentwatch.scoring.contract import check_finite_scores, validate_rows
 from latentwatch.scoring.mondrian import request_groups
 from latentwatch.scoring.results import FdrResult as FdrResult  # the one result family
 from latentwatch.scoring.results import ScoreResult
-from latentwatch.service import bias, generation
+from latentwatch.service import bias, explanations, generation
 from latentwatch.service.bias import BiasChunk, BiasResult
 from latentwatch.service.generation import (
     GenerateArgs,
@@ -79,10 +79,15 @@ class ScoringCore:
         alpha: float | None = None,
         fdr: float | None = None,
         score_kind: str | None = None,
+        explain: bool = False,
+        explain_top_k: int = 0,
         groups: Sequence[str] = (),
     ) -> ScoreResult:
+        """Scores rows; with `explain`, each row's top features too (service/explanations.py),
+        `explain_top_k` of them (0: the default)."""
         with self._serving(name, version).lease() as mv:
-            return await self._score(mv, array, kinds, alpha, fdr, score_kind, groups)
+            top_k = explanations.explain_k(mv, explain_top_k) if explain else 0
+            return await self._score(mv, array, kinds, alpha, fdr, score_kind, top_k, groups)
 
     async def _score(
         self,
@@ -92,6 +97,7 @@ class ScoringCore:
         alpha: float | None,
         fdr: float | None,
         score_kind: str | None,
+        explain_top_k: int = 0,
         groups: Sequence[str] = (),
     ) -> ScoreResult:
         pipeline = mv.pipeline
@@ -111,6 +117,8 @@ class ScoringCore:
         if grouped is not None:  # Mondrian: each row against its group's calibration
             p = grouped.p_values(kind, scores[kind])
         is_outlier = p <= alpha
+        explained = await explanations.explain_rows(mv, part, explain_top_k) if (
+            explain_top_k) else None
         mv.metrics.observe_outliers(kind, p, calibration.default_alpha, alpha)
         mv.metrics.observe_served(p, calibration.size if grouped is None
                                   else grouped.calibration_sizes)
@@ -125,6 +133,7 @@ class ScoringCore:
             is_outlier=is_outlier,
             scores={k: scores[k] for k in extra},
             fdr=None if level is None else benjamini_hochberg(p, level),
+            explanations=explained,
             group_conditional=grouped is not None,
         )
 
@@ -211,6 +220,7 @@ class ScoringCore:
             execution_provider=mv.provider,
             manifest_json=mv.manifest_json,
             max_batch_rows=self._max_batch_rows,
+            explains=mv.explain is not None and mv.decoding is not None,
             **calibration_groups(m),
         )
 

@@ -318,6 +318,7 @@ def _serve(
             translator, name=f"{label} translator"
         ),
         runtimes=tuple(dict.fromkeys(graphs.values())),
+        explain=files.explain if decoder is not None else None,
     )
     version_metrics.queued_rows = lambda: sum(b.queued_rows for b in served.batchers)
     return served

@@ -16,6 +16,7 @@ from latentwatch.bias.drift import LatentReference
 from latentwatch.errors import InvalidInput, ModelNotFound, quote
 from latentwatch.repository.manifest import Manifest
 from latentwatch.scoring.contract import InputContract
+from latentwatch.scoring.explain import ExplainStats
 from latentwatch.scoring.pipeline import ScoringPipeline
 from latentwatch.service.batch_scoring import BatchScoring
 from latentwatch.service.batcher import MicroBatcher
@@ -68,6 +69,8 @@ class ModelVersion:
     # (n, C, H, W) images -> translated images in data units; None without a translator graph.
     translator: MicroBatcher | None = None
     runtimes: tuple[Runtime, ...] = ()  # every runtime loaded, closed with the repository
+    # Per-feature statistics for Score's explanations (service/explanations.py); None: none.
+    explain: ExplainStats | None = None
     # Calls holding this version now: a version unloaded by a reload closes when they end.
     _leases: int = field(default=0, repr=False)
     _idle: asyncio.Event = field(default_factory=asyncio.Event, repr=False)

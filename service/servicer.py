@@ -185,6 +185,8 @@ class LatentwatchServicer(pb_grpc.LatentwatchServicer):
             alpha=request.alpha if request.HasField("alpha") else None,
             fdr=request.fdr if request.HasField("fdr") else None,
             score_kind=request.score_kind or None,
+            explain=request.explain,
+            explain_top_k=request.explain_top_k,
             groups=request.groups,
         )
         return score_response(result, request.request_id)

@@ -8,5 +8,8 @@ from latentwatch.export.exporter import export_run
 
 
 def run(args: argparse.Namespace) -> None:
-    version_dir = export_run(args.run_dir, args.repo, args.name, default_alpha=args.default_alpha)
+    optional = {} if args.select_statistics is None else {
+        "select_statistics": args.select_statistics}
+    version_dir = export_run(args.run_dir, args.repo, args.name, default_alpha=args.default_alpha,
+                             **optional)
     print(f"exported {args.name} version {version_dir.name} to {version_dir}")

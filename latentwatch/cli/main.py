@@ -69,6 +69,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", required=True, help="model name in the repository")
     p.add_argument("--default-alpha", type=arg_types.fraction, default=0.05,
                    help="false-alarm rate the version flags at when a request names none")
+    p.add_argument("--select-statistics", action=argparse.BooleanOptionalAction, default=None,
+                   help="choose the second stage's statistics per model from held-out normal "
+                        "rows against synthetic outliers, no labels (default: on)")
 
 
 def _names(text: str) -> list[str]:
@@ -200,6 +203,14 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
                    help="rows per request")
     p.add_argument("--score-kind", default="",
                    help="kind for score, p-values and decisions (default: the model's)")
+    p.add_argument("--explain", action="store_true",
+                   help="add each row's most unusual features and their contributions "
+                        "(top<r>_feature, top<r>_contribution) to the CSV (default: off)")
+    p.add_argument("--explain-top-k", type=arg_types.positive_int, default=5,
+                   help="features per row that --explain adds (default: 5)")
+    p.add_argument("--anomaly-maps", type=Path, default=None,
+                   help="directory for one PNG per image row: the image beside the heat map "
+                        "of its pixels' contributions (default: none written)")
     _add_connection(p)
     _add_retry(p)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import math
 import sys
 import time
 from collections import deque
@@ -29,6 +30,7 @@ from typing import TextIO
 import numpy as np
 from numpy.typing import NDArray
 
+from latentwatch.cli.anomaly_maps import anomaly_maps
 from latentwatch.cli.connect import security_options
 from latentwatch.client.client import LatentwatchClient, ScoreResult, benjamini_hochberg
 from latentwatch.client.frames import feature_names
@@ -51,8 +53,9 @@ READY_TIMEOUT_S = 30.0
 SAMPLE_ROWS = 1 << 20
 
 
-def _columns(result: ScoreResult, first: tuple[str, NDArray]) -> dict[str, NDArray]:
-    """CSV columns in order; the default kind is `score`, so it is not repeated."""
+def _columns(result: ScoreResult, first: tuple[str, NDArray], top_k: int) -> dict[str, NDArray]:
+    """CSV columns in order; the default kind is `score`, so it is not repeated; with
+    explanations, `top<r>_feature` (name, else index) and `top<r>_contribution` for r <= top_k."""
     columns: dict[str, NDArray] = {first[0]: first[1], "score": result.score}
     for kind, values in result.scores.items():
         if kind != result.score_kind:
@@ -60,6 +63,14 @@ def _columns(result: ScoreResult, first: tuple[str, NDArray]) -> dict[str, NDArr
     columns["p_value"] = result.p_value
     columns["outlier_probability"] = result.outlier_probability
     columns["is_outlier"] = result.is_outlier
+    explained = result.explanations
+    for r in range(min(top_k, 0 if explained is None else explained.features.shape[1])):
+        assert explained is not None
+        columns[f"top{r + 1}_feature"] = np.array(
+            [names[r] or str(f) for names, f in zip(explained.names,
+                                                   explained.features[:, r].tolist(),
+                                                   strict=True)], dtype=object)
+        columns[f"top{r + 1}_contribution"] = explained.contributions[:, r]
     return columns
 
 
@@ -103,7 +114,7 @@ class _Summary:
 
 
 def _chunks(table: Table, args: argparse.Namespace, order: NDArray | None,
-            ids: deque[list[str] | None]) -> Iterator[NDArray]:
+            ids: deque[tuple[list[str] | None, NDArray]]) -> Iterator[NDArray]:
     first_row = 0
     for chunk in table.chunks(args.batch_rows):
         bad = ~np.isfinite(chunk.X).all(axis=1)
@@ -111,31 +122,39 @@ def _chunks(table: Table, args: argparse.Namespace, order: NDArray | None,
             raise DataError(f"{args.data}: row {first_row + int(np.flatnonzero(bad)[0])} has "
                             "NaN/Inf values")
         first_row += len(chunk.X)
-        ids.append(chunk.ids)
-        yield chunk.X if order is None else np.ascontiguousarray(chunk.X[:, order])
+        rows = chunk.X if order is None else np.ascontiguousarray(chunk.X[:, order])
+        ids.append((chunk.ids, rows))
+        yield rows
 
 
 def _score_to(partial: TextIO, p_values: PValueTally | None, client: LatentwatchClient,
               args: argparse.Namespace, table: Table, groups: Table | None
               ) -> tuple[_Summary, float]:
-    order = column_order(table.names, feature_names(client.get_model(args.model, args.version)),
-                         args.data)
-    ids: deque[list[str] | None] = deque()
+    info = client.get_model(args.model, args.version)
+    order = column_order(table.names, feature_names(info), args.data)
+    maps = anomaly_maps(args.anomaly_maps, info)
+    # Anomaly maps need every pixel's contribution; the table shows the first --explain-top-k.
+    top_k = args.explain_top_k if args.explain else 0
+    explain_k = math.prod(info.image_shape) if maps is not None else top_k
+    ids: deque[tuple[list[str] | None, NDArray]] = deque()
     writer = csv.writer(partial)
     summary = _Summary(p_values)
     done_rows = 0
     start_s = last_report_s = time.perf_counter()
     stream = client.score_stream(
         args.model, _chunks(table, args, order, ids), version=args.version, kinds=("*",),
-        alpha=args.alpha, score_kind=args.score_kind,
+        alpha=args.alpha, score_kind=args.score_kind, explain=explain_k > 0,
+        explain_top_k=explain_k,
         groups=None if groups is None else (c.ids or [] for c in groups.chunks(args.batch_rows)),
     )
     for part in stream:
-        chunk_ids = ids.popleft()
+        chunk_ids, rows = ids.popleft()
+        if maps is not None and part.explanations is not None:
+            maps.write(done_rows, rows, part.explanations)
         first = ("row", np.arange(done_rows, done_rows + len(part)))
         if chunk_ids is not None:
             first = ("id", np.array(chunk_ids, dtype=object))
-        columns = _columns(part, first)
+        columns = _columns(part, first, top_k)
         if summary.first is None:
             writer.writerow([*columns, *(["fdr_is_outlier"] if args.fdr is not None else [])])
         writer.writerows(zip(*(_format(v) for v in columns.values()), strict=True))
@@ -148,6 +167,8 @@ def _score_to(partial: TextIO, p_values: PValueTally | None, client: Latentwatch
             of = f"/{table.n_rows} rows ({100 * done_rows / table.n_rows:.0f}%)" if (
                 table.n_rows) else " rows"
             print(f"scored {done_rows}{of}, {rate:.0f} rows/s", file=sys.stderr, flush=True)
+    if maps is not None:
+        print(f"wrote {maps.written} anomaly maps to {maps.directory}")
     return summary, time.perf_counter() - start_s
 
 

@@ -217,6 +217,8 @@ class LatentwatchClient(GenerativeCalls, BiasCalls):
         fdr: float | None = None,
         batch_rows: int | None = None,
         score_kind: str = "",
+        explain: bool = False,
+        explain_top_k: int = 0,
         groups: Sequence[object] | None = None,
     ) -> ScoreResult:
         """Scores rows (N, F) or images (N, H, W) of any numeric dtype.
@@ -231,7 +233,8 @@ class LatentwatchClient(GenerativeCalls, BiasCalls):
         With `batch_rows`, rows travel in chunks of that size over one ScoreStream and results
         are concatenated in order. The BH decision is then recomputed here over the p-values of
         all rows (the server's per-chunk decisions are discarded), so it equals what one
-        request over all rows would give.
+        request over all rows would give. With `explain`, `result.explanations` holds each
+        row's `explain_top_k` (0: the server's default, 5) most unusual features.
         """
         rows = self._named_rows(X, model, version)
         if batch_rows is not None and batch_rows < 1:
@@ -239,6 +242,7 @@ class LatentwatchClient(GenerativeCalls, BiasCalls):
         labels = [str(g) for g in groups] if groups is not None else []
         if batch_rows is None or rows.shape[0] <= batch_rows:
             request = score_request(model, rows, version, kinds, alpha, fdr, score_kind,
+                                    explain_top_k=explain_top_k if explain else None,
                                     groups=labels)
             response = self._unary("Score", request)
             return result_from_response(response, rows.shape[0])
@@ -246,7 +250,8 @@ class LatentwatchClient(GenerativeCalls, BiasCalls):
         parts = list(
             self.score_stream(
                 model, (rows[i : i + batch_rows] for i in starts), version=version, kinds=kinds,
-                alpha=alpha, fdr=fdr, score_kind=score_kind,
+                alpha=alpha, fdr=fdr, score_kind=score_kind, explain=explain,
+                explain_top_k=explain_top_k,
                 groups=None if groups is None else (labels[i : i + batch_rows] for i in starts),
             )
         )
@@ -265,6 +270,8 @@ class LatentwatchClient(GenerativeCalls, BiasCalls):
         alpha: float | None = None,
         fdr: float | None = None,
         score_kind: str = "",
+        explain: bool = False,
+        explain_top_k: int = 0,
         groups: Iterable[Sequence[object]] | None = None,
     ) -> Iterator[ScoreResult]:
         """Scores each batch over one ScoreStream, yielding one result per batch, in order.
@@ -296,7 +303,8 @@ class LatentwatchClient(GenerativeCalls, BiasCalls):
 
         def make(index: int, rows: NDArray) -> pb.ScoreRequest:
             return score_request(model, rows, version, kinds, alpha, fdr, score_kind, str(index),
-                                 groups_of.get(index, ()))
+                                 explain_top_k=explain_top_k if explain else None,
+                                 groups=groups_of.get(index, ()))
 
         results = score_chunks(
             lambda requests: self._stub.ScoreStream(requests),

@@ -38,6 +38,7 @@ class ModelInfo:
     execution_provider: str
     max_batch_rows: int
     manifest_json: str
+    explains: bool = False  # Score can explain rows (explain.npz and a decoder)
     # The column the calibration rows were grouped by, and its groups (ScoreRequest.groups);
     # empty for a version calibrated without one.
     calibration_group_column: str = ""

@@ -36,6 +36,7 @@ SIGNATURE_FILE = "manifest.sig"
 CALIBRATION_FILE = "calibration.npy"
 SECOND_STAGE_FILE = "second_stage.npz"
 REFERENCE_FILE = "reference.npz"
+EXPLAIN_FILE = "explain.npz"  # per-feature statistics for explanations (optional)
 TRITON_CONFIG_FILE = "config.pbtxt"
 GRAPH_SUFFIX = ".onnx"
 # Export stages a version in <model>/<STAGING_PREFIX>XXXX and renames it into place.

@@ -55,6 +55,7 @@ from latentwatch.repository.manifest_fields import (
     _version_name,
 )
 from latentwatch.repository.manifest_groups import GroupCalibration
+from latentwatch.repository.manifest_selection import SelectionSpec, check_selection
 from latentwatch.repository.manifest_v1 import is_v1, upgrade_v1
 from latentwatch.scoring.preprocessing import Preprocessing
 
@@ -230,6 +231,8 @@ class ScoringSpec(_Strict):
     default_score_reason: str = ""
     # Present when one score kind is computed by the service after the scorer graph.
     second_stage: SecondStageSpec | None = None
+    # How the second stage's statistics were chosen without labels (absent in older versions).
+    selection: SelectionSpec | None = None
     calibration: Calibration
 
     @model_validator(mode="after")
@@ -243,6 +246,9 @@ class ScoringSpec(_Strict):
         missing = set(self.calibration.score_kinds) ^ set(self.score_kinds)
         if missing:
             raise ValueError(f"calibration kinds differ from score_kinds: {sorted(missing)}")
+        if self.selection is not None and self.second_stage is not None:
+            check_selection(self.selection, self.second_stage.statistics,
+                            self.second_stage.combine)
         return self
 
 

@@ -28,10 +28,11 @@ from latentwatch.repository.files import (
     open_version_file,
     read_version_file,
 )
-from latentwatch.repository.layout import MANIFEST_FILE, SIGNATURE_FILE
+from latentwatch.repository.layout import EXPLAIN_FILE, MANIFEST_FILE, SIGNATURE_FILE
 from latentwatch.repository.manifest import Manifest, verify_files
 from latentwatch.repository.manifest_groups import split_by_group
 from latentwatch.repository.signing import MAX_SIGNATURE_BYTES, TrustedKeys, check_signature
+from latentwatch.scoring.explain import ExplainStats
 from latentwatch.scoring.pipeline import ScoringPipeline
 from latentwatch.scoring.second_stage import KIND as STAGE_KIND
 from latentwatch.scoring.second_stage import SecondStage
@@ -64,6 +65,7 @@ class VersionFiles:
     second_stage: SecondStage | None
     reference: LatentReference | None  # the training latent summary for bias-report drift
     signed_by: str | None = None  # the trusted key id whose signature verified
+    explain: ExplainStats | None = None  # explain.npz; None: the version does not explain
     # group -> kind -> ascending calibration scores; empty without a group column.
     group_calibration: dict[str, dict[str, NDArray[np.float64]]] = field(default_factory=dict)
 
@@ -92,6 +94,7 @@ def read_version(
         reference=read_reference(version_dir, manifest, policy.max_file_bytes),
         second_stage=read_second_stage(version_dir, manifest, policy.max_file_bytes),
         signed_by=signed_by,
+        explain=read_explain(version_dir, manifest, policy.max_file_bytes),
     )
 
 
@@ -291,6 +294,19 @@ def read_second_stage(
     ):
         raise VersionRefused(f"{spec.file}: input reference width differs from the features")
     return stage
+
+
+def read_explain(
+    version_dir: Path, manifest: Manifest, max_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> ExplainStats | None:
+    """The explanation statistics when the version lists explain.npz (older ones do not)."""
+    if EXPLAIN_FILE not in manifest.sha256 or manifest.scoring is None:
+        return None
+    _check_archive(version_dir, EXPLAIN_FILE, max_bytes)
+    try:
+        return ExplainStats.load(version_dir / EXPLAIN_FILE, manifest.n_features)
+    except Exception as err:  # numpy's errors for odd arrays vary (TypeError, KeyError, ...)
+        raise VersionRefused(f"{EXPLAIN_FILE} cannot be used: {_one_line(err)}") from err
 
 
 def _one_line(err: Exception) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from latentwatch.errors import LatentwatchError
+from latentwatch.scoring.explain import Explanations
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,6 +45,8 @@ class ScoreResult:
     scores: dict[str, NDArray[np.float64]]
     # Present when an FDR level was asked for.
     fdr: FdrResult | None = None
+    # Per row, its top features, when explanations were asked for (scoring/explain.py).
+    explanations: Explanations | None = None
     # True when each row's p-value is against its own group's calibration (Mondrian).
     group_conditional: bool = False
 
@@ -52,7 +55,8 @@ class ScoreResult:
 
     @classmethod
     def concat(cls, parts: Sequence[ScoreResult]) -> ScoreResult:
-        """Rows of several results in order; `fdr` is dropped (BH does not concatenate)."""
+        """Rows of several results in order; `fdr` is dropped (BH does not concatenate);
+        explanations are kept when every part has them."""
         if not parts:
             raise ValueError("nothing to concatenate")
         first = parts[0]
@@ -75,5 +79,7 @@ class ScoreResult:
             outlier_probability=np.concatenate([p.outlier_probability for p in parts]),
             is_outlier=np.concatenate([p.is_outlier for p in parts]),
             scores={k: np.concatenate([p.scores[k] for p in parts]) for k in first.scores},
+            explanations=Explanations.concat([p.explanations for p in parts if p.explanations])
+            if all(p.explanations is not None for p in parts) else None,
             group_conditional=first.group_conditional,
         )

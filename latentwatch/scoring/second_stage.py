@@ -21,11 +21,13 @@ Everything here is numpy, vectorised over the batch, and stored as plain float a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+
+from latentwatch.scoring.knn import KnnIndex
 
 KIND = "stats_density"
 # kNN distance to at most this many reference rows: bounded memory and time per batch. Narrow
@@ -34,8 +36,8 @@ KIND = "stats_density"
 MAX_REFERENCE_ROWS = 4096
 REFERENCE_VALUES = 4096 * 64
 MAX_NARROW_REFERENCE_ROWS = 8192
-# Distance rows are computed in chunks so a large batch never holds a (B, R) matrix at once. A
-# caller that splits rows at multiples of it gets the same float32 products, so identical scores.
+# Rows the service scores per call off the event loop come in multiples of this. (The kNN search
+# is exact per row, so how a batch is split never changes a score.)
 KNN_CHUNK_ROWS = 512
 _TINY = 1e-12
 
@@ -66,6 +68,9 @@ class SecondStage:
     std: NDArray[np.float64]  # (S,)
     latent_reference: NDArray[np.float32]  # (R, Z) training latent means; (0, 0) when unused
     input_reference: NDArray[np.float32]  # (R, F) training rows in model space; (0, 0) unused
+    # Exact kNN indexes over the references in use, built once (when the version loads).
+    latent_index: KnnIndex | None = field(init=False, repr=False)
+    input_index: KnnIndex | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.statistics if s not in STATISTICS]
@@ -81,6 +86,12 @@ class SecondStage:
                                 ("log_input_knn", self.input_reference)):
             if name in self.statistics and reference.shape[0] < self.k:
                 raise ValueError(f"{name} needs at least k={self.k} reference rows")
+        for name, reference, attribute in (
+            ("log_latent_knn", self.latent_reference, "latent_index"),
+            ("log_input_knn", self.input_reference, "input_index"),
+        ):
+            index = KnnIndex.build(reference) if name in self.statistics else None
+            object.__setattr__(self, attribute, index)  # frozen: set once, here
 
     @property
     def costly(self) -> bool:
@@ -105,11 +116,7 @@ class SecondStage:
     ) -> NDArray[np.float64]:
         """(B,) second-stage scores, higher = more anomalous."""
         z = (self.raw_statistics(outputs, model_rows) - self.mean) / self.std  # (B, S)
-        if self.combine == "max":
-            return z.max(axis=1)
-        if self.combine == "max_abs":
-            return np.abs(z).max(axis=1)
-        return z.sum(axis=1)
+        return combine_statistics(z, self.combine)
 
     def _statistic(
         self, name: str, outputs: Mapping[str, NDArray], model_rows: NDArray[np.float32] | None
@@ -117,12 +124,13 @@ class SecondStage:
         if name == "log_recon_error":
             return np.log(outputs["recon_error"].astype(np.float64) + _TINY)
         if name == "log_latent_knn":
-            return np.log(knn_distance(self.latent_reference, outputs["latent_mu"], self.k)
-                          + _TINY)
+            assert self.latent_index is not None  # built for the statistics in use
+            return np.log(self.latent_index.mean_distance(outputs["latent_mu"], self.k) + _TINY)
         if name == "log_input_knn":
             if model_rows is None:
                 raise ValueError("log_input_knn needs the rows in model space")
-            return np.log(knn_distance(self.input_reference, model_rows, self.k) + _TINY)
+            assert self.input_index is not None
+            return np.log(self.input_index.mean_distance(model_rows, self.k) + _TINY)
         return outputs[name].astype(np.float64)
 
     def save(self, path: Path) -> None:
@@ -151,6 +159,15 @@ class SecondStage:
             )
 
 
+def combine_statistics(z: NDArray[np.float64], combine: str) -> NDArray[np.float64]:
+    """(B, S) standardised statistics -> (B,) scores, as `combine` (see COMBINES) says."""
+    if combine == "max":
+        return z.max(axis=1)
+    if combine == "max_abs":
+        return np.abs(z).max(axis=1)
+    return z.sum(axis=1)
+
+
 def reference_rows_for(n_features: int) -> int:
     """How many training rows the kNN reference keeps for rows of `n_features` values."""
     return max(MAX_REFERENCE_ROWS, min(MAX_NARROW_REFERENCE_ROWS, REFERENCE_VALUES // n_features))
@@ -164,24 +181,13 @@ def needed_outputs(statistics: Sequence[str]) -> tuple[str, ...]:
 def knn_distance(
     reference: NDArray[np.float32], queries: NDArray, k: int, exclude_self: bool = False
 ) -> NDArray[np.float64]:
-    """Mean Euclidean distance from each query (B, D) to its k nearest reference rows (R, D).
+    """Mean Euclidean distance from each query (B, D) to its k nearest reference rows (R, D),
+    exact (see latentwatch.scoring.knn).
 
     With `exclude_self`, the queries ARE the reference rows and each row's zero distance to
     itself is skipped (leave-one-out), so fitted statistics match those of unseen rows.
     """
-    reference = np.asarray(reference, dtype=np.float32)
-    ref_sq = np.einsum("ij,ij->i", reference, reference)  # (R,)
-    skip = 1 if exclude_self else 0
-    out = np.empty(queries.shape[0], dtype=np.float64)
-    for start in range(0, queries.shape[0], KNN_CHUNK_ROWS):
-        q = np.asarray(queries[start : start + KNN_CHUNK_ROWS], dtype=np.float32)  # (b, D)
-        d2 = ref_sq[None, :] - 2.0 * (q @ reference.T)  # (b, R), without |q|^2 (added below)
-        d2 += np.einsum("ij,ij->i", q, q)[:, None]
-        nearest = np.partition(d2, k + skip - 1, axis=1)[:, : k + skip]  # (b, k + skip)
-        nearest.sort(axis=1)
-        nearest = np.maximum(nearest[:, skip:], 0.0)  # rounding can dip below zero
-        out[start : start + len(q)] = np.sqrt(nearest).mean(axis=1)
-    return out
+    return KnnIndex.build(reference).mean_distance(queries, k, exclude_self)
 
 
 def fit_second_stage(
@@ -225,7 +231,7 @@ def fit_second_stage(
     # A statistic that is constant on normal rows still counts: any change is atypical.
     std = np.where(std > 1e-6 * np.maximum(1.0, np.abs(mean)), std, 1e-6 * np.maximum(
         1.0, np.abs(mean)))
-    return SecondStage(
+    return SecondStage(  # (its indexes are built anew: a few ms)
         statistics=statistics, combine=combine, k=k, mean=mean, std=std,
         latent_reference=stage.latent_reference, input_reference=stage.input_reference,
     )
@@ -237,11 +243,13 @@ def _leave_one_out_statistics(
     columns = []
     for name in stage.statistics:
         if name == "log_latent_knn":
-            d = knn_distance(stage.latent_reference, outputs["latent_mu"], stage.k, True)
+            assert stage.latent_index is not None
+            d = stage.latent_index.mean_distance(outputs["latent_mu"], stage.k, True)
             columns.append(np.log(d + _TINY))
         elif name == "log_input_knn":
-            columns.append(np.log(knn_distance(stage.input_reference, rows, stage.k, True)
-                                  + _TINY))
+            assert stage.input_index is not None
+            d = stage.input_index.mean_distance(rows, stage.k, True)
+            columns.append(np.log(d + _TINY))
         else:
             columns.append(stage._statistic(name, outputs, rows))
     return np.stack(columns, axis=1)

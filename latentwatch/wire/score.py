@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from latentwatch.errors import InvalidInput, LatentwatchError
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.repository.catalog import ModelInfo, ModelSummary, TensorInfo
+from latentwatch.scoring.explain import Explanations
 from latentwatch.scoring.results import FdrResult, ScoreResult
 from latentwatch.wire.tensors import from_tensor, to_tensor
 
@@ -31,8 +32,10 @@ def score_request(
     fdr: float | None,
     score_kind: str,
     request_id: str = "",
+    explain_top_k: int | None = None,
     groups: Sequence[str] = (),
 ) -> pb.ScoreRequest:
+    """`explain_top_k`: None asks for no explanations, 0 for the server's default k."""
     request = pb.ScoreRequest(
         model_name=model,
         model_version=version,
@@ -40,6 +43,8 @@ def score_request(
         score_kinds=list(kinds),
         request_id=request_id,
         score_kind=score_kind,
+        explain=explain_top_k is not None,
+        explain_top_k=explain_top_k or 0,
         groups=[str(g) for g in groups],
     )
     if alpha is not None:
@@ -69,6 +74,8 @@ def score_response(result: ScoreResult, request_id: str) -> pb.ScoreResponse:
         scores=[pb.ScoreColumn(kind=k, values=v.tolist()) for k, v in result.scores.items()],
         group_conditional=result.group_conditional,
     )
+    if result.explanations is not None:
+        response.explanations.extend(explanation_messages(result.explanations))
     if result.fdr is not None:
         response.fdr.CopyFrom(
             pb.FdrDecision(
@@ -104,7 +111,35 @@ def result_from_response(response: pb.ScoreResponse, n_rows: int) -> ScoreResult
         is_outlier=np.array(response.is_outlier, dtype=bool),
         scores={c.kind: np.array(c.values, dtype=np.float64) for c in response.scores},
         fdr=fdr,
+        explanations=explanations_from_messages(response.explanations, n_rows),
         group_conditional=response.group_conditional,
+    )
+
+
+def explanation_messages(explained: Explanations) -> list[pb.Explanation]:
+    return [
+        pb.Explanation(features=f, names=n, contributions=c)
+        for f, n, c in zip(explained.features.tolist(), explained.names,
+                           explained.contributions.tolist(), strict=True)
+    ]
+
+
+def explanations_from_messages(
+    messages: Sequence[pb.Explanation], n_rows: int
+) -> Explanations | None:
+    """None when the response has none; LatentwatchError when they do not fit the rows."""
+    if not messages:
+        return None
+    widths = {len(m.features) for m in messages} | {len(m.contributions) for m in messages}
+    if len(messages) != n_rows or len(widths) != 1 or any(
+        len(m.names) != len(m.features) for m in messages
+    ):
+        raise LatentwatchError(f"server returned {len(messages)} explanations of uneven widths "
+                               f"{sorted(widths)} for {n_rows} rows")
+    return Explanations(
+        features=np.array([list(m.features) for m in messages], dtype=np.int64),
+        contributions=np.array([list(m.contributions) for m in messages], dtype=np.float64),
+        names=tuple(tuple(m.names) for m in messages),
     )
 
 
@@ -167,6 +202,7 @@ def model_info_message(d: ModelInfo) -> pb.ModelInfo:
         execution_provider=d.execution_provider,
         manifest_json=d.manifest_json,
         max_batch_rows=d.max_batch_rows,
+        explains=d.explains,
         calibration_group_column=d.calibration_group_column,
         calibration_groups=d.calibration_groups,
     )
@@ -189,6 +225,7 @@ def model_info_from_message(info: pb.ModelInfo) -> ModelInfo:
         execution_provider=info.execution_provider,
         max_batch_rows=int(info.max_batch_rows),
         manifest_json=info.manifest_json,
+        explains=info.explains,
         calibration_group_column=info.calibration_group_column,
         calibration_groups=tuple(info.calibration_groups),
     )

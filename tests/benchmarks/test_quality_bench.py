@@ -169,8 +169,8 @@ def test_quick_run_writes_the_report(quality: ModuleType, tmp_path: Path) -> Non
         (seed,) = d["seeds"]
         assert seed["n_pool"] == 150 and seed["n_test"] == 180
         methods = seed["methods"]
-        assert set(methods) == {"default", "neg_elbo", "recon_error", "iforest", "knn", "pca",
-                                "ecod", "pyod_vae"}
+        assert set(methods) == {"default", "neg_elbo", "recon_error", "knn", "lof", "ocsvm",
+                                "iforest", "pca", "ecod", "pyod_vae", "dte_np"}
         for m in methods.values():
             assert 0.0 <= m["auroc"] <= 1.0 and 0.0 <= m["aupr"] <= 1.0 and m["seconds"] >= 0
         lw = seed["latentwatch"]
@@ -183,7 +183,8 @@ def test_quick_run_writes_the_report(quality: ModuleType, tmp_path: Path) -> Non
         assert set(calibration["false_alarm_rate"]) == {"0.01", "0.05", "0.1"}
         assert 0.0 <= calibration["bh"]["fdr"] <= 1.0
     mean = report["tabular"]["mean"]
-    assert mean["best_baseline"] in {"iforest", "knn", "pca", "ecod", "pyod_vae"}
+    assert mean["best_baseline"] in {"knn", "lof", "ocsvm", "iforest", "pca", "ecod", "pyod_vae",
+                                     "dte_np"}
     assert isinstance(mean["default_minus_best_baseline_auroc_points"], float)
     assert set(report["images"]) == {"fashion-mnist->mnist", "mnist->fashion-mnist"}
     for image in report["images"].values():

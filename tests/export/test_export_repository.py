@@ -38,7 +38,7 @@ def test_manifest_validates_and_its_hashes_match_the_files(
     files = {p.name for p in version_dir.iterdir()} - {MANIFEST_FILE}
     assert set(manifest.sha256) == files == {
         "scorer.onnx", "encoder.onnx", "decoder.onnx", "calibration.npy", "second_stage.npz",
-        "reference.npz",
+        "reference.npz", "explain.npz",
     }
     assert verify_files(version_dir, manifest) == []
     assert all(manifest.sha256[name] == sha256_file(version_dir / name) for name in files)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from latentwatch.scoring.knn import KnnIndex
 from latentwatch.scoring.second_stage import SecondStage, fit_second_stage, knn_distance
 
 
@@ -90,3 +91,37 @@ def test_bad_settings_are_refused() -> None:
         SecondStage(("log_input_knn",), "max", 5, np.zeros(1), np.ones(1), zeros, zeros)
     with pytest.raises(ValueError, match="std positive"):
         SecondStage(("neg_elbo",), "max", 5, np.zeros(1), np.zeros(1), zeros, zeros)
+
+
+def test_the_knn_indexes_are_built_once_with_the_stage_not_per_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A loaded stage holds an index for each kNN statistic it uses (none for unused ones);
+    scoring batches never builds another."""
+    rng = np.random.default_rng(4)
+    reference, rows = _outputs(rng, 300), rng.normal(size=(300, 4)).astype(np.float32)
+    stage = fit_second_stage(("neg_elbo", "log_input_knn"), "max", 5, reference, rows, None, None)
+    assert isinstance(stage.input_index, KnnIndex) and stage.latent_index is None
+    assert stage.input_index.n_rows == 300
+
+    def no_build(reference: np.ndarray) -> KnnIndex:
+        raise AssertionError("an index was built while scoring")
+
+    monkeypatch.setattr(KnnIndex, "build", no_build)
+    queries, query_rows = _outputs(rng, 50), rng.normal(size=(50, 4)).astype(np.float32)
+    d = _brute_knn(rows.astype(np.float64), query_rows.astype(np.float64), 5)
+    z = (np.log(d + 1e-12) - stage.mean[1]) / stage.std[1]
+    z_elbo = (queries["neg_elbo"].astype(np.float64) - stage.mean[0]) / stage.std[0]
+    np.testing.assert_allclose(stage.score(queries, query_rows), np.maximum(z, z_elbo),
+                               rtol=1e-12)
+
+
+def test_a_reference_with_a_non_finite_row_is_refused_at_load(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    reference, rows = _outputs(rng, 100), rng.normal(size=(100, 3)).astype(np.float32)
+    stage = fit_second_stage(("neg_elbo", "log_input_knn"), "max", 5, reference, rows, None, None)
+    stage.input_reference[7, 1] = np.nan
+    path = tmp_path / "second_stage.npz"
+    stage.save(path)
+    with pytest.raises(ValueError, match="finite"):
+        SecondStage.load(path, stage.statistics, stage.combine, stage.k)

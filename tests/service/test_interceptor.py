@@ -23,6 +23,7 @@ from latentwatch.client.client import LatentwatchClient
 from latentwatch.errors import (
     STATUS_TABLE,
     DataError,
+    FailedPrecondition,
     InvalidInput,
     LatentwatchError,
     ModelNotFound,
@@ -55,7 +56,7 @@ async def act(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
     if verb == "unknown":
         raise RuntimeError(SECRET)
     if verb == "abort":
-        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "nope")
+        await context.abort(grpc.StatusCode.ABORTED, "nope")
     if verb == "wait":
         await asyncio.sleep(60)
     return request
@@ -364,14 +365,14 @@ def test_a_method_the_servicer_lacks_is_unimplemented_not_an_internal_error(
 
 @pytest.mark.parametrize("method", KINDS)
 def test_a_handlers_own_abort_passes_through(method: str, probe: ProbeServer) -> None:
-    before = probe.count(method, "FAILED_PRECONDITION")
+    before = probe.count(method, "ABORTED")
     with pytest.raises(grpc.RpcError) as caught:
         probe.call(method, requests_for(method, b"abort"))
     assert (caught.value.code(), caught.value.details()) == (
-        grpc.StatusCode.FAILED_PRECONDITION, "nope"
+        grpc.StatusCode.ABORTED, "nope"
     )
     # abort sends the status before the handler's frame unwinds, so the count may follow it.
-    wait_until(lambda: probe.count(method, "FAILED_PRECONDITION") == before + 1)
+    wait_until(lambda: probe.count(method, "ABORTED") == before + 1)
 
 
 @pytest.mark.parametrize("method", KINDS)
@@ -431,6 +432,7 @@ CLIENT_RAISES: dict[type[LatentwatchError], type[LatentwatchError]] = {
     PermissionDenied: PermissionDenied,
     RequestTooLarge: QueueFull,  # RESOURCE_EXHAUSTED: the client's class for the code
     StreamIdle: StreamIdle,
+    FailedPrecondition: FailedPrecondition,
     VersionRefused: LatentwatchError,
 }
 
@@ -463,5 +465,5 @@ def test_the_client_keeps_a_code_outside_the_table(probe: ProbeServer) -> None:
             client.get_model("abort")
         assert client.get_model("fine").name == "fine"
     assert type(caught.value) is LatentwatchError
-    assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert caught.value.code == grpc.StatusCode.ABORTED
     assert str(caught.value) == "nope"

@@ -308,6 +308,6 @@ def test_every_error_class_has_its_http_status() -> None:
     expected = {
         "LatentwatchError": 500, "InvalidInput": 400, "ModelNotFound": 404, "QueueFull": 429,
         "NotReady": 503, "DataError": 400, "Unauthenticated": 401, "PermissionDenied": 403,
-        "StreamIdle": 408, "RequestTooLarge": 413, "VersionRefused": 500,
+        "StreamIdle": 408, "RequestTooLarge": 413, "FailedPrecondition": 400, "VersionRefused": 500,
     }
     assert {c.__name__: http_status(c("x")) for c in STATUS_TABLE} == expected
