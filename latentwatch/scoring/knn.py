@@ -62,6 +62,7 @@ class KnnIndex:
     reference: NDArray[np.float64]  # (R, D)
     weights: NDArray[np.float32]  # (R', D + 1) rows [-2y, (1 - 3g) |y|^2], R' = RUNS * run
     rounding: float  # g of the module docstring
+    float32_safe: bool  # False: a reference row too large for float32 squares, all float64
     _scratch: threading.local = field(default_factory=threading.local)
 
     @classmethod
@@ -74,10 +75,11 @@ class KnnIndex:
         weights = np.zeros((-(-n_rows // runs) * runs, dim + 1), dtype=np.float32)
         rounding = (dim + 4) * _EPS32
         weights[:n_rows, :dim] = -2.0 * ref
-        weights[:n_rows, dim] = (1.0 - 3.0 * rounding) * np.einsum("rd,rd->r", ref, ref)
+        ref_sq = np.einsum("rd,rd->r", ref, ref)
+        weights[:n_rows, dim] = (1.0 - 3.0 * rounding) * np.minimum(ref_sq, _FLOAT32_SAFE_SQ)
         weights[n_rows:, dim] = _PAD_SQ
         use_one_blas_thread()
-        return cls(ref, weights, rounding)
+        return cls(ref, weights, rounding, bool(ref_sq.max() < _FLOAT32_SAFE_SQ))
 
     @property
     def n_rows(self) -> int:
@@ -123,8 +125,8 @@ class KnnIndex:
             raise ValueError(f"k must be in [1, {self.n_rows}], got {k}")
         q = queries.astype(np.float64)
         q_sq = np.einsum("bd,bd->b", q, q)
-        fast = q_sq < _FLOAT32_SAFE_SQ  # False for NaN and inf too
-        if fast.all():
+        fast = (q_sq < _FLOAT32_SAFE_SQ) & self.float32_safe  # False for NaN and inf too
+        if fast.all() and q.shape[0]:
             return (*self._search(q, q_sq, k), fast)
         valid = np.isfinite(q_sq)
         q, q_sq, fast = q[valid], q_sq[valid], fast[valid]
@@ -218,6 +220,8 @@ def _top_k(
 def _smallest(query: NDArray[np.int64], d2: NDArray[np.float64], n: int,
               k: int) -> NDArray[np.float64]:
     """(n, k) the k smallest d2 of each of n queries (any order); every query has >= k."""
+    if n == 0:
+        return np.zeros((0, k))
     order = np.argsort(query.astype(np.int32 if n >= 1 << 15 else np.int16), kind="stable")
     query, d2 = query[order], d2[order]
     counts = np.bincount(query, minlength=n)

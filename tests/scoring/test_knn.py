@@ -167,3 +167,19 @@ def test_an_index_puts_blas_on_one_thread_for_every_thread_of_the_process() -> N
         np.testing.assert_array_equal(got, want)
         assert threads and set(threads) == {1}
     assert set(blas_threads()) == {1}
+
+
+def test_a_reference_row_too_large_for_float32_squares_and_an_empty_batch() -> None:
+    rng = np.random.default_rng(6)
+    reference = rng.normal(size=(300, 4))
+    reference[5] = 1e20  # |y|^2 = 4e40: beyond float32
+    queries = np.concatenate([rng.normal(size=(10, 4)), reference[5:6] + 1.0])
+    index = KnnIndex.build(reference)
+    got_index, got_distance = index.neighbours(queries, 3)
+    want_index, want_distance = oracle(reference, queries, 3)
+    np.testing.assert_array_equal(got_index, want_index)
+    np.testing.assert_allclose(got_distance, want_distance, rtol=1e-12)
+    assert got_index[-1, 0] == 5
+    empty = index.neighbours(np.zeros((0, 4)), 3)
+    assert empty[0].shape == (0, 3) and empty[1].shape == (0, 3)
+    assert index.mean_distance(np.zeros((0, 4)), 3).shape == (0,)
