@@ -28,20 +28,18 @@ query's norm only, not with the largest reference row's.
 
 Trees do not pay here: on the narrow ADBench sets (9-10 features, 8,192 reference rows) the
 k-nearest ball of a row meets about 24 of 256 k-d leaves and 5-7 of 8 subtrees, so pruning
-saves little and costs per-leaf work that numpy does slowly. BLAS runs on one thread while it
-searches: ONNX Runtime's threads own the cores, and on a busy machine a multi-threaded BLAS call
-of this size runs many times slower.
+saves little and costs per-leaf work that numpy does slowly. Building an index puts numpy's
+BLAS on one thread for the process (use_one_blas_thread): ONNX Runtime's threads own the cores,
+and on a busy machine a two-thread BLAS product of this size ran 10-30x slower than one thread.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
+import threadpoolctl
 from numpy.typing import NDArray
 from threadpoolctl import ThreadpoolController
 
@@ -51,10 +49,8 @@ BLOCK_VALUES = 1 << 18
 _EPS32 = float(np.finfo(np.float32).eps)
 _PAD_SQ = 1e38  # |y|^2 of padding rows (R rounded up to a multiple of RUNS): never a candidate
 _FLOAT32_SAFE_SQ = 1e30  # larger |x|^2 (or non-finite) rows take the float64 search
-_BLAS = ThreadpoolController()
 _blas_lock = threading.Lock()
-_blas_users = 0  # threads searching now; the first sets one BLAS thread, the last restores
-_blas_limiter: Any = None
+_blas_limited = False
 
 Candidates = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]  # query, row, d2
 
@@ -66,6 +62,7 @@ class KnnIndex:
     reference: NDArray[np.float64]  # (R, D)
     weights: NDArray[np.float32]  # (R', D + 1) rows [-2y, (1 - 3g) |y|^2], R' = RUNS * run
     rounding: float  # g of the module docstring
+    float32_safe: bool  # False: a reference row too large for float32 squares, all float64
     _scratch: threading.local = field(default_factory=threading.local)
 
     @classmethod
@@ -78,9 +75,11 @@ class KnnIndex:
         weights = np.zeros((-(-n_rows // runs) * runs, dim + 1), dtype=np.float32)
         rounding = (dim + 4) * _EPS32
         weights[:n_rows, :dim] = -2.0 * ref
-        weights[:n_rows, dim] = (1.0 - 3.0 * rounding) * np.einsum("rd,rd->r", ref, ref)
+        ref_sq = np.einsum("rd,rd->r", ref, ref)
+        weights[:n_rows, dim] = (1.0 - 3.0 * rounding) * np.minimum(ref_sq, _FLOAT32_SAFE_SQ)
         weights[n_rows:, dim] = _PAD_SQ
-        return cls(ref, weights, rounding)
+        use_one_blas_thread()
+        return cls(ref, weights, rounding, bool(ref_sq.max() < _FLOAT32_SAFE_SQ))
 
     @property
     def n_rows(self) -> int:
@@ -126,8 +125,8 @@ class KnnIndex:
             raise ValueError(f"k must be in [1, {self.n_rows}], got {k}")
         q = queries.astype(np.float64)
         q_sq = np.einsum("bd,bd->b", q, q)
-        fast = q_sq < _FLOAT32_SAFE_SQ  # False for NaN and inf too
-        if fast.all():
+        fast = (q_sq < _FLOAT32_SAFE_SQ) & self.float32_safe  # False for NaN and inf too
+        if fast.all() and q.shape[0]:
             return (*self._search(q, q_sq, k), fast)
         valid = np.isfinite(q_sq)
         q, q_sq, fast = q[valid], q_sq[valid], fast[valid]
@@ -153,23 +152,22 @@ class KnnIndex:
         aug[:, :dim] = q
         step = max(1, min(n, BLOCK_VALUES // columns))
         found_rows, found_cols = [], []
-        with _one_blas_thread():
-            for start in range(0, n, step):
-                stop = min(start + step, n)
-                products = self._products(columns, stop - start)
-                np.matmul(self.weights, aug[start:stop].T, out=products)  # (R', b)
-                by_run = products.reshape(run, runs, stop - start)  # run r: columns r + runs i
-                minima = by_run.min(axis=0)  # (runs, b)
-                # (b, runs) rows partition faster; fewer runs than k: the k-th of every column
-                m = np.partition((minima if runs >= k else products).T.copy(), k - 1,
-                                 axis=1)[:, k - 1]
-                g = margin[start:stop]
-                limit = (m + 21.0 * g) / (1.0 - 10.0 * self.rounding) + g  # (b,)
-                runs_hit, rows_hit = np.nonzero(minima <= limit)
-                values = by_run[:, runs_hit, rows_hit]  # (run, P): the runs within the limit
-                place, pair = np.divmod(np.flatnonzero(values <= limit[rows_hit]), runs_hit.size)
-                found_rows.append(rows_hit[pair] + start)
-                found_cols.append(runs_hit[pair] + runs * place)
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            products = self._products(columns, stop - start)
+            np.matmul(self.weights, aug[start:stop].T, out=products)  # (R', b)
+            by_run = products.reshape(run, runs, stop - start)  # run r: columns r + runs i
+            minima = by_run.min(axis=0)  # (runs, b)
+            # (b, runs) rows partition faster; fewer runs than k: the k-th of every column
+            m = np.partition((minima if runs >= k else products).T.copy(), k - 1,
+                             axis=1)[:, k - 1]
+            g = margin[start:stop]
+            limit = (m + 21.0 * g) / (1.0 - 10.0 * self.rounding) + g  # (b,)
+            runs_hit, rows_hit = np.nonzero(minima <= limit)
+            values = by_run[:, runs_hit, rows_hit]  # (run, P): the runs within the limit
+            place, pair = np.divmod(np.flatnonzero(values <= limit[rows_hit]), runs_hit.size)
+            found_rows.append(rows_hit[pair] + start)
+            found_cols.append(runs_hit[pair] + runs * place)
         rows = np.concatenate(found_rows)
         index = np.concatenate(found_cols)
         if columns > self.n_rows:  # padding columns, only under an absurd limit
@@ -193,23 +191,20 @@ class KnnIndex:
         return (np.repeat(np.arange(n), n_ref), np.tile(np.arange(n_ref), n), d2.reshape(-1))
 
 
-@contextmanager
-def _one_blas_thread() -> Iterator[None]:
-    """BLAS on one thread while any thread searches. OpenBLAS's pool is process-wide, so the
-    limit is counted: searches in two threads at once must not restore it under each other."""
-    global _blas_users, _blas_limiter
+def use_one_blas_thread() -> None:
+    """numpy's BLAS on one thread from now on, in this whole process (once; idempotent).
+
+    OpenBLAS keeps one thread pool per process, so a limit cannot be scoped to one search
+    when searches run in several threads (threadpoolctl lets one thread control it at a time);
+    and a process that serves kNN statistics wants one BLAS thread anyway."""
+    global _blas_limited
     with _blas_lock:
-        if _blas_users == 0:
-            _blas_limiter = _BLAS.limit(limits=1, user_api="blas")
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                _blas_limiter.restore_original_limits()
-                _blas_limiter = None
+        if not _blas_limited:
+            ThreadpoolController().limit(limits=1, user_api="blas")
+            # Let any thread of the process set limits later (threadpoolctl gives control of
+            # OpenBLAS to the thread that set it last, until cleared).
+            threadpoolctl.OpenBLASController.clear_controlling_thread(force=True)
+            _blas_limited = True
 
 
 def _top_k(
@@ -225,6 +220,8 @@ def _top_k(
 def _smallest(query: NDArray[np.int64], d2: NDArray[np.float64], n: int,
               k: int) -> NDArray[np.float64]:
     """(n, k) the k smallest d2 of each of n queries (any order); every query has >= k."""
+    if n == 0:
+        return np.zeros((0, k))
     order = np.argsort(query.astype(np.int32 if n >= 1 << 15 else np.int16), kind="stable")
     query, d2 = query[order], d2[order]
     counts = np.bincount(query, minlength=n)

@@ -145,9 +145,9 @@ def test_rows_far_from_the_origin_where_float32_products_cannot_rank_them() -> N
     np.testing.assert_allclose(got_distance, want_distance, rtol=1e-12)
 
 
-def test_searches_in_several_threads_leave_blas_as_they_found_it() -> None:
-    """One BLAS thread while any search runs; afterwards the threads BLAS had before, however
-    the searches of concurrent threads interleave."""
+def test_an_index_puts_blas_on_one_thread_for_every_thread_of_the_process() -> None:
+    """After a build, BLAS runs one thread, seen from any thread, and searches from several
+    threads at once give the results of one."""
     from concurrent.futures import ThreadPoolExecutor
 
     from threadpoolctl import ThreadpoolController
@@ -156,13 +156,30 @@ def test_searches_in_several_threads_leave_blas_as_they_found_it() -> None:
         return [lib["num_threads"] for lib in ThreadpoolController().info()
                 if lib["user_api"] == "blas"]
 
-    before = blas_threads()
     rng = np.random.default_rng(5)
     index = KnnIndex.build(rng.normal(size=(2000, 7)).astype(np.float32))
     queries = rng.normal(size=(64, 7)).astype(np.float32)
     want = index.mean_distance(queries, 5)
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: index.mean_distance(queries, 5), range(40)))
-    for got in results:
+        results = list(pool.map(lambda _: (index.mean_distance(queries, 5), blas_threads()),
+                                range(20)))
+    for got, threads in results:
         np.testing.assert_array_equal(got, want)
-    assert blas_threads() == before
+        assert threads and set(threads) == {1}
+    assert set(blas_threads()) == {1}
+
+
+def test_a_reference_row_too_large_for_float32_squares_and_an_empty_batch() -> None:
+    rng = np.random.default_rng(6)
+    reference = rng.normal(size=(300, 4))
+    reference[5] = 1e20  # |y|^2 = 4e40: beyond float32
+    queries = np.concatenate([rng.normal(size=(10, 4)), reference[5:6] + 1.0])
+    index = KnnIndex.build(reference)
+    got_index, got_distance = index.neighbours(queries, 3)
+    want_index, want_distance = oracle(reference, queries, 3)
+    np.testing.assert_array_equal(got_index, want_index)
+    np.testing.assert_allclose(got_distance, want_distance, rtol=1e-12)
+    assert got_index[-1, 0] == 5
+    empty = index.neighbours(np.zeros((0, 4)), 3)
+    assert empty[0].shape == (0, 3) and empty[1].shape == (0, 3)
+    assert index.mean_distance(np.zeros((0, 4)), 3).shape == (0,)
