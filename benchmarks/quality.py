@@ -4,7 +4,8 @@
         [--half selection|report|all] [--datasets A,B] [--seeds N]
         [--max-train-rows N] [--max-test-rows N]
         [--epochs N] [--pyod-vae-epochs N] [--max-image-train-rows N]
-        [--max-image-test-rows N] [--image-epochs N] [--skip-tabular] [--skip-images] [--quick]
+        [--max-image-test-rows N] [--image-epochs N] [--n-importance-samples K]
+        [--skip-tabular] [--skip-images] [--quick]
 
 Tabular, clean-train protocol (as in the DTE benchmark, ICLR 2024), for every .npz (keys X, y)
 in --adbench-dir and every seed: the normal rows are shuffled with the seed; half of them form
@@ -70,6 +71,7 @@ from quality_settings import (
     DEFAULT_IMAGE_EPOCHS,
     DEFAULT_MAX_TEST_ROWS,
     DEFAULT_MAX_TRAIN_ROWS,
+    DEFAULT_N_IMPORTANCE_SAMPLES,
     resolve_settings,
 )
 from quality_tabular import run_tabular, tabular_files
@@ -113,6 +115,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="cap on each image test split, 0 = all 10000 (default all)")
     parser.add_argument("--image-epochs", type=int, default=None,
                         help=f"image training epochs at most (default {DEFAULT_IMAGE_EPOCHS})")
+    parser.add_argument("--n-importance-samples", type=int,
+                        default=DEFAULT_N_IMPORTANCE_SAMPLES,
+                        help="K, the latent draws latentwatch's exported scorer decodes per row "
+                             f"(default {DEFAULT_N_IMPORTANCE_SAMPLES}, as `latentwatch train`); "
+                             "run e.g. --half selection with K in 1, 4, 8, 16 to measure its cost")
     parser.add_argument("--skip-tabular", action="store_true", help="no tabular sets")
     parser.add_argument("--skip-images", action="store_true", help="no image pairs")
     parser.add_argument("--quick", action="store_true",
@@ -123,6 +130,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not args.skip_images and args.images_dir is None:
         parser.error("--images-dir is required unless --skip-images")
     return args
+
+
+# Directory flags are recorded by role, not by where the data happened to lie.
+_DIRECTORY_FLAGS = {"--adbench-dir": "ADBENCH_DIR", "--images-dir": "IMAGES_DIR"}
+
+
+def _command(argv: list[str]) -> str:
+    """The command line of this run, with the data directories named by role."""
+    words, previous = ["python", "benchmarks/quality.py"], ""
+    for word in argv:
+        flag, eq, _ = word.partition("=")
+        if previous in _DIRECTORY_FLAGS:
+            word = _DIRECTORY_FLAGS[previous]
+        elif eq and flag in _DIRECTORY_FLAGS:
+            word = f"{flag}={_DIRECTORY_FLAGS[flag]}"
+        words.append(word)
+        previous = word
+    return " ".join(words)
 
 
 def _write(report: dict[str, Any], path: Path) -> None:
@@ -143,13 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         "max_image_train_rows": settings.max_image_train_rows,
         "max_image_test_rows": settings.max_image_test_rows,
         "image_epochs": settings.image_epochs,
+        "n_importance_samples": settings.n_importance_samples,
     }
     _emit("caps (None = no cap / default): "
           + ", ".join(f"{k}={v}" for k, v in caps.items()) + f"; seeds {list(settings.seeds)}")
     started_s = time.perf_counter()
     report: dict[str, Any] = {
-        "command": " ".join(["python", "benchmarks/quality.py", *(argv if argv is not None
-                                                                   else sys.argv[1:])]),
+        "command": _command(argv if argv is not None else sys.argv[1:]),
         "half": args.half,
         "protocol": {
             "tabular": "clean-train (DTE, ICLR 2024): per seed, normals shuffled; 50% -> pool, "

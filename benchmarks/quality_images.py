@@ -35,7 +35,8 @@ def run_images(images_dir: Path, settings: Settings, work: Path,
         y = np.concatenate([np.zeros(len(normal), np.int64), np.ones(len(other), np.int64)])
         lw = latentwatch_scores(str(train_path), test, work, key.replace(">", ""), seed,
                                 epochs=settings.image_epochs,
-                                max_rows=settings.max_image_train_rows)
+                                max_rows=settings.max_image_train_rows,
+                                n_importance_samples=settings.n_importance_samples)
         kinds = {k: detection_metrics(y, s) for k, s in lw.scores.items()}
         results[key] = {
             "seed": seed, "n_test_normal": int(len(normal)), "n_test_outlier": int(len(other)),

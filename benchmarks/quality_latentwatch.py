@@ -31,10 +31,12 @@ class LatentwatchScores:
 
 def latentwatch_scores(
     source: str, test: NDArray[np.float32], work: Path, name: str, seed: int,
-    epochs: int | None = None, max_rows: int | None = None,
+    epochs: int | None = None, max_rows: int | None = None, n_importance_samples: int = 16,
 ) -> LatentwatchScores:
     """Train a VAE on `source` (a file latentwatch.data reads), export it into a repository under
-    `work`, and score `test` (N, F) with the exported version, as a user of the product would."""
+    `work`, and score `test` (N, F) with the exported version, as a user of the product would.
+    `n_importance_samples` is K, the latent draws the exported scorer decodes per row (16 is
+    `latentwatch train`'s default)."""
     from latentwatch.export.exporter import export_run
     from latentwatch.models.training import TrainConfig, run_training
     from latentwatch.repository.manifest import Manifest
@@ -43,7 +45,7 @@ def latentwatch_scores(
     run_dir = work / f"run-{name}"
     optional = {"epochs": epochs} if epochs is not None else {}
     config = TrainConfig(data=source, model="vae", out=run_dir, seed=seed, max_rows=max_rows,
-                         progress=False, **optional)
+                         progress=False, n_importance_samples=n_importance_samples, **optional)
     start_s = time.perf_counter()
     result = run_training(config)
     train_s = time.perf_counter() - start_s

@@ -141,3 +141,53 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, float) and not np.isfinite(value):
         return None
     return value
+
+
+def markdown_lines(report: dict[str, Any]) -> list[str]:
+    """README's quality tables from a report: each half present and all sets, per method mean
+    AUROC / AUPR / rank; the Wilcoxon line; the gap sets; calibration."""
+    tabular = report["tabular"]
+    groups = [(f"{h} half", tabular["halves"][h]) for h in ("report", "selection")
+              if h in tabular["halves"]]
+    groups.append((f"all {tabular['mean']['n_datasets']} sets", tabular["mean"]))
+    methods = sorted(tabular["mean"]["methods"],
+                     key=lambda m: (tabular["mean"]["methods"][m].get("mean_rank", np.inf), m))
+    lines = ["| method | " + " | ".join(f"{label}: AUROC / AUPR / rank" for label, _ in groups)
+             + " |", "|---|" + "---|" * len(groups)]
+    for m in methods:
+        cells = []
+        for _, g in groups:
+            row = g["methods"].get(m)
+            if row is None:
+                cells.append("–")
+                continue
+            rank = row.get("mean_rank")
+            rank_text = "–" if rank is None or not np.isfinite(rank) else f"{rank:.2f}"
+            cells.append(f"{_fmt(row['auroc'], width=1)} / {_fmt(row['aupr'], width=1)} / "
+                         f"{rank_text}")
+        lines.append(f"| `{m}` | " + " | ".join(cells) + " |")
+    lines.append("")
+    for label, g in groups:
+        test = g.get("wilcoxon_default_vs_best_baseline")
+        if test:
+            p = test["p_value"]
+            lines.append(f"- {label}: default − {g['best_baseline']} = "
+                         f"{g['default_minus_best_baseline_auroc_points']:+.1f} AUROC points, "
+                         f"{test['wins']} wins / {test['losses']} losses / {test['ties']} ties, "
+                         f"Wilcoxon signed-rank p = {'n/a' if p is None else f'{p:.2g}'}")
+    lines += ["", "| gap set | half | default | best baseline (all sets) | best baseline here |",
+              "|---|---|---|---|---|"]
+    for row in tabular["mean"]["gap_sets"]:
+        here = f"{row['set_best_baseline']} {_fmt(row['set_best_baseline_auroc'], width=1)}"
+        lines.append(f"| {row['dataset']} | {row['half']} | {_fmt(row['default'], width=1)} | "
+                     f"{row['best_baseline']} {_fmt(row['best_baseline_auroc'], width=1)} | "
+                     f"{here} |")
+    return lines
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    with open(sys.argv[1]) as f:
+        print("\n".join(markdown_lines(json.load(f))))

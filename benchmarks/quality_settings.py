@@ -13,6 +13,7 @@ from quality_baselines import DEFAULT_PYOD_VAE_EPOCHS
 DEFAULT_MAX_TRAIN_ROWS = 10_000
 DEFAULT_MAX_TEST_ROWS = 10_000
 DEFAULT_IMAGE_EPOCHS = 10
+DEFAULT_N_IMPORTANCE_SAMPLES = 16  # `latentwatch train`'s K
 QUICK = {"seeds": 1, "n_datasets": 3, "max_train_rows": 2000, "max_test_rows": 2000,
          "epochs": 10, "pyod_vae_epochs": 2, "max_image_train_rows": 2000,
          "max_image_test_rows": 1000, "image_epochs": 1}
@@ -29,6 +30,7 @@ class Settings:
     max_image_train_rows: int | None
     max_image_test_rows: int | None
     image_epochs: int | None
+    n_importance_samples: int = DEFAULT_N_IMPORTANCE_SAMPLES  # K draws the scorer decodes
 
 
 def _optional_cap(value: int) -> int | None:
@@ -60,4 +62,11 @@ def resolve_settings(args: argparse.Namespace, baselines: tuple[str, ...]) -> Se
         max_image_train_rows=_optional_cap(image_train_cap),
         max_image_test_rows=_optional_cap(image_test_cap),
         image_epochs=pick(args.image_epochs, QUICK["image_epochs"], DEFAULT_IMAGE_EPOCHS),
+        n_importance_samples=_positive(args.n_importance_samples),
     )
+
+
+def _positive(k: int) -> int:
+    if k < 1:
+        raise SystemExit("--n-importance-samples must be >= 1")
+    return k

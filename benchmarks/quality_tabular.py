@@ -38,7 +38,8 @@ def run_tabular_seed(
     np.save(pool_path, split.pool, allow_pickle=False)
     try:
         lw = latentwatch_scores(str(pool_path), split.test, seed_dir, "quality", seed,
-                                epochs=settings.epochs)
+                                epochs=settings.epochs,
+                                n_importance_samples=settings.n_importance_samples)
     except Exception as err:  # recorded and shown; one failed set must not end a 45-minute run
         logger.exception("%s seed %d: latentwatch failed", name, seed)
         entry["latentwatch"] = {"error": f"{type(err).__name__}: {err}"}

@@ -163,6 +163,12 @@ def test_quick_run_writes_the_report(quality: ModuleType, tmp_path: Path) -> Non
     report = json.loads(out.read_text())
     assert report["caps"]["max_train_rows"] == 2000 and report["seeds"] == [0]
     assert report["versions"]["pyod"] and report["total_s"] > 0
+    assert "partial" not in report and report["half"] == "all"
+    assert "--adbench-dir ADBENCH_DIR" in report["command"]
+    assert str(adbench) not in report["command"] and "IMAGES_DIR" in report["command"]
+    assert report["deviations"]["pyod_vae"].startswith("epochs: 2 (PyOD default 30)")
+    assert report["tabular"]["halves"]["selection"]["datasets"] == ["1_shifted"]
+    assert report["tabular"]["datasets"]["2_shifted_down"]["half"] == "report"
     datasets = report["tabular"]["datasets"]
     assert sorted(datasets) == ["1_shifted", "2_shifted_down"]
     for d in datasets.values():

@@ -168,3 +168,19 @@ def test_dte_ranks_outliers_of_a_gaussian_above_its_normal_rows() -> None:
     assert roc_auc_score(y, scores) > 0.98
     with pytest.raises(ValueError, match="P >= k"):
         dte.DTENonParametric(k=5).fit(train[:3])
+
+
+def test_markdown_tables_show_each_half_and_all_sets() -> None:
+    tabular = _bench("quality_tabular")
+    report = _bench("quality_report")
+    datasets = {
+        "1_big": _set(999, 0.04, {"default": 0.9, "knn": 0.8}, "selection"),
+        "2_WPBC": _set(15, 0.0, {"default": 0.6, "knn": 0.7}, "report"),
+    }
+    lines = report.markdown_lines({"tabular": tabular.summarize_tabular(datasets)})
+    assert lines[0] == ("| method | report half: AUROC / AUPR / rank | selection half: AUROC / "
+                        "AUPR / rank | all 2 sets: AUROC / AUPR / rank |")
+    assert "| `default` | 60.0 / 30.0 / 2.00 | 90.0 / 45.0 / 1.00 | 75.0 / 37.5 / 1.50 |" in lines
+    assert "| 2_WPBC | report | 60.0 | knn 70.0 | knn 70.0 |" in lines
+    assert any(line.startswith("- all 2 sets: default − knn = +0.0 AUROC points, 1 wins / "
+                               "1 losses") for line in lines)
