@@ -140,6 +140,8 @@ def summarize(results: dict[str, list[dict[str, Any]]], report: set[str]) -> dic
     for half, names in (("selection", [n for n in results if n not in report]),
                         ("report", [n for n in results if n in report]),
                         ("all", list(results))):
+        if not names:
+            continue
         out[half] = {"sets": names, "fixed": mean_of(names, "fixed"),
                      "chosen": mean_of(names, "chosen"),
                      "rules": {rule: float(np.mean([np.mean([rule_outcome(s, *how)

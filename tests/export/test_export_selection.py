@@ -109,3 +109,15 @@ def test_image_models_keep_the_plan_and_say_why(exported: dict[str, Exported]) -
     assert selection is not None
     assert selection.skipped == selection_module.IMAGE_SKIP
     assert selection.chosen == selection.default and selection.candidates == []
+
+
+@pytest.mark.parametrize(("flag", "recorded"), [("--select-statistics", True),
+                                                ("--no-select-statistics", False)])
+def test_the_cli_switches_the_choice(
+    tabular_run: Path, tmp_path: Path, flag: str, recorded: bool
+) -> None:
+    from latentwatch.cli.main import main
+
+    assert main(["export", str(tabular_run), "--repo", str(tmp_path), "--name", "rows", flag]) == 0
+    selection = Manifest.read(tmp_path / "rows" / "1").require_scoring().selection
+    assert (selection is not None) == recorded
