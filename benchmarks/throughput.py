@@ -162,11 +162,13 @@ def _service(
         with CpuWatch({"server": noop.pid}) as cpu["d"]:
             floor = run_load(noop_target, row_payloads, rows_per_request=1, concurrency=64,
                              warmup_s=warmup_s, duration_s=duration_s)
+    stage = manifest.scoring.second_stage if manifest.scoring is not None else None
     return {
         "model": {"default_score_kind": info.default_score_kind, "score_kind": score_kind,
                   "execution_provider": info.execution_provider,
                   "calibration_size": info.calibration_size,
-                  "n_importance_samples": manifest.require_latent().n_importance_samples},
+                  "n_importance_samples": manifest.require_latent().n_importance_samples,
+                  "second_stage_statistics": None if stage is None else list(stage.statistics)},
         "a": {**raw, "cpu": cpu["a"].figures},
         "b": {"what": f"service, 256-row Score x4, {score_kind}", **batched.as_dict(),
               "cpu": cpu["b"].figures},
