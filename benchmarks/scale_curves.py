@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from grpc_load import run_load
 from numpy.typing import NDArray
-from processes import start_latentwatch
+from processes import CpuWatch, start_latentwatch
 
 from latentwatch.protos import latentwatch_pb2 as pb
 from latentwatch.wire.tensors import to_tensor
@@ -102,10 +102,12 @@ def sweep(repo: Path, model: str, X: NDArray[np.float32], work: Path, threads: i
             logger.info("scale point: %d rows x %d callers, %.1f s", rows, concurrency,
                         duration_s)
             payloads = _payloads(X, model, rows, score_kind)
-            result = run_load(target, payloads, rows_per_request=rows, concurrency=concurrency,
-                              warmup_s=point_warmup_s, duration_s=duration_s)
+            with CpuWatch({"server": server.pid}) as cpu:
+                result = run_load(target, payloads, rows_per_request=rows,
+                                  concurrency=concurrency, warmup_s=point_warmup_s,
+                                  duration_s=duration_s)
             rate = max(rate, result.rows_per_s)
-            points.append({**result.as_dict(), "warmup_s": point_warmup_s})
+            points.append({**result.as_dict(), "warmup_s": point_warmup_s, "cpu": cpu.figures})
         server.check_alive()
     return {
         "score_kind": score_kind,

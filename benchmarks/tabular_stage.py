@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from grpc_load import LoadResult, run_load
 from numpy.typing import NDArray
-from processes import start_latentwatch
+from processes import CpuWatch, start_latentwatch
 
 from latentwatch.client.client import LatentwatchClient
 from latentwatch.protos import latentwatch_pb2 as pb
@@ -62,7 +62,8 @@ def _payloads(X: NDArray[np.float32], kind: str) -> list[bytes]:
     ]
 
 
-def _combined(results: list[LoadResult], kind: str) -> dict[str, Any]:
+def _combined(results: list[LoadResult], cpu: list[dict[str, Any]], kind: str
+              ) -> dict[str, Any]:
     requests = sum(r.requests for r in results)
     duration_s = sum(r.duration_s for r in results)
     return {
@@ -76,6 +77,8 @@ def _combined(results: list[LoadResult], kind: str) -> dict[str, Any]:
         "latency_p50_ms": float(np.median([r.latency_p50_ms for r in results])),
         "latency_p99_ms": max(r.latency_p99_ms for r in results),
         "rounds_rows_per_s": [r.rows_per_s for r in results],
+        "cpu": {key: float(np.mean([c[key] for c in cpu]))
+                for key in ("busy_cores", "benchmark_cores", "other_cores")},
     }
 
 
@@ -98,13 +101,16 @@ def measure_tabular(work: Path, threads: int, warmup_s: float, duration_s: float
                 assert client.score(MODEL_NAME, X[:ROWS], score_kind=kind).score_kind == kind
         payloads = {kind: _payloads(X, kind) for kind in (default, GRAPH_KIND)}
         results: dict[str, list[LoadResult]] = {default: [], GRAPH_KIND: []}
+        cpu: dict[str, list[dict[str, Any]]] = {default: [], GRAPH_KIND: []}
         for round_index in range(ROUNDS):
             for kind in (GRAPH_KIND, default) if round_index % 2 == 0 else (default, GRAPH_KIND):
                 logger.info("measuring tabular %s, round %d", kind, round_index + 1)
-                results[kind].append(run_load(
-                    target, payloads[kind], rows_per_request=ROWS, concurrency=CONCURRENCY,
-                    warmup_s=warmup_s, duration_s=duration_s / ROUNDS,
-                ))
+                with CpuWatch({"server": server.pid}) as watch:
+                    results[kind].append(run_load(
+                        target, payloads[kind], rows_per_request=ROWS, concurrency=CONCURRENCY,
+                        warmup_s=warmup_s, duration_s=duration_s / ROUNDS,
+                    ))
+                cpu[kind].append(watch.figures)
         server.check_alive()
     stage = manifest.scoring.second_stage if manifest.scoring is not None else None
     return {
@@ -115,6 +121,6 @@ def measure_tabular(work: Path, threads: int, warmup_s: float, duration_s: float
             "statistics": list(stage.statistics), "k": stage.k,
             "n_reference_rows": stage.n_reference_rows,
         },
-        "default": _combined(results[default], default),
-        "graph_only": _combined(results[GRAPH_KIND], GRAPH_KIND),
+        "default": _combined(results[default], cpu[default], default),
+        "graph_only": _combined(results[GRAPH_KIND], cpu[GRAPH_KIND], GRAPH_KIND),
     }

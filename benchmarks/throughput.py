@@ -45,7 +45,7 @@ import throughput_report as report_of
 from grpc_load import PeakRss, call_once, run_load
 from in_process import pyod_vae, raw_ort
 from numpy.typing import NDArray
-from processes import start_latentwatch, start_noop
+from processes import CpuWatch, start_latentwatch, start_noop
 from scale_curves import best_points, grid, sweep
 from scale_plots import MEMORY_PNG, SCALE_PNG, plot_memory, plot_scale
 from tabular_stage import measure_tabular
@@ -137,16 +137,21 @@ def _service(
         canned = call_once(target, row_payloads[0])
         assert len(pb.ScoreResponse.FromString(canned).score) == 1
         # The idle server costs (a) and (e) nothing: no calls, no polling.
+        cpu: dict[str, CpuWatch] = {}
         logger.info("measuring (a): onnxruntime in process")
-        raw = raw_ort(version_dir, X, BATCH_ROWS, threads, warmup_s, duration_s)
+        with CpuWatch({"server": server.pid}) as cpu["a"]:
+            raw = raw_ort(version_dir, X, BATCH_ROWS, threads, warmup_s, duration_s)
         with PeakRss(server.pid) as rss:
             logger.info("measuring (b): 256-row requests x4")
-            batched = run_load(target, batch_payloads, rows_per_request=BATCH_ROWS,
-                               concurrency=4, warmup_s=warmup_s, duration_s=duration_s)
-            pyod_result = pyod()
+            with CpuWatch({"server": server.pid}) as cpu["b"]:
+                batched = run_load(target, batch_payloads, rows_per_request=BATCH_ROWS,
+                                   concurrency=4, warmup_s=warmup_s, duration_s=duration_s)
+            with CpuWatch({"server": server.pid}) as cpu["e"]:
+                pyod_result = pyod()
             logger.info("measuring (c): 1-row requests x64")
-            single = run_load(target, row_payloads, rows_per_request=1, concurrency=64,
-                              warmup_s=warmup_s, duration_s=duration_s)
+            with CpuWatch({"server": server.pid}) as cpu["c"]:
+                single = run_load(target, row_payloads, rows_per_request=1, concurrency=64,
+                                  warmup_s=warmup_s, duration_s=duration_s)
         server.check_alive()
     response_path = work / "canned-response.bin"
     response_path.write_bytes(canned)
@@ -154,19 +159,25 @@ def _service(
     noop, noop_target = start_noop(response_path, work / "noop.log")
     with noop:
         call_once(noop_target, row_payloads[0])  # waits until it listens
-        floor = run_load(noop_target, row_payloads, rows_per_request=1, concurrency=64,
-                         warmup_s=warmup_s, duration_s=duration_s)
+        with CpuWatch({"server": noop.pid}) as cpu["d"]:
+            floor = run_load(noop_target, row_payloads, rows_per_request=1, concurrency=64,
+                             warmup_s=warmup_s, duration_s=duration_s)
+    stage = manifest.scoring.second_stage if manifest.scoring is not None else None
     return {
         "model": {"default_score_kind": info.default_score_kind, "score_kind": score_kind,
                   "execution_provider": info.execution_provider,
                   "calibration_size": info.calibration_size,
-                  "n_importance_samples": manifest.require_latent().n_importance_samples},
-        "a": raw,
-        "b": {"what": f"service, 256-row Score x4, {score_kind}", **batched.as_dict()},
-        "c": {"what": f"service, 1-row Score x64, {score_kind}", **single.as_dict()},
+                  "n_importance_samples": manifest.require_latent().n_importance_samples,
+                  "second_stage_statistics": None if stage is None else list(stage.statistics)},
+        "a": {**raw, "cpu": cpu["a"].figures},
+        "b": {"what": f"service, 256-row Score x4, {score_kind}", **batched.as_dict(),
+              "cpu": cpu["b"].figures},
+        "c": {"what": f"service, 1-row Score x64, {score_kind}", **single.as_dict(),
+              "cpu": cpu["c"].figures},
         "d": {"what": "no-op grpc.aio Score x64, same payloads", **floor.as_dict(),
-              "request_bytes": len(row_payloads[0]), "response_bytes": len(canned)},
-        "e": pyod_result,
+              "request_bytes": len(row_payloads[0]), "response_bytes": len(canned),
+              "cpu": cpu["d"].figures},
+        "e": {**pyod_result, "cpu": cpu["e"].figures},
         "server_peak_rss_mb": rss.peak_bytes / MB,
         "server_ready_s": ready_s,
     }
@@ -289,11 +300,13 @@ def main(argv: list[str] | None = None) -> int:
             "per row, so its scores change from call to call",
             "(a) and (e) are one caller in this process; (b)-(d), (g), (h) and the scale "
             "points are closed-loop callers",
-            f"scale points: the server's max_queue_rows set to {scale['server_max_queue_rows']}"
-            " (twice the most rows in flight; the default 8192 refuses 4 callers of 4096 rows with"
-            f" RESOURCE_EXHAUSTED) and max_concurrent_rpcs to "
-            f"{scale['server_max_concurrent_rpcs']}; points with more than "
-            f"{scale['max_in_flight_rows']} rows in flight left out",
+            f"scale points: their server runs with max_queue_rows = "
+            f"{scale['server_max_queue_rows']} (set explicitly: twice the most rows in flight; "
+            "4 callers x 4096 rows would need 32768, and the default 8192 refuses them with "
+            f"RESOURCE_EXHAUSTED) and max_concurrent_rpcs = {scale['server_max_concurrent_rpcs']}"
+            f"; points with more than {scale['max_in_flight_rows']} rows in flight left out",
+            "cpu: cores busy on the whole machine during each measurement, ours (client and "
+            "server) and other work's (a shared machine)",
         ],
         "machine": {**report_of.machine(threads), "loadavg_before": load_before},
         "total_s": time.perf_counter() - started_s,

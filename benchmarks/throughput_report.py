@@ -53,15 +53,16 @@ def machine(threads: int) -> dict[str, Any]:
 
 def _row_line(key: str, row: dict[str, Any]) -> str:
     if "rows_per_s" not in row:
-        return f"| ({key}) skipped: {row.get('skipped')} | | | |"
+        return f"| ({key}) skipped: {row.get('skipped')} | | | | |"
     return (f"| ({key}) {row['what']} | {row['rows_per_s']:,.0f} | {row['latency_p50_ms']:,.1f} "
-            f"| {row['latency_p99_ms']:,.1f} |")
+            f"| {row['latency_p99_ms']:,.1f} | {row['cpu']['other_cores']:.2f} |")
 
 
 def table(report: dict[str, Any]) -> str:
     """The measurements, ratios against targets, memory and the scale curves' summary."""
     m = report["measurements"]
-    lines = ["| measurement | rows/s | p50 ms | p99 ms |", "|---|---:|---:|---:|"]
+    lines = ["| measurement | rows/s | p50 ms | p99 ms | other work, cores |",
+             "|---|---:|---:|---:|---:|"]
     lines += [_row_line(key, m[key]) for key in "abcdegh"]
     lines += ["", "| ratio | measured | target | met |", "|---|---:|---:|---|"]
     for name, (num, den, target) in RATIOS.items():
@@ -85,9 +86,11 @@ def table(report: dict[str, Any]) -> str:
                  f"skipped ({f['default_repo_skipped']})")
               + f", {f['fmnist_server_ready_s']:.2f} s on {report['model']['name']}"]
     best = report["scale"]["summary"]["most_rows_per_s"]
+    others = [p["cpu"]["other_cores"] for p in report["scale"]["points"]]
     lines.append(f"scale curves: {len(report['scale']['points'])} points; most rows/s "
                  f"{best['rows_per_s']:,.0f} at {best['rows_per_request']} rows x "
-                 f"{best['concurrency']} callers (p99 {best['latency_p99_ms']:,.0f} ms)")
+                 f"{best['concurrency']} callers (p99 {best['latency_p99_ms']:,.0f} ms); other "
+                 f"work took {min(others):.2f} to {max(others):.2f} cores meanwhile")
     lines += [f"note: {note}" for note in report["notes"]]
     lines += [f"plot: {path}" for path in report["plots"].values()]
     return "\n".join(lines)

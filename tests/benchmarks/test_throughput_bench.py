@@ -35,14 +35,18 @@ def _check_row(key: str, row: dict) -> None:
         if name in row:
             assert _positive(row[name]), (key, name, row[name])
     assert row["latency_p50_ms"] <= row["latency_p99_ms"], key
+    assert row["cpu"]["benchmark_cores"] > 0 and row["cpu"]["other_cores"] >= 0, key
     assert row["rows_per_s"] == pytest.approx(
         row["requests"] * row["rows_per_request"] / row["duration_s"]), key
 
 
 @pytest.mark.slow  # trains a Fashion-MNIST VAE, a tabular VAE and PyOD's VAE, briefly
-def test_quick_run_measures_every_figure(bench: ModuleType, tmp_path: Path) -> None:
+def test_quick_run_measures_every_figure(
+    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "results" / "throughput.json"
     assert bench.main(["--json", str(out), "--quick", "--threads", "2"]) == 0
+    printed = capsys.readouterr().out
     report = json.loads(out.read_text())
     m = report["measurements"]
 
@@ -50,6 +54,7 @@ def test_quick_run_measures_every_figure(bench: ModuleType, tmp_path: Path) -> N
         if "skipped" in m[key]:
             pytest.fail(f"({key}) skipped: {m[key]['skipped']}")
         _check_row(key, m[key])
+        assert f"| ({key}) {m[key]['what']} | " in printed, key  # the table shows every row
     assert (m["b"]["rows_per_request"], m["b"]["concurrency"]) == (256, 4)
     assert (m["c"]["rows_per_request"], m["c"]["concurrency"]) == (1, 64)
     assert m["d"]["rows_per_request"] == 1 and m["d"]["request_bytes"] > 0
