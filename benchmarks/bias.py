@@ -2,20 +2,25 @@
 
     python benchmarks/bias.py --images-dir DIR --json out.json
         [--rare-classes 8,1] [--keep 0.02] [--epochs N] [--body mlp|conv] [--latent-dim N]
-        [--debias-mode paper|max] [--no-classifier] [--classifier-weight W] [--quick]
+        [--debias-modes max,knn] [--densities knn,histogram] [--no-classifier]
+        [--classifier-weight W] [--quick]
 
 For every rare class c: the Fashion-MNIST training split keeps only `--keep` (2%) of class c's
-rows. A plain VAE and a DB-VAE (`latentwatch train --model dbvae`, adaptive resampling) train on
-that biased set with the same seed and schedule, are exported, and served by a real
-`latentwatch serve`. Everything below goes over gRPC.
+rows. A plain VAE and one DB-VAE per resampling mode of `--debias-modes` (`latentwatch train
+--model dbvae --debias-mode M`, adaptive resampling) train on that biased set with the same seed
+and schedule, are exported, and served by a real `latentwatch serve`. Everything below goes over
+gRPC.
 
-- Planted bias: a BiasReport over the biased training set, with the class as a group column.
-  Enrichment = the rare class's share among the 5% of rows with the lowest latent density,
-  divided by its share of the set (target >= 5). Also the class's representation ratio.
+- Planted bias: a BiasReport over the biased training set per model and report density
+  (`--densities`), with the class as a group column. Enrichment = the rare class's share among
+  the 5% of rows with the lowest density, divided by its share of the set (target >= 5). Also the
+  class's representation ratio. Beside them, from the same encoder means (Encode RPC), a k-NN
+  density with k at 0.5% of the rows (the report's k before it became 5%), and the naive
+  baseline, a k-NN density of the pixels (no model) at both k.
 - Debiasing: per-class reconstruction error (Score RPC, `recon_error`) on the balanced test split
-  (1,000 rows per class) for both models; gap = mean error of the rare class minus the mean of
-  the other classes. Target: the DB-VAE's gap is at least 50% smaller. The DB-VAE trains its
-  classifier head jointly unless --no-classifier.
+  (1,000 rows per class) for every model; gap = mean error of the rare class minus the mean of
+  the other classes. Target: a DB-VAE's gap is at least 50% smaller than the plain VAE's. The
+  DB-VAEs train their classifier head jointly unless --no-classifier.
 - Drift (first rare class's plain VAE): BiasReport drift of a matched split (the test split with
   the same planted bias), the balanced test split, and MNIST's test split.
 - Time for one 60,000-row BiasReport over gRPC (the full training split, with the class groups).
@@ -37,9 +42,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bias_enrichment import BASELINE_FRACTIONS, BOTTOM_FRACTION, enrichment, pixel_knn_log_density
 from numpy.typing import NDArray
 from processes import start_latentwatch
 
+from latentwatch.bias.density import knn_log_density
+from latentwatch.bias.options import DENSITIES, MODES, BiasOptions
 from latentwatch.client.client import LatentwatchClient
 from latentwatch.families import family
 
@@ -47,7 +55,6 @@ logger = logging.getLogger("bias")
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                "Sneaker", "Bag", "Ankle boot")
-BOTTOM_FRACTION = 0.05  # "most under-represented": the 5% of rows with the lowest density
 TRAIN_FILE, TRAIN_LABELS = "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"
 TEST_FILE, TEST_LABELS = "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"
 SEED = 0
@@ -74,7 +81,8 @@ def plant_bias(
 
 
 def train_and_export(
-    data_file: Path, kind: str, name: str, repo: Path, work: Path, args: argparse.Namespace
+    data_file: Path, kind: str, name: str, repo: Path, work: Path, args: argparse.Namespace,
+    debias_mode: str | None = None,
 ) -> dict[str, Any]:
     from latentwatch.export.exporter import export_run
     from latentwatch.models.training import TrainConfig, run_training
@@ -86,7 +94,7 @@ def train_and_export(
     if args.hidden:
         options["hidden"] = tuple(int(h) for h in args.hidden.split(","))
     if family(kind).resamples:  # the DB-VAE's resampling and classifier-head options
-        options["debias_mode"] = args.debias_mode
+        options["debias_mode"] = debias_mode
         options["classifier"] = args.classifier
         if args.classifier:
             options["classifier_weight"] = args.classifier_weight
@@ -139,20 +147,19 @@ def gap(per_class: NDArray[np.float64], rare: int) -> float:
 
 def planted_bias_figures(
     client: LatentwatchClient, model: str, X: NDArray, y: NDArray[np.int64], rare: int,
-    mode: str,
+    mode: str, density: str,
 ) -> dict[str, Any]:
     start_s = time.perf_counter()
     report = client.bias_report(model, X, groups={"class": [CLASS_NAMES[c] for c in y]},
-                                mode=mode)
+                                mode=mode, density=density)
     elapsed_s = time.perf_counter() - start_s
-    n_bottom = max(1, int(round(BOTTOM_FRACTION * len(X))))
-    bottom = np.argsort(report.log_density, kind="stable")[:n_bottom]
     base_rate = float((y == rare).mean())
-    bottom_rate = float((y[bottom] == rare).mean())
+    bottom_rate = base_rate * enrichment(report.log_density, y == rare)
     group = next(g for g in report.groups if g.value == CLASS_NAMES[rare])
     weight_share = float(report.weight[y == rare].sum() / report.weight.sum())
     return {
         "n_rows": int(len(X)), "n_rare": int((y == rare).sum()), "base_rate": base_rate,
+        "density": density, "mode": mode,
         "bottom_5pct_rate": bottom_rate, "enrichment": bottom_rate / base_rate,
         "representation_ratio": group.representation_ratio, "flagged": group.flagged,
         "ratio_interval": [group.ratio_low, group.ratio_high], "p_value": group.p_value,
@@ -189,8 +196,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--body", default="mlp", choices=["mlp", "conv"])
     parser.add_argument("--hidden", default="512,256")
     parser.add_argument("--latent-dim", type=int, default=16)
-    parser.add_argument("--debias-mode", default="max", choices=["paper", "max"])
-    parser.add_argument("--report-mode", default="max", choices=["paper", "max"])
+    parser.add_argument("--debias-modes", default="max,knn",
+                        help=f"comma-separated DB-VAE resampling modes, one DB-VAE each, of "
+                             f"{', '.join(MODES)} (default max,knn)")
+    parser.add_argument("--report-mode", default="max", choices=list(MODES))
+    parser.add_argument("--densities", default=",".join(DENSITIES),
+                        help=f"comma-separated report densities (default {','.join(DENSITIES)})")
     parser.add_argument("--classifier", action=argparse.BooleanOptionalAction, default=True,
                         help="train the DB-VAE's classifier head jointly, as in the paper "
                              "(default; it gives the latent space the class structure that "
@@ -205,7 +216,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.epochs, args.max_rows = QUICK["epochs"], QUICK["max_rows"]
         args.rare_classes = ",".join(str(c) for c in QUICK["rare_classes"])
     args.rare = [int(c) for c in args.rare_classes.split(",")]
+    args.debias_modes = args.debias_modes.split(",")
+    args.densities = args.densities.split(",")
+    for mode in args.debias_modes:
+        BiasOptions(mode=mode).validated()
+    for density in args.densities:
+        BiasOptions(density=density).validated()
     return args
+
+
+def model_names(args: argparse.Namespace, rare: int) -> dict[str, str]:
+    """Label -> served model name: the plain VAE and one DB-VAE per resampling mode."""
+    return {"vae": f"vae-rare{rare}",
+            **{f"dbvae-{mode}": f"dbvae-{mode}-rare{rare}" for mode in args.debias_modes}}
+
+
+def baseline_figures(
+    client: LatentwatchClient, model: str, X: NDArray, y: NDArray[np.int64], rare: int
+) -> dict[str, float]:
+    """Enrichment of k-NN densities of the served encoder's means at the baselines' k."""
+    mu = np.concatenate([client.encode(model, X[s : s + 4096])[0] for s in range(0, len(X), 4096)])
+    return {f"knn@{name}": enrichment(knn_log_density([mu], len(mu), fraction=f), y == rare)
+            for name, f in BASELINE_FRACTIONS.items()}
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -224,9 +256,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         np.savez(data_file, X=X_train[keep].reshape(-1, 28, 28).astype(np.uint8),
                  y=y_train[keep])
         biased_sets[rare] = keep
-        for kind in ("vae", "dbvae"):
-            results["runs"][f"{kind}-rare{rare}"] = train_and_export(
-                data_file, kind, f"{kind}-rare{rare}", repo, work, args)
+        for label, name in model_names(args, rare).items():
+            kind, _, mode = label.partition("-")
+            results["runs"][name] = train_and_export(data_file, kind, name, repo, work, args,
+                                                     mode or None)
 
     server, target, ready_s = start_latentwatch(repo, work / "server.log", threads=2)
     results["server_ready_s"] = ready_s
@@ -235,28 +268,38 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         for rare in args.rare:
             keep = biased_sets[rare]
             key = f"rare{rare}"
-            results["planted"][key] = planted_bias_figures(
-                client, f"vae-{key}", X_train[keep], y_train[keep], rare, args.report_mode)
-            results["planted"][key]["dbvae"] = planted_bias_figures(
-                client, f"dbvae-{key}", X_train[keep], y_train[keep], rare, args.report_mode)
-            vae = per_class_recon(client, f"vae-{key}", X_test, y_test)
-            dbvae = per_class_recon(client, f"dbvae-{key}", X_test, y_test)
-            results["debias"][key] = {
-                "rare_class": rare, "per_class_recon_vae": vae.tolist(),
-                "per_class_recon_dbvae": dbvae.tolist(), "gap_vae": gap(vae, rare),
-                "gap_dbvae": gap(dbvae, rare),
-                "gap_reduction": 1.0 - gap(dbvae, rare) / gap(vae, rare),
-                "rest_recon_vae": float(np.delete(vae, rare).mean()),
-                "rest_recon_dbvae": float(np.delete(dbvae, rare).mean()),
-            }
-            recall = per_class_recall(client, f"dbvae-{key}", work / f"run-dbvae-{key}",
-                                      X_test, y_test)
-            if recall is not None:
-                results["debias"][key].update({
-                    "per_class_recall_dbvae": recall.tolist(),
-                    "recall_rare_dbvae": float(recall[rare]),
-                    "recall_rest_dbvae": float(np.delete(recall, rare).mean()),
-                })
+            X, y = X_train[keep], y_train[keep]
+            pixels = {f"pixel_knn@{name}": enrichment(pixel_knn_log_density(X / 255.0, f),
+                                                      y == rare)
+                      for name, f in BASELINE_FRACTIONS.items()}
+            planted: dict[str, Any] = {"n_rows": int(len(X)), "n_rare": int((y == rare).sum()),
+                                       "base_rate": float((y == rare).mean()), **pixels,
+                                       "models": {}}
+            debias: dict[str, Any] = {"rare_class": rare, "modes": {}}
+            vae = np.zeros(10)
+            for label, name in model_names(args, rare).items():
+                figures = {density: planted_bias_figures(client, name, X, y, rare,
+                                                         args.report_mode, density)
+                           for density in args.densities}
+                figures.update(baseline_figures(client, name, X, y, rare))
+                planted["models"][label] = figures
+                recon = per_class_recon(client, name, X_test, y_test)
+                if label == "vae":
+                    vae = recon
+                    debias.update({"per_class_recon_vae": vae.tolist(), "gap_vae": gap(vae, rare),
+                                   "rest_recon_vae": float(np.delete(vae, rare).mean())})
+                    continue
+                mode = label.partition("-")[2]
+                d = {"per_class_recon_dbvae": recon.tolist(), "gap_dbvae": gap(recon, rare),
+                     "gap_reduction": 1.0 - gap(recon, rare) / gap(vae, rare),
+                     "rest_recon_dbvae": float(np.delete(recon, rare).mean())}
+                recall = per_class_recall(client, name, work / f"run-{name}", X_test, y_test)
+                if recall is not None:
+                    d.update({"per_class_recall_dbvae": recall.tolist(),
+                              "recall_rare_dbvae": float(recall[rare]),
+                              "recall_rest_dbvae": float(np.delete(recall, rare).mean())})
+                debias["modes"][mode] = d
+            results["planted"][key], results["debias"][key] = planted, debias
         first = args.rare[0]
         matched = plant_bias(y_test, first, args.keep, SEED + 1)
         results["drift"] = drift_figures(client, f"vae-rare{first}", {
@@ -274,27 +317,30 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def print_tables(results: dict[str, Any], args: argparse.Namespace) -> None:
-    print(f"\nPlanted bias (class kept at {args.keep:.0%}; report mode {args.report_mode})")
-    print(f"{'run':<10}{'model':<8}{'rows':>8}{'base':>8}{'bottom5%':>10}{'enrich':>8}"
-          f"{'ratio':>8}{'weight%':>9}{'ESS':>9}")
+    print(f"\nPlanted bias (class kept at {args.keep:.0%}; report mode {args.report_mode}): "
+          f"enrichment among the sparsest {BOTTOM_FRACTION:.0%}")
     for key, p in results["planted"].items():
-        for model, f in (("vae", p), ("dbvae", p["dbvae"])):
-            print(f"{key:<10}{model:<8}{f['n_rows']:>8}{f['base_rate']:>8.3%}"
-                  f"{f['bottom_5pct_rate']:>10.2%}{f['enrichment']:>8.1f}"
-                  f"{f['representation_ratio']:>8.2f}{f['rare_weight_share']:>9.2%}"
-                  f"{f['effective_sample_size']:>9.0f}")
+        pixels = ", ".join(f"{k} {v:.1f}" for k, v in p.items() if k.startswith("pixel_knn"))
+        print(f"{key}: {p['n_rare']} of {p['n_rows']} rows ({p['base_rate']:.3%}); {pixels}")
+        for model, figures in p["models"].items():
+            cells = "  ".join(f"{d} {f:.1f}" if isinstance(f, float) else
+                              f"{d} {f['enrichment']:.1f} (ratio {f['representation_ratio']:.2f},"
+                              f" rare weight {f['rare_weight_share']:.2%}, ESS "
+                              f"{f['effective_sample_size']:.0f})"
+                              for d, f in figures.items())
+            print(f"  {model:<12}{cells}")
     print("\nDebiasing: recon error on the balanced test split (rare class vs the rest)")
-    print(f"{'run':<10}{'rare vae':>10}{'rest vae':>10}{'gap vae':>9}{'rare db':>9}"
-          f"{'rest db':>9}{'gap db':>8}{'shrink':>8}")
+    print(f"{'run':<10}{'mode':<6}{'rare vae':>10}{'rest vae':>10}{'gap vae':>9}{'rare db':>9}"
+          f"{'rest db':>9}{'gap db':>8}{'shrink':>8}{'recall rare/rest':>18}")
     for key, d in results["debias"].items():
         rare = d["rare_class"]
-        print(f"{key:<10}{d['per_class_recon_vae'][rare]:>10.2f}{d['rest_recon_vae']:>10.2f}"
-              f"{d['gap_vae']:>9.2f}{d['per_class_recon_dbvae'][rare]:>9.2f}"
-              f"{d['rest_recon_dbvae']:>9.2f}{d['gap_dbvae']:>8.2f}{d['gap_reduction']:>8.0%}")
-    for key, d in results["debias"].items():
-        if "recall_rare_dbvae" in d:
-            print(f"{key}: DB-VAE classifier head recall, rare class {d['recall_rare_dbvae']:.3f}, "
-                  f"the rest {d['recall_rest_dbvae']:.3f}")
+        for mode, m in d["modes"].items():
+            recall = (f"{m['recall_rare_dbvae']:.3f}/{m['recall_rest_dbvae']:.3f}"
+                      if "recall_rare_dbvae" in m else "")
+            print(f"{key:<10}{mode:<6}{d['per_class_recon_vae'][rare]:>10.2f}"
+                  f"{d['rest_recon_vae']:>10.2f}{d['gap_vae']:>9.2f}"
+                  f"{m['per_class_recon_dbvae'][rare]:>9.2f}{m['rest_recon_dbvae']:>9.2f}"
+                  f"{m['gap_dbvae']:>8.2f}{m['gap_reduction']:>8.0%}{recall:>18}")
     print("\nDrift against the training reference (plain VAE of the first run)")
     print(f"{'split':<22}{'rows':>7}{'PSI':>8}{'level':>13}{'max PSI':>9}{'gauss KL':>10}")
     for name, d in results["drift"].items():
@@ -318,9 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "python": sys.version.split()[0]}
     results["total_s"] = time.perf_counter() - started_s
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
     print_tables(results, args)
     print(f"\ntotal {results['total_s']:.0f} s")
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

@@ -2,7 +2,7 @@
 
     python benchmarks/bias_digits.py [--seeds 0,1,2,3,4] [--densities knn,histogram]
         [--share 0.03] [--epochs N] [--knn-fractions 0.002,0.01] [--json out.json]
-        [--timing-rows 2000000]
+        [--mixture-components 5] [--mixture-restarts 5] [--timing-rows 2000000]
 
 For every seed and every digit d (0..9): digit d's rows of scikit-learn's digits are subsampled
 (seeded) so that they are `--share` (3%) of the rows; a VAE trains on that set with the project's
@@ -12,6 +12,15 @@ encoder's means of every row of the set go into the report's own accumulator
 (BiasOptions.density), every other option at its default. The digit is found when the report
 flags it with a representation ratio above 1. The balanced data (every digit, no subsampling)
 trains once per seed: which digits are flagged there, and in which direction.
+
+Enrichment, per rare digit, seed and density: the rare digit's share among the 5% of rows with
+the lowest density over its share of all rows (benchmarks/bias_enrichment.py). Beside the
+report's densities: the naive baselines, a k-NN density of the pixels with k at 0.5% and at 5%
+of the rows (pixel_knn@...); a k-NN density of the means with k at 0.5% (knn@0.5%, the report's k
+before it became 5%); and a Gaussian mixture of the means (benchmarks/latent_mixture.py):
+`mixture` averages the log densities of --mixture-restarts fits from seeds 0.., `mixture-b` of as
+many fits from the next seeds (the same estimate with other starts: how stable it is), and
+mixture@fit0..2 are single fits (how unstable one fit is).
 
 --knn-fractions adds k-NN densities whose k is another share of the rows than the report's
 (KNN_FRACTION), named like knn@1%; their sparse sets go through the same group tests
@@ -37,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bias_enrichment import BASELINE_FRACTIONS, enrichment, pixel_knn_log_density
+from latent_mixture import mixture_log_density
 from numpy.typing import NDArray
 
 from latentwatch.bias.accumulator import BiasAccumulator
@@ -61,6 +72,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="training epochs (default: the digits image default)")
     parser.add_argument("--knn-fractions", default="",
                         help="comma-separated shares of the rows for extra k-NN densities")
+    parser.add_argument("--mixture-components", type=int, default=5,
+                        help="components of the Gaussian mixture of the means (5)")
+    parser.add_argument("--mixture-restarts", type=int, default=5,
+                        help="fits the mixture's log density is averaged over (5)")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     parser.add_argument("--timing-rows", type=int, default=0,
                         help="also time each density step on this many synthetic means")
@@ -120,11 +135,29 @@ def train_and_encode(
     return encoder_means(model, x), train_s
 
 
-def group_figures(mu: NDArray, labels: NDArray[np.int64], density: str) -> list[dict[str, Any]]:
+def group_figures(
+    mu: NDArray, labels: NDArray[np.int64], density: str
+) -> tuple[list[dict[str, Any]], NDArray[np.float64]]:
+    """The report's group figures and its per-row log density."""
     acc = BiasAccumulator(mu.shape[1], max_rows=len(mu))
     acc.add(mu, groups={"digit": [str(v) for v in labels]})
     report = acc.finish(BiasOptions(density=density), None)
-    return _figures(report.groups)
+    return _figures(report.groups), report.log_density
+
+
+def baseline_log_densities(
+    mu: NDArray, pixels: NDArray, args: argparse.Namespace
+) -> dict[str, NDArray[np.float64]]:
+    """Densities outside the report whose enrichment is measured beside its own."""
+    out = {f"pixel_knn@{name}": pixel_knn_log_density(pixels, f)
+           for name, f in BASELINE_FRACTIONS.items()}
+    out["knn@0.5%"] = knn_log_density([mu.astype(np.float32)], len(mu), fraction=0.005)
+    k, r = args.mixture_components, args.mixture_restarts
+    out["mixture"] = mixture_log_density(mu, k, r)
+    out["mixture-b"] = mixture_log_density(mu, k, r, first_seed=r)
+    for seed in range(3):
+        out[f"mixture@fit{seed}"] = mixture_log_density(mu, k, 1, first_seed=seed)
+    return out
 
 
 def fraction_figures(
@@ -157,10 +190,16 @@ def run_one(
     out: dict[str, Any] = {"seed": seed, "rare_digit": rare, "n_rows": len(rows),
                            "n_rare_rows": None if rare is None else int(np.sum(y[rows] == rare)),
                            "latent_dim": int(mu.shape[1]), "train_s": train_s, "densities": {}}
+    is_rare = y[rows] == rare
     for density in args.densities:
         start_s = time.perf_counter()
-        groups = group_figures(mu, y[rows], density)
+        groups, log_density = group_figures(mu, y[rows], density)
         out["densities"][density] = {"groups": groups, "report_s": time.perf_counter() - start_s}
+        if rare is not None:
+            out["densities"][density]["enrichment"] = enrichment(log_density, is_rare)
+    if rare is not None:
+        for name, log_density in baseline_log_densities(mu, X[rows] / 16.0, args).items():
+            out["densities"][name] = {"enrichment": enrichment(log_density, is_rare)}
     for fraction, name in zip(args.knn_fractions, args.variants[len(args.densities):],
                               strict=True):
         out["densities"][name] = {"groups": fraction_figures(mu, y[rows], fraction)}
@@ -193,6 +232,35 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
             "per_seed": per_seed,
         }
     return summary
+
+
+def enrichment_summary(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """Per density: each seed's enrichment of every rare digit (0..9), its mean, and the mean
+    over the seeds."""
+    rare_runs = [r for r in runs if r["rare_digit"] is not None]
+    names = [n for n, f in rare_runs[0]["densities"].items() if "enrichment" in f]
+    out: dict[str, Any] = {}
+    for name in names:
+        per_seed = {}
+        for seed in seeds:
+            by_digit = sorted((r["rare_digit"], r["densities"][name]["enrichment"])
+                              for r in rare_runs if r["seed"] == seed)
+            values = [v for _, v in by_digit]
+            per_seed[str(seed)] = {"per_digit": values, "mean": float(np.mean(values))}
+        out[name] = {"per_seed": per_seed,
+                     "mean": float(np.mean([s["mean"] for s in per_seed.values()]))}
+    return out
+
+
+def print_enrichment(summary: dict[str, Any], share: float) -> None:
+    print(f"\nenrichment of the rare digit (kept at {share:.0%}) among the sparsest 5% of rows")
+    print(f"{'density':<16}{'seed':>5}" + "".join(f"{d:>6}" for d in range(N_DIGITS))
+          + f"{'mean':>7}")
+    for name, figures in summary.items():
+        for seed, f in figures["per_seed"].items():
+            print(f"{name:<16}{seed:>5}" + "".join(f"{v:>6.1f}" for v in f["per_digit"])
+                  + f"{f['mean']:>7.2f}")
+        print(f"{name:<16}{'all':>5}{'':>{6 * N_DIGITS}}{figures['mean']:>7.2f}")
 
 
 def timing(n_rows: int, seed: int = 0) -> dict[str, Any]:
@@ -261,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             for rare in [None, *range(N_DIGITS)]:
                 runs.append(run_one(X, y, rare, args, seed, Path(tmp)))
-    results: dict[str, Any] = {"runs": runs, "summary": summarise(runs, args)}
+    results: dict[str, Any] = {"runs": runs, "summary": summarise(runs, args),
+                               "enrichment": enrichment_summary(runs, args.seeds)}
     if args.timing_rows:
         results["timing"] = timing(args.timing_rows)
     results["settings"] = {k: (str(v) if isinstance(v, Path) else v)
@@ -269,10 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "python": sys.version.split()[0]}
     results["total_s"] = time.perf_counter() - started_s
-    print_tables(results, args)
-    print(f"\ntotal {results['total_s']:.0f} s")
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print_tables(results, args)
+    print_enrichment(results["enrichment"], args.share)
+    print(f"\ntotal {results['total_s']:.0f} s")
     return 0
 
 

@@ -116,7 +116,7 @@ class EpochSample:
 
     rows: NDArray[np.int64]  # (n_draws,) positions into the training rows, in training order
     probability: NDArray[np.float64]  # (N,) each row's probability per draw (sums to 1)
-    log_density: NDArray[np.float64]  # (N,) latent density of each row (log of the product)
+    log_density: NDArray[np.float64]  # (N,) the latent log density the weights come from
     effective_sample_size: float
 
 

@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from latentwatch.bias.density import (
     effective_sample_size,
     knn_log_density,
+    knn_log_weights,
     latent_histograms,
     log_density_and_weight,
 )
@@ -249,12 +250,17 @@ class BiasAccumulator:
             raise ValueError("the reference's latent width differs from the model's")
         blocks = self._mu
         hist = latent_histograms(blocks, self._lo, self._hi, n, options.bins)
+        # The weights come from `mode`; the rows (sparse set, both extremes) rank by `density`.
+        knn = knn_log_density(blocks, n) if "knn" in (options.density, options.mode) else None
         log_density, log_weight = log_density_and_weight(
-            blocks, hist, options.alpha, options.mode
+            blocks, hist, options.alpha, "max" if options.mode == "knn" else options.mode
         )
-        # The weights stay the DB-VAE's; the rows (sparse set, both extremes) rank by this density.
+        if options.mode == "knn":
+            assert knn is not None
+            log_weight = knn_log_weights(knn, self.latent_dim)
         if options.density == "knn":
-            log_density = knn_log_density(blocks, n)
+            assert knn is not None
+            log_density = knn
         weight = np.exp(log_weight + np.log(n))  # mean 1; extreme rows may underflow to 0
         k = min(options.top_k, n)
         order = np.argsort(log_density, kind="stable")

@@ -11,6 +11,8 @@ data's own range, density Qhat_j per unit of latent, smoothing alpha.
   underflows or overflows with many dimensions, so it is a sum of logs normalised by log-sum-exp.
 - max weighting (the lab's): per dimension p_j(x) = 1 / (Qhat_j + alpha), normalised over the
   rows; W(x) = max_j p_j(x), normalised.
+- knn weighting: W(x) proportional to p(x)^(-KNN_WEIGHT_POWER / Z), p the k-NN density of the
+  joint means (knn_log_weights); bins and alpha do not enter.
 
 Weights are reported with mean 1 (a row of weight 3 should be drawn three times as often as an
 average row). Drift compares this data's means with the training reference stored at export.
@@ -34,10 +36,17 @@ from numpy.typing import NDArray
 from latentwatch.bias.options import DEFAULT_ALPHA, DEFAULT_BINS, DEFAULT_MODE, BiasOptions
 
 ROW_BLOCK = 65_536  # rows per block in per-row passes: bounds the (rows, Z) temporaries
-# k-NN density: k is this share of the reference rows (at least 1). Local scales win on digits
-# with one digit kept at 3% (benchmarks/bias_digits.py, 100 reports): k of 0.5% of the rows found
-# the rare digit in 55, 0.2% and 1% in 54, 2% in 51, 5% in 45; the histograms in 28.
-KNN_FRACTION = 0.005
+# k-NN density: k is this share of the reference rows (at least 1). A group of fewer rows than k
+# has to reach past its own rows for its k neighbours, so it is sparse however tightly the model
+# packs it; with k at 0.5% a compact group of 3% was as dense as any other. Digits with one digit
+# kept at 3% of the rows (benchmarks/bias_digits.py, results/bias-digits.json), the rare digit's
+# enrichment among the sparsest 5% of rows, mean over the ten digits: see the README.
+KNN_FRACTION = 0.05
+# "knn" weights: W(x) proportional to p(x)^(-KNN_WEIGHT_POWER / Z), the k-NN density p of the
+# means in Z dimensions; p^(-1/Z) is proportional to the geometric mean distance to the k
+# nearest rows, so W is that distance to this power. 1/p itself spans hundreds of nats over 16
+# dimensions and would put every draw on a few rows (as "paper" does).
+KNN_WEIGHT_POWER = 4.0
 # Neighbours are looked for among all rows up to this many; a larger report draws a seeded sample
 # of this many rows (without replacement) and measures every row against it, so k is 20 rows and
 # the cost is rows x MAX_REFERENCE_ROWS distances (see knn_log_density; benchmarks/bias_digits.py
@@ -136,15 +145,29 @@ def log_density_and_weight(
     return np.concatenate(log_density), lw - _logsumexp(lw)
 
 
+def knn_log_weights(knn_log_density: NDArray, latent_dim: int) -> NDArray[np.float64]:
+    """Per-row k-NN log densities -> "knn" log weights, normalised (sum of exp = 1)."""
+    lw = -(KNN_WEIGHT_POWER / latent_dim) * np.asarray(knn_log_density, dtype=np.float64)
+    return lw - _logsumexp(lw)
+
+
 def resampling_log_weights(
     mu: NDArray, bins: int = DEFAULT_BINS, alpha: float = DEFAULT_ALPHA, mode: str = DEFAULT_MODE
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """(N, Z) encoder means -> per-row log density and log weight (weights sum to 1)."""
+    """(N, Z) encoder means -> per-row log density and log weight (weights sum to 1).
+
+    The log density is the one the weights come from: the product of the marginal histograms for
+    "max" and "paper", the k-NN density for "knn"."""
     mu = np.asarray(mu, dtype=np.float64)
     if mu.ndim != 2 or mu.shape[0] < 1:
         raise ValueError(f"expected (N, Z) means with N >= 1, got shape {list(mu.shape)}")
     BiasOptions(bins=bins, alpha=alpha, mode=mode).validated()
     blocks = _row_blocks(mu)
+    if mode == "knn":
+        if mu.shape[0] < 2:
+            raise ValueError("knn weights need at least 2 rows")
+        log_density = knn_log_density(blocks, mu.shape[0])
+        return log_density, knn_log_weights(log_density, mu.shape[1])
     hist = latent_histograms(blocks, mu.min(axis=0), mu.max(axis=0), mu.shape[0], bins)
     return log_density_and_weight(blocks, hist, alpha, mode)
 

@@ -12,19 +12,23 @@ import numpy as np
 
 from latentwatch.errors import InvalidInput, quote
 
-MODES = ("paper", "max")
+# How the resampling weights come from the latent means (latentwatch.bias.density):
+# "max": per-dimension histograms, the sparsest dimension decides (the MIT 6.S191 lab's rule);
+# "paper": the product of the inverse histogram densities (Amini et al., AIES 2019);
+# "knn": the k-nearest-neighbour density of the joint means, tempered (KNN_WEIGHT_POWER), which
+# sees a rare group in the middle of every marginal (benchmarks/bias.py, DB-VAE).
+MODES = ("paper", "max", "knn")
 # "max" by default: with many latent dimensions the paper's product puts nearly all the weight on
 # a handful of rows (benchmarks/bias.py: effective sample size 1 of 54,120 rows at 16 latent
 # dimensions, against 2,312 for "max"), which is no use for resampling.
 DEFAULT_MODE = "max"
 # What ranks the rows of a bias report (the sparse set, the sparsest and densest rows, each row's
-# log_density); the weights always come from the histograms of `mode`.
-# "knn": the k-nearest-neighbour density of the joint latent means (latentwatch.bias.density).
+# log_density); the weights come from `mode`.
+# "knn": the k-nearest-neighbour density of the joint latent means (latentwatch.bias.density),
+# k a twentieth of the rows, so that a group of fewer rows than k is sparse however compact.
 # "histogram": the DB-VAE paper's product of per-dimension histograms, which misses a rare group
-# whose means sit in the middle of every marginal. Measured by benchmarks/bias_digits.py (digits,
-# one digit kept at 3% of the rows, one VAE per digit and seed, seeds 0-9): the rare digit is
-# flagged in 55 of 100 reports with "knn", 28 of 100 with "histogram"; on balanced digits "knn"
-# flags 3.3 digits a report, "histogram" 7.6.
+# whose means sit in the middle of every marginal. Measured by benchmarks/bias_digits.py (see
+# KNN_FRACTION in latentwatch.bias.density and the README's bias section).
 DENSITIES = ("knn", "histogram")
 DEFAULT_DENSITY = "knn"
 DEFAULT_BINS = 10

@@ -237,8 +237,9 @@ def _add_bias_report(sub: argparse._SubParsersAction) -> None:
                    help="histogram bins per latent dimension (default: 10)")
     p.add_argument("--alpha", type=float, default=None, help="density smoothing (default 0.001)")
     p.add_argument("--mode", default=None,
-                   help="max (the sparsest dimension decides; default) or paper (product over "
-                        "the dimensions)")
+                   help="resampling weights: max (the sparsest dimension decides; default), "
+                        "paper (product over the dimensions) or knn (k-nearest-neighbour "
+                        "density of the joint means)")
     p.add_argument("--top-k", type=int, default=None,
                    help="sparsest and densest rows to name (default 20)")
     p.add_argument("--sparse-fraction", type=float, default=None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from latentwatch.bias.options import MODES
 from latentwatch.cli.arg_types import fraction, non_negative_float, positive_float, positive_int
 from latentwatch.families import KINDS
 
@@ -68,9 +69,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                    help="histogram bins per latent dimension (default 10)")
     g.add_argument("--debias-alpha", type=non_negative_float, default=None,
                    help="density smoothing: smaller favours sparse rows more (default 0.001)")
-    g.add_argument("--debias-mode", default=None, choices=["paper", "max"],
-                   help="paper: product over dimensions; max: the sparsest dimension decides "
-                        "(default max)")
+    g.add_argument("--debias-mode", default=None, choices=list(MODES),
+                   help="paper: product over dimensions; max: the sparsest dimension decides; "
+                        "knn: the k-nearest-neighbour density of the joint means (default max)")
     g.add_argument("--debias-warmup-epochs", type=int, default=None,
                    help="plain epochs before resampling starts (default 1)")
     g.add_argument("--classifier", action="store_true", default=None,

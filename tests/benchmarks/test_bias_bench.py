@@ -41,11 +41,23 @@ def test_quick_run_measures_every_figure(bias_bench: ModuleType, tmp_path: Path)
     results = json.loads(out.read_text())
     planted = results["planted"]["rare8"]
     assert planted["n_rare"] == 12 and 0 < planted["base_rate"] < 0.01
-    assert np.isfinite(planted["enrichment"]) and planted["dbvae"]["effective_sample_size"] > 1
+    # Every model (the VAE and a DB-VAE per default mode) under every report density and the
+    # baselines; enrichment is at most 1 / base rate.
+    assert set(planted["models"]) == {"vae", "dbvae-max", "dbvae-knn"}
+    for figures in planted["models"].values():
+        assert set(figures) == {"knn", "histogram", "knn@0.5%", "knn@5%"}
+        for name in ("knn", "histogram"):
+            assert figures[name]["density"] == name
+            assert 0 <= figures[name]["enrichment"] <= 1 / planted["base_rate"]
+            assert figures[name]["effective_sample_size"] > 1
+        assert figures["knn@5%"] == pytest.approx(figures["knn"]["enrichment"])
+    assert 0 <= planted["pixel_knn@0.5%"] <= 1 / planted["base_rate"]
     debias = results["debias"]["rare8"]
-    assert len(debias["per_class_recon_vae"]) == len(debias["per_class_recon_dbvae"]) == 10
-    assert np.isfinite(debias["gap_reduction"])
-    assert len(debias["per_class_recall_dbvae"]) == 10  # the head trains by default
+    assert set(debias["modes"]) == {"max", "knn"}
+    for mode in debias["modes"].values():
+        assert len(debias["per_class_recon_vae"]) == len(mode["per_class_recon_dbvae"]) == 10
+        assert np.isfinite(mode["gap_reduction"])
+        assert len(mode["per_class_recall_dbvae"]) == 10  # the head trains by default
     drift = results["drift"]
     # Even two epochs on 6,000 rows tell MNIST from Fashion-MNIST.
     assert drift["MNIST test split"]["overall"] > 5 * drift["matched test split"]["overall"]

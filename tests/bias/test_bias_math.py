@@ -10,7 +10,7 @@ import pytest
 from latentwatch.bias.accumulator import BiasAccumulator
 from latentwatch.bias.density import effective_sample_size, resampling_log_weights
 from latentwatch.bias.drift import LatentReference
-from latentwatch.bias.options import BiasOptions
+from latentwatch.bias.options import MODES, BiasOptions
 from latentwatch.errors import InvalidInput
 
 
@@ -44,7 +44,7 @@ def test_many_latent_dimensions_neither_underflow_nor_overflow() -> None:
     with np.errstate(all="ignore"):
         _, paper, _ = _literal(mu, 10, 1e-3)
     assert not np.isfinite(paper).all()  # the literal product overflows
-    for mode in ("paper", "max"):
+    for mode in MODES:
         ld, lw = resampling_log_weights(mu, 10, 1e-3, mode)
         assert np.isfinite(ld).all() and np.isfinite(lw).all()
         assert np.isclose(np.logaddexp.reduce(lw), 0.0)

@@ -13,6 +13,8 @@ from latentwatch.bias.accumulator import BiasAccumulator, BiasReport
 from latentwatch.bias.density import (
     KNN_BLOCK_ENTRIES,
     KNN_FRACTION,
+    KNN_WEIGHT_POWER,
+    effective_sample_size,
     knn_log_density,
     resampling_log_weights,
 )
@@ -146,3 +148,36 @@ def test_two_rows_and_identical_means_give_finite_densities() -> None:
     for mu in (np.zeros((2, 3)), np.ones((50, 4)), np.array([[0.0], [1.0]])):
         got = knn_log_density([mu], len(mu))
         assert np.isfinite(got).all() and np.allclose(got, got[0])
+
+
+def test_knn_weights_favour_the_rare_cluster_the_histogram_weights_miss() -> None:
+    mu, is_rare = _axis_clusters()
+    log_density, log_weight = resampling_log_weights(mu, mode="knn")
+    np.testing.assert_allclose(log_density, knn_log_density([mu], len(mu)), rtol=1e-12)
+    # p^(-power / Z), normalised: a row's weight over another's follows their densities.
+    z = mu.shape[1]
+    np.testing.assert_allclose(log_weight - log_weight[0],
+                               -(KNN_WEIGHT_POWER / z) * (log_density - log_density[0]),
+                               rtol=1e-9, atol=1e-9)
+    assert np.isclose(np.logaddexp.reduce(log_weight), 0.0)  # the weights sum to one
+    weight = np.exp(log_weight) * len(mu)  # mean 1
+    assert weight[is_rare].mean() > 2.0 * weight[~is_rare].mean()
+    _, max_weight = resampling_log_weights(mu, mode="max")
+    assert np.exp(max_weight[is_rare]).mean() < np.exp(max_weight[~is_rare]).mean()
+    # Tempered: worth a good share of the rows, not a handful (2,417 of 6,000 here).
+    assert effective_sample_size(log_weight) > 0.25 * len(mu)
+
+
+def test_the_report_takes_knn_weights_from_its_mode_and_ranks_by_its_density() -> None:
+    mu, is_rare = _axis_clusters(3000)
+    knn_weights = _report(mu, is_rare, mode="knn", density="histogram")
+    default = _report(mu, is_rare)
+    _, log_weight = resampling_log_weights(mu, mode="knn")
+    np.testing.assert_allclose(knn_weights.weight, np.exp(log_weight) * len(mu), rtol=1e-9)
+    np.testing.assert_allclose(knn_weights.log_density, resampling_log_weights(mu)[0], rtol=1e-12)
+    assert knn_weights.options.mode == "knn"
+    rare_weight = {name: r.weight[is_rare].mean() for name, r in
+                   (("knn", knn_weights), ("max", default))}
+    assert rare_weight["knn"] > 2.0 > 1.0 > rare_weight["max"]
+    with pytest.raises(InvalidInput, match="mode: expected one of paper, max, knn, got 'kde'"):
+        BiasOptions(mode="kde").validated()

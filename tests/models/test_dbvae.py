@@ -100,7 +100,7 @@ def _inverted_rare_rows(tmp_path: Path, n_rare: int) -> tuple[Path, np.ndarray]:
     return path, rare
 
 
-@pytest.mark.parametrize("mode", ["max", "paper"])
+@pytest.mark.parametrize("mode", ["max", "paper", "knn"])
 def test_rows_in_sparse_latent_regions_are_drawn_more_often(tmp_path: Path, mode: str) -> None:
     data, rare_all = _inverted_rare_rows(tmp_path, n_rare=12)
     run = run_training(TrainConfig(data=str(data), model="dbvae", out=tmp_path / "run",
