@@ -37,3 +37,20 @@ def test_the_wire_carries_the_options_as_given_for_the_service_to_validate() -> 
     assert (got.bins, got.mode, got.n_decoded) == (1, "median", -1)
     assert (got.alpha, got.top_k) == (BiasOptions().alpha, BiasOptions().top_k)
     assert options_from_proto(pb.BiasReportOptions()) == BiasOptions()
+
+
+def test_train_takes_every_resampling_mode_and_only_those() -> None:
+    import argparse
+
+    from latentwatch.bias.options import MODES
+    from latentwatch.cli.train_args import add_train
+
+    parser = argparse.ArgumentParser()
+    add_train(parser.add_subparsers(dest="command"))
+    for mode in MODES:
+        args = parser.parse_args(["train", "--data", "digits", "--model", "dbvae", "--out", "x",
+                                  "--debias-mode", mode])
+        assert args.debias_mode == mode
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--data", "digits", "--model", "dbvae", "--out", "x",
+                           "--debias-mode", "median"])
