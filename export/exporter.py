@@ -197,7 +197,8 @@ def _scoring(
     return ScoringSpec(
         score_kinds=kinds,
         default_score_kind=kind,
-        default_score_reason=selection_reason(selection) if selection is not None else reason,
+        default_score_reason=(selection_reason(selection, reason) if selection is not None
+                              else reason),
         second_stage=stage_spec,
         selection=selection,
         calibration=Calibration(

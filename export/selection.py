@@ -267,10 +267,11 @@ def select_second_stage(
     return stage, spec, selection
 
 
-def selection_reason(selection: SelectionSpec) -> str:
-    """Why the version's second stage computes what it does, in words (default_score_reason)."""
+def selection_reason(selection: SelectionSpec, plan_reason: str) -> str:
+    """Why the version's second stage computes what it does, in words (default_score_reason);
+    `plan_reason` says why the family's plan is what it is."""
     if selection.skipped:
-        return f"the family's plan {selection.default}, not chosen per model: {selection.skipped}"
+        return f"{plan_reason}; {selection.default} not chosen per model: {selection.skipped}"
     chosen = selection.candidate(selection.chosen)
     default = selection.candidate(selection.default)
     assert chosen is not None and default is not None

@@ -109,6 +109,8 @@ def test_image_models_keep_the_plan_and_say_why(exported: dict[str, Exported]) -
     assert selection is not None
     assert selection.skipped == selection_module.IMAGE_SKIP
     assert selection.chosen == selection.default and selection.candidates == []
+    reason = Manifest.read(exported["vae"].version_dir).require_scoring().default_score_reason
+    assert "benchmarks/quality.py" in reason and "image model" in reason
 
 
 @pytest.mark.parametrize(("flag", "recorded"), [("--select-statistics", True),
