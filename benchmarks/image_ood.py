@@ -51,7 +51,7 @@ PLANS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 PIXEL_MAX = 255
 DEFAULT_EPOCHS = 10
-DEFAULT_N_TEST = 5000
+DEFAULT_N_TEST = 3000
 
 logger = logging.getLogger("image_ood")
 
@@ -83,100 +83,115 @@ def _test_rows(images_dir: Path, inlier: str, n_test: int, seed: int) -> dict[st
     return rows
 
 
-def _plan_scores(version_dir: Path, run_dir: Path, rows: dict[str, NDArray]
-                 ) -> dict[str, dict[str, NDArray[np.float64]]]:
-    """set -> score name -> (n,) scores of every plan and scorer kind, from the exported graph."""
-    from latentwatch.export.calibration import scorer_outputs
+def _plan_stages(version_dir: Path, run_dir: Path, scorer: Any, seed: int) -> dict[str, Any]:
+    """Each plan's second stage, fitted as export fits one: on (at most MAX_FIT_ROWS of) the
+    run's validation rows, through the exported scorer."""
     from latentwatch.export.run_inputs import load_run
-    from latentwatch.export.sessions import cpu_session
-    from latentwatch.repository.layout import SCORER_FILE
-    from latentwatch.repository.manifest import Manifest
-    from latentwatch.scoring.second_stage import fit_second_stage, needed_outputs
+    from latentwatch.scoring.second_stage import MAX_REFERENCE_ROWS, fit_second_stage
 
     inputs = load_run(run_dir)
     assert inputs.validation_rows is not None
-    kinds = list(Manifest.read(version_dir).require_scoring().score_kinds)
-    graph_kinds = [k for k in kinds if k != "stats_density"]
-    names = list(dict.fromkeys([*graph_kinds, "latent_mu"]))
-    session = cpu_session(version_dir / SCORER_FILE)
-    pre = inputs.preprocessing
-    fit_outputs = scorer_outputs(session, inputs.validation_rows, names, "validation")
-    fit_rows = pre.apply(inputs.validation_rows)
-    stages = {}
-    for plan, (statistics, combine) in PLANS.items():
-        assert set(needed_outputs(statistics)) <= set(names)
-        stages[plan] = fit_second_stage(statistics, combine, 5, fit_outputs, fit_rows,
-                                        fit_outputs, fit_rows)
-    result: dict[str, dict[str, NDArray[np.float64]]] = {}
-    for name, X in rows.items():
-        outputs = scorer_outputs(session, X, names, name)
-        model_rows = pre.apply(X)
-        result[name] = {k: outputs[k].astype(np.float64) for k in graph_kinds}
-        result[name] |= {plan: stage.score(outputs, model_rows) for plan, stage in stages.items()}
-    return result
+    fit = inputs.validation_rows
+    rng = np.random.default_rng(seed)
+    if len(fit) > MAX_REFERENCE_ROWS:
+        fit = fit[np.sort(rng.choice(len(fit), MAX_REFERENCE_ROWS, replace=False))]
+    outputs = scorer.score(fit)  # every kind: the graph's outputs of the same names
+    model_rows = inputs.preprocessing.apply(fit)
+    return {plan: fit_second_stage(statistics, combine, 5, outputs, model_rows, outputs,
+                                   model_rows)
+            for plan, (statistics, combine) in PLANS.items()}
 
 
-def run_seed(images_dir: Path, work: Path, seed: int, epochs: int, n_test: int
-             ) -> dict[str, Any]:
+def run_inlier(images_dir: Path, work: Path, inlier: str, seed: int, epochs: int,
+               n_test: int) -> dict[str, Any]:
     from latentwatch.export.exporter import export_run
     from latentwatch.repository.manifest import Manifest
     from latentwatch.service.offline import OfflineScorer
 
     out: dict[str, Any] = {}
-    for inlier in INLIERS:
-        run_dir = work / f"run-{inlier}-s{seed}"
-        training = _train(images_dir / inlier / TRAIN_FILE, run_dir, seed, epochs)
-        start_s = time.perf_counter()
-        version_dir = export_run(run_dir, work / "repo", f"{inlier}-s{seed}")
-        export_s = time.perf_counter() - start_s
-        scoring = Manifest.read(version_dir).require_scoring()
-        rows = _test_rows(images_dir, inlier, n_test, seed)
-        scores = _plan_scores(version_dir, run_dir, rows)
-        scorer = OfflineScorer.from_version_dir(version_dir)
-        default = scoring.default_score_kind
-        for name, X in rows.items():
-            scores[name]["served_default"] = np.asarray(scorer.score(X)[default], np.float64)
-        for outlier in (o for o in rows if o != inlier):
-            y = np.r_[np.zeros(len(rows[inlier]), np.int64), np.ones(len(rows[outlier]), np.int64)]
-            aurocs = {k: detection_metrics(y, np.r_[scores[inlier][k], scores[outlier][k]])
-                      ["auroc"] for k in scores[inlier]}
-            out[f"{inlier}->{outlier}"] = aurocs
-            logger.info("seed %d %s->%s: %s", seed, inlier, outlier,
-                        " ".join(f"{k} {v:.4f}" for k, v in aurocs.items()))
-        out[f"{inlier}:model"] = {
-            "training": training, "export_s": export_s, "default_kind": default,
-            "default_score_reason": scoring.default_score_reason,
-            "second_stage": (scoring.second_stage.model_dump()
-                             if scoring.second_stage is not None else None),
-        }
+    run_dir = work / f"run-{inlier}-s{seed}"
+    training = _train(images_dir / inlier / TRAIN_FILE, run_dir, seed, epochs)
+    start_s = time.perf_counter()
+    version_dir = export_run(run_dir, work / "repo", f"{inlier}-s{seed}")
+    export_s = time.perf_counter() - start_s
+    scoring = Manifest.read(version_dir).require_scoring()
+    default = scoring.default_score_kind
+    scorer = OfflineScorer.from_version_dir(version_dir, intra_op_threads=1)
+    stages = _plan_stages(version_dir, run_dir, scorer, seed)
+    rows = _test_rows(images_dir, inlier, n_test, seed)
+    scores: dict[str, dict[str, NDArray[np.float64]]] = {}
+    for name, X in rows.items():
+        kinds = scorer.score(X)  # the served pipeline: every kind, the default among them
+        model_rows = scorer.manifest.input.preprocessing.apply(X)
+        scores[name] = {**{k: v for k, v in kinds.items() if k != "stats_density"},
+                        "served_default": kinds[default],
+                        **{plan: stage.score(kinds, model_rows) for plan, stage in stages.items()}}
+    for outlier in (o for o in rows if o != inlier):
+        y = np.r_[np.zeros(len(rows[inlier]), np.int64), np.ones(len(rows[outlier]), np.int64)]
+        aurocs = {k: detection_metrics(y, np.r_[scores[inlier][k], scores[outlier][k]])["auroc"]
+                  for k in scores[inlier]}
+        out[f"{inlier}->{outlier}"] = aurocs
+        logger.info("seed %d %s->%s: %s", seed, inlier, outlier,
+                    " ".join(f"{k} {v:.4f}" for k, v in aurocs.items()))
+    out[f"{inlier}:model"] = {
+        "training": training, "export_s": export_s, "default_kind": default,
+        "default_score_reason": scoring.default_score_reason,
+        "second_stage": (scoring.second_stage.model_dump()
+                         if scoring.second_stage is not None else None),
+        "complexity_slope": {p: s.complexity_slope for p, s in stages.items()},
+    }
     return out
+
+
+def _summary(per_seed: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """direction -> score name -> mean AUROC over the seeds that ran it."""
+    directions = sorted({d for r in per_seed.values() for d in r if "->" in d})
+    return {d: {k: float(np.mean([r[d][k] for r in per_seed.values() if d in r]))
+                for k in next(r[d] for r in per_seed.values() if d in r)} for d in directions}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images-dir", type=Path, required=True,
-                        help="folder with fashion-mnist/ and mnist/ IDX files (required)")
+    parser.add_argument("--images-dir", type=Path, help="folder with fashion-mnist/ and mnist/ "
+                        "IDX files (required unless --merge)")
     parser.add_argument("--json", type=Path, required=True, help="where to write the figures")
     parser.add_argument("--work", type=Path, default=Path("runs/image_ood"),
                         help="trained runs and the model repository (default: runs/image_ood)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (default: 1)")
+    parser.add_argument("--inliers", default=",".join(INLIERS),
+                        help=f"inlier sets to train on (default: {','.join(INLIERS)})")
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
                         help=f"most training epochs (default: {DEFAULT_EPOCHS})")
     parser.add_argument("--n-test", type=int, default=DEFAULT_N_TEST,
                         help=f"test rows per set, drawn by the seed (default: {DEFAULT_N_TEST})")
+    parser.add_argument("--merge", type=Path, nargs="*", default=[],
+                        help="instead of running: merge these JSON files of runs over other "
+                             "inliers or seeds into --json (default: none)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     started_s = time.perf_counter()
-    per_seed = {str(seed): run_seed(args.images_dir, args.work, seed, args.epochs, args.n_test)
-                for seed in range(args.seeds)}
-    directions = [k for k in per_seed["0"] if "->" in k]
-    mean = {d: {k: float(np.mean([per_seed[s][d][k] for s in per_seed]))
-                for k in per_seed["0"][d]} for d in directions}
+    per_seed: dict[str, dict[str, Any]] = {}
+    if args.merge:
+        parts = [json.loads(p.read_text()) for p in args.merge]
+        for part in parts:
+            for seed, result in part["per_seed"].items():
+                per_seed.setdefault(seed, {}).update(result)
+        settings = {**parts[0]["settings"], "merged": [p["command"] for p in parts]}
+    else:
+        if args.images_dir is None:
+            parser.error("--images-dir is required unless --merge")
+        for seed in range(args.seeds):
+            per_seed[str(seed)] = {}
+            for inlier in args.inliers.split(","):
+                per_seed[str(seed)] |= run_inlier(args.images_dir, args.work, inlier, seed,
+                                                  args.epochs, args.n_test)
+        settings = {"seeds": args.seeds, "inliers": args.inliers, "epochs": args.epochs,
+                    "n_test": args.n_test, "plans": {k: {"statistics": list(s), "combine": c}
+                                                     for k, (s, c) in PLANS.items()}}
+    mean = _summary(per_seed)
     report = {
         "command": " ".join(["python", "benchmarks/image_ood.py", *(argv or sys.argv[1:])]),
-        "settings": {"seeds": args.seeds, "epochs": args.epochs, "n_test": args.n_test,
-                     "plans": {k: {"statistics": list(s), "combine": c}
-                               for k, (s, c) in PLANS.items()}},
+        "settings": settings,
         "targets": {"fashion-mnist->mnist": 0.995, "mnist->fashion-mnist": 0.999,
                     "noise": 0.999},
         "mean_auroc": mean, "per_seed": per_seed,
