@@ -208,6 +208,7 @@ def restrict(stage: SecondStage, candidate: Candidate) -> SecondStage:
                           else empty),
         input_reference=(stage.input_reference if "log_input_knn" in candidate.statistics
                          else empty),
+        complexity_slope=stage.complexity_slope,
     )
 
 

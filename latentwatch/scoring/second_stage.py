@@ -8,7 +8,9 @@ statistics at once and asks how unusual the combination is for normal data:
 - the scorer's own outputs: negative ELBO, KL (rate), reconstruction error (distortion), ...;
 - the distance from the row's latent mean to its k nearest training latents (low posterior
   density in the aggregate posterior), and from the row itself (in the model's input space) to
-  its k nearest training rows.
+  its k nearest training rows;
+- for images, the complexity-corrected likelihood (latentwatch.scoring.complexity): the IWAE
+  NLL minus what the image's compressed length explains (slope fitted on normal rows).
 
 Each statistic is standardised with a mean and standard deviation fitted on held-out normal
 rows (validation rows, never the calibration split), and the score is the largest standardised
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from latentwatch.scoring.complexity import complexity_bits, corrected_nll, fit_slope
 from latentwatch.scoring.knn import KnnIndex
 
 KIND = "stats_density"
@@ -50,6 +53,7 @@ STATISTICS: dict[str, tuple[str, ...]] = {
     "log_recon_error": ("recon_error",),
     "log_latent_knn": ("latent_mu",),
     "log_input_knn": (),
+    "complexity_nll": ("iwae_nll",),  # reads the rows too (their compressed length)
 }
 # max: the largest standardised statistic (one-sided: only high values are atypical);
 # max_abs: the largest |standardised statistic| (two-sided: unusually LOW values count too, e.g.
@@ -68,6 +72,8 @@ class SecondStage:
     std: NDArray[np.float64]  # (S,)
     latent_reference: NDArray[np.float32]  # (R, Z) training latent means; (0, 0) when unused
     input_reference: NDArray[np.float32]  # (R, F) training rows in model space; (0, 0) unused
+    # complexity_nll: nats of NLL per bit of compressed length, fitted on normal rows.
+    complexity_slope: float = 0.0
     # Exact kNN indexes over the references in use, built once (when the version loads).
     latent_index: KnnIndex | None = field(init=False, repr=False)
     input_index: KnnIndex | None = field(init=False, repr=False)
@@ -131,6 +137,10 @@ class SecondStage:
                 raise ValueError("log_input_knn needs the rows in model space")
             assert self.input_index is not None
             return np.log(self.input_index.mean_distance(model_rows, self.k) + _TINY)
+        if name == "complexity_nll":
+            if model_rows is None:
+                raise ValueError("complexity_nll needs the rows in model space")
+            return corrected_nll(outputs["iwae_nll"], model_rows, self.complexity_slope)
         return outputs[name].astype(np.float64)
 
     def save(self, path: Path) -> None:
@@ -139,6 +149,7 @@ class SecondStage:
                 f,
                 mean=self.mean, std=self.std,
                 latent_reference=self.latent_reference, input_reference=self.input_reference,
+                complexity_slope=np.array([self.complexity_slope]),
             )
 
     @classmethod
@@ -156,6 +167,8 @@ class SecondStage:
                 std=arrays["std"].astype(np.float64),
                 latent_reference=np.ascontiguousarray(arrays["latent_reference"], np.float32),
                 input_reference=np.ascontiguousarray(arrays["input_reference"], np.float32),
+                complexity_slope=(float(arrays["complexity_slope"][0])
+                                  if "complexity_slope" in arrays.files else 0.0),
             )
 
 
@@ -207,6 +220,11 @@ def fit_second_stage(
     with leave-one-out kNN distances.
     """
     statistics = tuple(statistics)
+    slope = 0.0
+    if "complexity_nll" in statistics:  # fitted on the same normal rows as the standardisation
+        nll = (fit_outputs if fit_outputs is not None else reference_outputs)["iwae_nll"]
+        rows = fit_rows if fit_rows is not None else reference_rows
+        slope = fit_slope(nll, complexity_bits(rows))
     uses_latent = "log_latent_knn" in statistics
     uses_input = "log_input_knn" in statistics
     empty = np.zeros((0, 0), dtype=np.float32)
@@ -221,6 +239,7 @@ def fit_second_stage(
             else empty
         ),
         input_reference=np.ascontiguousarray(reference_rows, np.float32) if uses_input else empty,
+        complexity_slope=slope,
     )
     if fit_outputs is not None and fit_rows is not None:
         values = stage.raw_statistics(fit_outputs, fit_rows)  # (n, S)
@@ -234,6 +253,7 @@ def fit_second_stage(
     return SecondStage(  # (its indexes are built anew: a few ms)
         statistics=statistics, combine=combine, k=k, mean=mean, std=std,
         latent_reference=stage.latent_reference, input_reference=stage.input_reference,
+        complexity_slope=slope,
     )
 
 

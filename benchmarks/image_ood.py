@@ -1,0 +1,208 @@
+"""Images out of distribution: the old and the complexity-corrected image plans, side by side.
+
+    python benchmarks/image_ood.py --images-dir DIR --json benchmarks/results/image_ood.json
+        [--work DIR] [--seeds N] [--epochs N] [--n-test N]
+
+For each seed and each inlier set (Fashion-MNIST, MNIST): a VAE trained on the set's training
+images as `latentwatch train` trains it (conv body, Bernoulli decoder, its own calibration and
+validation split; only --epochs is given, see below), exported as a user exports it. Three
+directions are scored: the inlier's test images (label 0) against the other set's test images,
+and against uniform noise (8-bit pixels drawn uniformly, label 1).
+
+Reported per direction, AUROC of:
+- `served_default`: the exported version's default kind, scored offline by the normal pipeline;
+- each plan in PLANS, a second stage fitted here exactly as export fits one (scorer outputs of
+  the run's validation rows give the standardisation and the complexity slope), so the old
+  default and the new plan are compared on the same trained model;
+- the scorer's own kinds (neg_elbo, iwae_nll, recon_error, ...), for reference.
+
+Every choice was fixed before these pairs were scored: the complexity statistic, its compressor
+and its weight are described in latentwatch/scoring/complexity.py (the weight is fitted on the
+run's normal validation rows). Trained runs are cached under --work (git-ignored `runs/`), so a
+rerun only scores. --epochs: 10 by default, as benchmarks/quality.py trains its image runs (the
+30 epochs of `latentwatch train` take about an hour per model on two shared cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality_metrics import detection_metrics  # noqa: E402
+
+INLIERS = ("fashion-mnist", "mnist")
+TRAIN_FILE = "train-images-idx3-ubyte.gz"
+TEST_FILE = "t10k-images-idx3-ubyte.gz"
+# name -> (statistics, combine): the image plans compared (see latentwatch.families).
+PLANS: dict[str, tuple[tuple[str, ...], str]] = {
+    "old_default": (("neg_elbo", "log_recon_error"), "max"),
+    "complexity_plan": (("complexity_nll", "log_recon_error"), "max"),
+    "complexity_nll_alone": (("complexity_nll",), "max"),
+}
+PIXEL_MAX = 255
+DEFAULT_EPOCHS = 10
+DEFAULT_N_TEST = 3000
+
+logger = logging.getLogger("image_ood")
+
+
+def _train(data: Path, run_dir: Path, seed: int, epochs: int) -> dict[str, Any]:
+    from latentwatch.models.run_dir import CHECKPOINT_FILE
+    from latentwatch.models.training import TrainConfig, run_training
+
+    if (run_dir / CHECKPOINT_FILE).exists():
+        logger.info("reusing the trained run %s", run_dir)
+        return {"reused": True}
+    start_s = time.perf_counter()
+    result = run_training(TrainConfig(data=str(data), model="vae", out=run_dir, seed=seed,
+                                      epochs=epochs, progress=False))
+    return {"reused": False, "train_s": time.perf_counter() - start_s,
+            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, **result.split}
+
+
+def _test_rows(images_dir: Path, inlier: str, n_test: int, seed: int) -> dict[str, NDArray]:
+    from latentwatch.data import load_source
+
+    rng = np.random.default_rng(seed)
+    rows = {}
+    for name in INLIERS:
+        X = load_source(str(images_dir / name / TEST_FILE)).X.astype(np.float32)
+        rows[name] = X[np.sort(rng.choice(len(X), min(n_test, len(X)), replace=False))]
+    rows["noise"] = rng.integers(0, PIXEL_MAX + 1, size=(n_test, rows[inlier].shape[1])
+                                 ).astype(np.float32)
+    return rows
+
+
+def _plan_stages(version_dir: Path, run_dir: Path, scorer: Any, seed: int) -> dict[str, Any]:
+    """Each plan's second stage, fitted as export fits one: on (at most MAX_FIT_ROWS of) the
+    run's validation rows, through the exported scorer."""
+    from latentwatch.export.run_inputs import load_run
+    from latentwatch.scoring.second_stage import MAX_REFERENCE_ROWS, fit_second_stage
+
+    inputs = load_run(run_dir)
+    assert inputs.validation_rows is not None
+    fit = inputs.validation_rows
+    rng = np.random.default_rng(seed)
+    if len(fit) > MAX_REFERENCE_ROWS:
+        fit = fit[np.sort(rng.choice(len(fit), MAX_REFERENCE_ROWS, replace=False))]
+    outputs = scorer.score(fit)  # every kind: the graph's outputs of the same names
+    model_rows = inputs.preprocessing.apply(fit)
+    return {plan: fit_second_stage(statistics, combine, 5, outputs, model_rows, outputs,
+                                   model_rows)
+            for plan, (statistics, combine) in PLANS.items()}
+
+
+def run_inlier(images_dir: Path, work: Path, inlier: str, seed: int, epochs: int,
+               n_test: int) -> dict[str, Any]:
+    from latentwatch.export.exporter import export_run
+    from latentwatch.repository.manifest import Manifest
+    from latentwatch.service.offline import OfflineScorer
+
+    out: dict[str, Any] = {}
+    run_dir = work / f"run-{inlier}-s{seed}"
+    training = _train(images_dir / inlier / TRAIN_FILE, run_dir, seed, epochs)
+    start_s = time.perf_counter()
+    version_dir = export_run(run_dir, work / "repo", f"{inlier}-s{seed}")
+    export_s = time.perf_counter() - start_s
+    scoring = Manifest.read(version_dir).require_scoring()
+    default = scoring.default_score_kind
+    scorer = OfflineScorer.from_version_dir(version_dir, intra_op_threads=1)
+    stages = _plan_stages(version_dir, run_dir, scorer, seed)
+    rows = _test_rows(images_dir, inlier, n_test, seed)
+    scores: dict[str, dict[str, NDArray[np.float64]]] = {}
+    for name, X in rows.items():
+        kinds = scorer.score(X)  # the served pipeline: every kind, the default among them
+        model_rows = scorer.manifest.input.preprocessing.apply(X)
+        scores[name] = {**{k: v for k, v in kinds.items() if k != "stats_density"},
+                        "served_default": kinds[default],
+                        **{plan: stage.score(kinds, model_rows) for plan, stage in stages.items()}}
+    for outlier in (o for o in rows if o != inlier):
+        y = np.r_[np.zeros(len(rows[inlier]), np.int64), np.ones(len(rows[outlier]), np.int64)]
+        aurocs = {k: detection_metrics(y, np.r_[scores[inlier][k], scores[outlier][k]])["auroc"]
+                  for k in scores[inlier]}
+        out[f"{inlier}->{outlier}"] = aurocs
+        logger.info("seed %d %s->%s: %s", seed, inlier, outlier,
+                    " ".join(f"{k} {v:.4f}" for k, v in aurocs.items()))
+    out[f"{inlier}:model"] = {
+        "training": training, "export_s": export_s, "default_kind": default,
+        "default_score_reason": scoring.default_score_reason,
+        "second_stage": (scoring.second_stage.model_dump()
+                         if scoring.second_stage is not None else None),
+        "complexity_slope": {p: s.complexity_slope for p, s in stages.items()},
+    }
+    return out
+
+
+def _summary(per_seed: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """direction -> score name -> mean AUROC over the seeds that ran it."""
+    directions = sorted({d for r in per_seed.values() for d in r if "->" in d})
+    return {d: {k: float(np.mean([r[d][k] for r in per_seed.values() if d in r]))
+                for k in next(r[d] for r in per_seed.values() if d in r)} for d in directions}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images-dir", type=Path, help="folder with fashion-mnist/ and mnist/ "
+                        "IDX files (required unless --merge)")
+    parser.add_argument("--json", type=Path, required=True, help="where to write the figures")
+    parser.add_argument("--work", type=Path, default=Path("runs/image_ood"),
+                        help="trained runs and the model repository (default: runs/image_ood)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (default: 1)")
+    parser.add_argument("--inliers", default=",".join(INLIERS),
+                        help=f"inlier sets to train on (default: {','.join(INLIERS)})")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+                        help=f"most training epochs (default: {DEFAULT_EPOCHS})")
+    parser.add_argument("--n-test", type=int, default=DEFAULT_N_TEST,
+                        help=f"test rows per set, drawn by the seed (default: {DEFAULT_N_TEST})")
+    parser.add_argument("--merge", type=Path, nargs="*", default=[],
+                        help="instead of running: merge these JSON files of runs over other "
+                             "inliers or seeds into --json (default: none)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    started_s = time.perf_counter()
+    per_seed: dict[str, dict[str, Any]] = {}
+    if args.merge:
+        parts = [json.loads(p.read_text()) for p in args.merge]
+        for part in parts:
+            for seed, result in part["per_seed"].items():
+                per_seed.setdefault(seed, {}).update(result)
+        settings = {**parts[0]["settings"], "merged": [p["command"] for p in parts]}
+    else:
+        if args.images_dir is None:
+            parser.error("--images-dir is required unless --merge")
+        for seed in range(args.seeds):
+            per_seed[str(seed)] = {}
+            for inlier in args.inliers.split(","):
+                per_seed[str(seed)] |= run_inlier(args.images_dir, args.work, inlier, seed,
+                                                  args.epochs, args.n_test)
+        settings = {"seeds": args.seeds, "inliers": args.inliers, "epochs": args.epochs,
+                    "n_test": args.n_test, "plans": {k: {"statistics": list(s), "combine": c}
+                                                     for k, (s, c) in PLANS.items()}}
+    mean = _summary(per_seed)
+    report = {
+        "command": " ".join(["python", "benchmarks/image_ood.py", *(argv or sys.argv[1:])]),
+        "settings": settings,
+        "targets": {"fashion-mnist->mnist": 0.995, "mnist->fashion-mnist": 0.999,
+                    "noise": 0.999},
+        "mean_auroc": mean, "per_seed": per_seed,
+        "platform": platform.platform(), "total_s": time.perf_counter() - started_s,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    for d, values in mean.items():
+        print(f"{d:28s} " + " ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
