@@ -15,7 +15,7 @@ gRPC.
   (`--densities`), with the class as a group column. Enrichment = the rare class's share among
   the 5% of rows with the lowest density, divided by its share of the set (target >= 5). Also the
   class's representation ratio. Beside them, from the same encoder means (Encode RPC), a k-NN
-  density with k at 0.5% of the rows (the report's k before it became 5%), and the naive
+  density with k at 0.5% (the report's KNN_FRACTION) and at 5% of the rows, and the naive
   baseline, a k-NN density of the pixels (no model) at both k.
 - Debiasing: per-class reconstruction error (Score RPC, `recon_error`) on the balanced test split
   (1,000 rows per class) for every model; gap = mean error of the rare class minus the mean of
@@ -46,7 +46,7 @@ from bias_enrichment import BASELINE_FRACTIONS, BOTTOM_FRACTION, enrichment, pix
 from numpy.typing import NDArray
 from processes import start_latentwatch
 
-from latentwatch.bias.density import knn_log_density
+from latentwatch.bias.density import KNN_FRACTION, knn_log_density
 from latentwatch.bias.options import DENSITIES, MODES, BiasOptions
 from latentwatch.client.client import LatentwatchClient
 from latentwatch.families import family
@@ -361,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         results = run(args, work)
     results["settings"] = {k: (str(v) if isinstance(v, Path) else v)
                            for k, v in vars(args).items()}
+    results["settings"]["knn_fraction"] = KNN_FRACTION  # the report's k as a share of the rows
     results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "python": sys.version.split()[0]}
     results["total_s"] = time.perf_counter() - started_s

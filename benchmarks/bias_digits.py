@@ -16,11 +16,12 @@ trains once per seed: which digits are flagged there, and in which direction.
 Enrichment, per rare digit, seed and density: the rare digit's share among the 5% of rows with
 the lowest density over its share of all rows (benchmarks/bias_enrichment.py). Beside the
 report's densities: the naive baselines, a k-NN density of the pixels with k at 0.5% and at 5%
-of the rows (pixel_knn@...); a k-NN density of the means with k at 0.5% (knn@0.5%, the report's k
-before it became 5%); and a Gaussian mixture of the means (benchmarks/latent_mixture.py):
-`mixture` averages the log densities of --mixture-restarts fits from seeds 0.., `mixture-b` of as
-many fits from the next seeds (the same estimate with other starts: how stable it is), and
-mixture@fit0..2 are single fits (how unstable one fit is).
+of the rows (pixel_knn@...); a k-NN density of the means with k at 0.5% (knn@0.5%, the report's
+KNN_FRACTION; results/bias-digits.json ran while it was 5%, so its "knn" is k at 5%); and a
+Gaussian mixture of the means (benchmarks/latent_mixture.py): `mixture` averages the log
+densities of --mixture-restarts fits from seeds 0.., `mixture-b` of as many fits from the next
+seeds (the same estimate with other starts: how stable it is), and mixture@fit0..2 are single
+fits (how unstable one fit is).
 
 --knn-fractions adds k-NN densities whose k is another share of the rows than the report's
 (KNN_FRACTION), named like knn@1%; their sparse sets go through the same group tests
@@ -51,7 +52,12 @@ from latent_mixture import mixture_log_density
 from numpy.typing import NDArray
 
 from latentwatch.bias.accumulator import BiasAccumulator
-from latentwatch.bias.density import knn_log_density, latent_histograms, log_density_and_weight
+from latentwatch.bias.density import (
+    KNN_FRACTION,
+    knn_log_density,
+    latent_histograms,
+    log_density_and_weight,
+)
 from latentwatch.bias.groups import GroupCounts, group_stats
 from latentwatch.bias.options import DENSITIES, BiasOptions
 
@@ -335,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         results["timing"] = timing(args.timing_rows)
     results["settings"] = {k: (str(v) if isinstance(v, Path) else v)
                            for k, v in vars(args).items()}
+    results["settings"]["knn_fraction"] = KNN_FRACTION  # the report's k as a share of the rows
     results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "python": sys.version.split()[0]}
     results["total_s"] = time.perf_counter() - started_s

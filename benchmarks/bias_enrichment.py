@@ -12,8 +12,8 @@ from numpy.typing import NDArray
 from latentwatch.bias.density import knn_log_density
 
 BOTTOM_FRACTION = 0.05  # "most under-represented": the 5% of rows with the lowest density
-# The baselines' k as a share of the rows: the report's k before it became KNN_FRACTION, and
-# KNN_FRACTION itself, on the inputs or on the means.
+# The baselines' k as a share of the rows, on the inputs or on the means: the report's
+# (KNN_FRACTION) and a larger one, that of the "knn" weights (KNN_WEIGHT_FRACTION).
 BASELINE_FRACTIONS = {"0.5%": 0.005, "5%": 0.05}
 
 

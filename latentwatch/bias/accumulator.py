@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from latentwatch.bias.density import (
+    KNN_WEIGHT_FRACTION,
     effective_sample_size,
     knn_log_density,
     knn_log_weights,
@@ -251,16 +252,14 @@ class BiasAccumulator:
         blocks = self._mu
         hist = latent_histograms(blocks, self._lo, self._hi, n, options.bins)
         # The weights come from `mode`; the rows (sparse set, both extremes) rank by `density`.
-        knn = knn_log_density(blocks, n) if "knn" in (options.density, options.mode) else None
         log_density, log_weight = log_density_and_weight(
             blocks, hist, options.alpha, "max" if options.mode == "knn" else options.mode
         )
         if options.mode == "knn":
-            assert knn is not None
-            log_weight = knn_log_weights(knn, self.latent_dim)
+            weight_density = knn_log_density(blocks, n, fraction=KNN_WEIGHT_FRACTION)
+            log_weight = knn_log_weights(weight_density, self.latent_dim)
         if options.density == "knn":
-            assert knn is not None
-            log_density = knn
+            log_density = knn_log_density(blocks, n)
         weight = np.exp(log_weight + np.log(n))  # mean 1; extreme rows may underflow to 0
         k = min(options.top_k, n)
         order = np.argsort(log_density, kind="stable")

@@ -24,8 +24,8 @@ MODES = ("paper", "max", "knn")
 DEFAULT_MODE = "max"
 # What ranks the rows of a bias report (the sparse set, the sparsest and densest rows, each row's
 # log_density); the weights come from `mode`.
-# "knn": the k-nearest-neighbour density of the joint latent means (latentwatch.bias.density),
-# k a twentieth of the rows, so that a group of fewer rows than k is sparse however compact.
+# "knn": the k-nearest-neighbour density of the joint latent means (latentwatch.bias.density,
+# KNN_FRACTION).
 # "histogram": the DB-VAE paper's product of per-dimension histograms, which misses a rare group
 # whose means sit in the middle of every marginal. Measured by benchmarks/bias_digits.py (see
 # KNN_FRACTION in latentwatch.bias.density and the README's bias section).

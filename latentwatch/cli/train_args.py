@@ -71,7 +71,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                    help="density smoothing: smaller favours sparse rows more (default 0.001)")
     g.add_argument("--debias-mode", default=None, choices=list(MODES),
                    help="paper: product over dimensions; max: the sparsest dimension decides; "
-                        "knn: the k-nearest-neighbour density of the joint means (default max)")
+                        "knn: the k-nearest-neighbour density of the joint means (default knn)")
     g.add_argument("--debias-warmup-epochs", type=int, default=None,
                    help="plain epochs before resampling starts (default 1)")
     g.add_argument("--classifier", action="store_true", default=None,

@@ -13,6 +13,7 @@ from latentwatch.bias.accumulator import BiasAccumulator, BiasReport
 from latentwatch.bias.density import (
     KNN_BLOCK_ENTRIES,
     KNN_FRACTION,
+    KNN_WEIGHT_FRACTION,
     KNN_WEIGHT_POWER,
     effective_sample_size,
     knn_log_density,
@@ -153,7 +154,8 @@ def test_two_rows_and_identical_means_give_finite_densities() -> None:
 def test_knn_weights_favour_the_rare_cluster_the_histogram_weights_miss() -> None:
     mu, is_rare = _axis_clusters()
     log_density, log_weight = resampling_log_weights(mu, mode="knn")
-    np.testing.assert_allclose(log_density, knn_log_density([mu], len(mu)), rtol=1e-12)
+    np.testing.assert_allclose(
+        log_density, knn_log_density([mu], len(mu), fraction=KNN_WEIGHT_FRACTION), rtol=1e-12)
     # p^(-power / Z), normalised: a row's weight over another's follows their densities.
     z = mu.shape[1]
     np.testing.assert_allclose(log_weight - log_weight[0],

@@ -1,11 +1,9 @@
 """A real digits VAE trained with one digit kept at 3% of the rows: the report flags that digit.
 
-benchmarks/bias_digits.py measures every digit over several seeds; this is its run of seed 0 for
-digit 5 (k-NN: ratio 3.0, p 2e-4; histograms: ratio 0.8, p 0.8). Digit 5 sits near the middle of
-the latent marginals, where the product of marginal histograms calls it dense. (This test ran
-seed 3's digit 8 while the report's k was 0.5% of the rows; with k at 5%, the default since,
-digit 8 is among the digits the model packs into a compact cluster that no density of its means
-finds: benchmarks/results/bias-digits.json.)
+benchmarks/bias_digits.py measures every digit over several seeds; this is its run of seed 3 for
+digit 8 (k-NN: ratio 4.0, p 2e-7; histograms: ratio 0). Digit 8 sits near the middle of every
+latent marginal, so the product of marginal histograms never finds it (0 of 10 seeds there); the
+k-NN density finds it in 7 of 10.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from latentwatch.bias.accumulator import BiasAccumulator
 from latentwatch.bias.options import BiasOptions
 from latentwatch.data import load_source
 
-RARE_DIGIT, SHARE, SEED = 5, 0.03, 0
+RARE_DIGIT, SHARE, SEED = 8, 0.03, 3
 
 
 def _means_of_a_vae_trained_with_a_rare_digit(
@@ -33,7 +31,7 @@ def _means_of_a_vae_trained_with_a_rare_digit(
     digits = load_source("digits")
     assert digits.y is not None
     others = np.flatnonzero(digits.y != RARE_DIGIT)
-    n_rare = int(round(SHARE / (1 - SHARE) * len(others)))  # 50 rows of 1,665
+    n_rare = int(round(SHARE / (1 - SHARE) * len(others)))  # 50 rows of 1,667
     rare = np.random.default_rng([SEED, RARE_DIGIT]).choice(
         np.flatnonzero(digits.y == RARE_DIGIT), n_rare, replace=False)
     rows = np.sort(np.concatenate([others, rare]))
@@ -60,4 +58,4 @@ def test_a_digit_kept_at_3_percent_is_flagged_where_the_histograms_miss_it(
     knn, histogram = found["knn"], found["histogram"]
     assert knn.flagged and knn.representation_ratio > 2.0, knn
     assert not (histogram.flagged and histogram.representation_ratio > 1), histogram
-    assert histogram.representation_ratio < 1.0
+    assert histogram.representation_ratio < 0.8
