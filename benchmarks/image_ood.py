@@ -1,7 +1,8 @@
 """Images out of distribution: the old and the complexity-corrected image plans, side by side.
 
     python benchmarks/image_ood.py --images-dir DIR --json benchmarks/results/image_ood.json
-        [--work DIR] [--seeds N] [--epochs N] [--n-test N]
+        [--work DIR] [--seeds N] [--first-seed N] [--inliers A,B] [--epochs N]
+        [--n-test N] | --json OUT --merge A.json B.json ...
 
 For each seed and each inlier set (Fashion-MNIST, MNIST): a VAE trained on the set's training
 images as `latentwatch train` trains it (conv body, Bernoulli decoder, its own calibration and
@@ -157,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, required=True, help="where to write the figures")
     parser.add_argument("--work", type=Path, default=Path("runs/image_ood"),
                         help="trained runs and the model repository (default: runs/image_ood)")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (default: 1)")
+    parser.add_argument("--seeds", type=int, default=1, help="how many seeds (default: 1)")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first seed (default: 0)")
     parser.add_argument("--inliers", default=",".join(INLIERS),
                         help=f"inlier sets to train on (default: {','.join(INLIERS)})")
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
@@ -180,14 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.images_dir is None:
             parser.error("--images-dir is required unless --merge")
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             per_seed[str(seed)] = {}
             for inlier in args.inliers.split(","):
                 per_seed[str(seed)] |= run_inlier(args.images_dir, args.work, inlier, seed,
                                                   args.epochs, args.n_test)
-        settings = {"seeds": args.seeds, "inliers": args.inliers, "epochs": args.epochs,
-                    "n_test": args.n_test, "plans": {k: {"statistics": list(s), "combine": c}
-                                                     for k, (s, c) in PLANS.items()}}
+        settings = {"seeds": args.seeds, "first_seed": args.first_seed, "inliers": args.inliers,
+                    "epochs": args.epochs, "n_test": args.n_test,
+                    "plans": {k: {"statistics": list(s), "combine": c}
+                              for k, (s, c) in PLANS.items()}}
     mean = _summary(per_seed)
     report = {
         "command": " ".join(["python", "benchmarks/image_ood.py", *(argv or sys.argv[1:])]),
