@@ -111,7 +111,7 @@ lint: install
 
 bench: install
 	$(PY) -m pip install --quiet -e ".[bench]"
-	$(PY) benchmarks/throughput.py --json benchmarks/throughput.json
+	$(PY) benchmarks/throughput.py --json benchmarks/results/throughput.json
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) $(CHECKOV_VENV) build *.egg-info
