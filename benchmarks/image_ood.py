@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "command": " ".join(["python", "benchmarks/image_ood.py", *(argv or sys.argv[1:])]),
         "settings": settings,
+        "seeds_run": sorted(per_seed, key=int),
         "targets": {"fashion-mnist->mnist": 0.995, "mnist->fashion-mnist": 0.999,
                     "noise": 0.999},
         "mean_auroc": mean, "per_seed": per_seed,
