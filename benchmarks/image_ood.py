@@ -6,22 +6,23 @@
 
 For each seed and each inlier set (Fashion-MNIST, MNIST): a VAE trained on the set's training
 images as `latentwatch train` trains it (conv body, Bernoulli decoder, its own calibration and
-validation split; only --epochs is given, see below), exported as a user exports it. Three
-directions are scored: the inlier's test images (label 0) against the other set's test images,
-and against uniform noise (8-bit pixels drawn uniformly, label 1).
+validation split; only --epochs is given, see below), exported as a user exports it. Two
+directions per inlier: its test images (label 0) against the other set's test images, and
+against uniform noise (8-bit pixels drawn uniformly, label 1).
 
 Reported per direction, AUROC of:
 - `served_default`: the exported version's default kind, scored offline by the normal pipeline;
-- each plan in PLANS, a second stage fitted here exactly as export fits one (scorer outputs of
-  the run's validation rows give the standardisation and the complexity slope), so the old
-  default and the new plan are compared on the same trained model;
+- each plan in PLANS, a second stage fitted here as export fits one (scorer outputs of at most
+  4,096 of the run's validation rows, drawn here, give the standardisation and the complexity
+  slope), so the old default and the new plan are compared on the same trained model;
 - the scorer's own kinds (neg_elbo, iwae_nll, recon_error, ...), for reference.
 
 Every choice was fixed before these pairs were scored: the complexity statistic, its compressor
 and its weight are described in latentwatch/scoring/complexity.py (the weight is fitted on the
 run's normal validation rows). Trained runs are cached under --work (git-ignored `runs/`), so a
-rerun only scores. --epochs: 10 by default, as benchmarks/quality.py trains its image runs (the
-30 epochs of `latentwatch train` take about an hour per model on two shared cores).
+rerun only exports and scores. --epochs: 10 by default, as benchmarks/quality.py trains its
+image runs (the 30 epochs of `latentwatch train` take about an hour per model on two shared
+cores).
 """
 
 from __future__ import annotations
@@ -195,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "command": " ".join(["python", "benchmarks/image_ood.py", *(argv or sys.argv[1:])]),
         "settings": settings,
+        "seeds_run": sorted(per_seed, key=int),
         "targets": {"fashion-mnist->mnist": 0.995, "mnist->fashion-mnist": 0.999,
                     "noise": 0.999},
         "mean_auroc": mean, "per_seed": per_seed,
