@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import processes
 import throughput
+import throughput_report
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from numpy.typing import NDArray
@@ -238,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("training and exporting %s on %s", MODEL_NAME, data_name)
         # --quick: one noise draw per row instead of 16, so that the scorer is 16 times cheaper.
         samples = QUICK_SAMPLES if args.quick else None
-        repo = throughput._train_and_export(work, source, args.quick, samples)
+        # The exported version's directory is <repo>/<model>/<version>.
+        repo = throughput._train_and_export(work, source, args.quick, samples).parent.parent
         throughput._latentwatch("triton-repo", "--repo", str(repo), "--out", str(work / "triton"),
                                 "--kind", "cpu", "--instances", "1")
         manifest = next(repo.glob(f"{MODEL_NAME}/*/manifest.json")).read_text()
@@ -262,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             })
         for started in servers:
             started.process.check_alive()
-    machine = throughput._machine(threads)
+    machine = throughput_report.machine(threads)
     for package in ("tritonclient", "aiohttp"):
         machine["versions"][package] = metadata.version(package)
     machine["versions"]["triton_peer"] = processes.triton_versions()
