@@ -220,7 +220,7 @@ class ScoringCore:
             execution_provider=mv.provider,
             manifest_json=mv.manifest_json,
             max_batch_rows=self._max_batch_rows,
-            explains=mv.explain is not None and mv.decoding is not None,
+            explains=explanations.can_explain(mv),
             **calibration_groups(m),
         )
 

@@ -16,10 +16,15 @@ from latentwatch.service.batcher import BatchSlice
 from latentwatch.service.repository import ModelVersion
 
 
+def can_explain(mv: ModelVersion) -> bool:
+    """Whether the version explains rows: explain.npz and a decoder (ModelInfo.explains)."""
+    return mv.explain is not None and mv.decoding is not None
+
+
 def explain_stats(mv: ModelVersion) -> ExplainStats:
     """The version's statistics; FailedPrecondition when it has none."""
     mv.pipeline  # noqa: B018  InvalidInput, naming its capabilities, for a version that cannot score
-    if mv.explain is None or mv.decoding is None:
+    if not can_explain(mv) or mv.explain is None:
         raise FailedPrecondition(
             f"model {quote(mv.name)} version {quote(mv.version)} cannot explain rows: it was "
             "exported without per-feature statistics (explain.npz); export it again to explain "
