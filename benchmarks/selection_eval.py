@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality_halves import dataset_name, split_halves  # noqa: E402
 from quality_metrics import detection_metrics  # noqa: E402
 from quality_split import clean_train_split, load_tabular  # noqa: E402
 
@@ -45,15 +46,14 @@ MAX_TEST_ROWS = 10_000
 
 
 def set_name(path: Path) -> str:
-    """"33_skin" -> "skin"."""
-    head, _, rest = path.stem.partition("_")
-    return rest if head.isdigit() and rest else path.stem
+    """"33_skin" -> "skin" (quality_halves.dataset_name)."""
+    return dataset_name(path.stem)
 
 
 def halves(names: list[str]) -> tuple[list[str], list[str]]:
-    """(selection half, report half): sorted case-insensitively, taken alternately."""
-    ordered = sorted(names, key=str.lower)
-    return ordered[0::2], ordered[1::2]
+    """(selection half, report half), by the quality benchmark's one rule (quality_halves)."""
+    split = split_halves(names)
+    return split["selection"], split["report"]
 
 
 def evaluate(path: Path, seed: int, work: Path, epochs: int | None) -> dict[str, Any]:
