@@ -9,6 +9,7 @@ write manifest.json last and rename the finished directory into place (publish).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -66,18 +67,30 @@ SELECT_STATISTICS = True
 def export_run(
     run_dir: Path, repo: Path, name: str, *, default_alpha: float = 0.05,
     select_statistics: bool = SELECT_STATISTICS,
+    n_importance_samples: int | None = None,
+    n_reference_rows: int | None = None,
 ) -> Path:
     """Export `run_dir` (from `latentwatch train`) as the next version of `name` in `repo`.
 
     Returns the new version directory `<repo>/<name>/<version>/`. Runs of generator families
     take export/generator_export.py (`default_alpha` does not apply: they calibrate nothing).
     With `select_statistics`, the second stage's statistics are chosen per model without labels
-    (export/selection.py).
+    (export/selection.py). `n_importance_samples` (K, the fixed draws the scorer decodes) and
+    `n_reference_rows` (the kNN reference's size) replace the run's own when given: both are
+    scoring choices, so one trained model can be exported with several.
     """
     run_dir = Path(run_dir)
     if exports_generator(run_model_kind(run_dir)):  # gan, cgan, pix2pix: no scorer
         return export_generator(load_generator_run(run_dir), Path(repo), name)
-    return export_inputs(load_run(run_dir), Path(repo), name, default_alpha=default_alpha,
+    inputs = load_run(run_dir)
+    if n_importance_samples is not None:
+        if not inputs.n_importance_samples:
+            raise ExportError(f"{inputs.model_kind!r} draws no latent samples: "
+                              "n_importance_samples does not apply")
+        inputs = dataclasses.replace(inputs, n_importance_samples=n_importance_samples)
+    if n_reference_rows is not None:
+        inputs = dataclasses.replace(inputs, n_reference_rows=n_reference_rows)
+    return export_inputs(inputs, Path(repo), name, default_alpha=default_alpha,
                          select_statistics=select_statistics)
 
 

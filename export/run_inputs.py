@@ -46,6 +46,8 @@ class ExportInputs:
     train_rows: NDArray[np.float32] | None = None
     validation_rows: NDArray[np.float32] | None = None
     feature_names: list[str] | None = None  # the training data's column names, when it had them
+    # Rows the second stage's kNN reference keeps; None: reference_rows_for(n_features).
+    n_reference_rows: int | None = None
 
 
 def load_run(run_dir: Path) -> ExportInputs:
@@ -119,6 +121,8 @@ def check_inputs(inputs: ExportInputs) -> None:
     draws = family(inputs.model_kind).draws_importance_samples
     if draws and inputs.n_importance_samples < 1:
         raise ExportError(f"n_importance_samples must be >= 1, got {inputs.n_importance_samples}")
+    if inputs.n_reference_rows is not None and inputs.n_reference_rows < 1:
+        raise ExportError(f"n_reference_rows must be >= 1, got {inputs.n_reference_rows}")
     shape = inputs.calibration_rows.shape
     if len(shape) != 2 or shape[1] != inputs.n_features or shape[0] == 0:
         raise ExportError(

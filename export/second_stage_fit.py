@@ -67,7 +67,7 @@ def fit_export_second_stage(
     statistics, combine = second_stage_plan(inputs.model_kind, inputs.image_shape is not None)
     rng = np.random.default_rng(inputs.provenance.seed)
     reference = inputs.train_rows
-    n_reference = reference_rows_for(inputs.n_features)
+    n_reference = inputs.n_reference_rows or reference_rows_for(inputs.n_features)
     if len(reference) > n_reference:
         reference = reference[np.sort(rng.choice(len(reference), n_reference, False))]
     if len(reference) <= SECOND_STAGE_K + 1:

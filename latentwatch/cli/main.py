@@ -72,6 +72,12 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--select-statistics", action=argparse.BooleanOptionalAction, default=None,
                    help="choose the second stage's statistics per model from held-out normal "
                         "rows against synthetic outliers, no labels (default: on)")
+    p.add_argument("--n-importance-samples", type=arg_types.positive_int, default=None,
+                   metavar="K", help="fixed latent draws the scorer decodes per row, in place "
+                   "of the run's (K is a scoring choice: no retraining; default: the run's)")
+    p.add_argument("--knn-reference-rows", type=arg_types.positive_int, default=None,
+                   metavar="N", help="training rows the second stage's kNN reference keeps "
+                   "(default: by row width, see README, Score kinds)")
 
 
 def _names(text: str) -> list[str]:

@@ -215,3 +215,31 @@ def test_reference_holds_the_training_rows_latent_means(
     np.testing.assert_allclose(reference.psi_share.sum(axis=1), 1.0)
     # Autoencoders have no posterior variance; VAEs do.
     assert (reference.sigma2_mean > 0).all() == (manifest.model_kind != "ae")
+
+
+def test_one_run_exports_at_another_k_and_reference_size(
+    trained_runs: dict[str, Path], tmp_path: Path
+) -> None:
+    run_dir = trained_runs["beta-vae"]
+    repo = tmp_path / "repo"
+    trained_k = load_run(run_dir).n_importance_samples
+    one = export_run(run_dir, repo, "k", n_importance_samples=1, n_reference_rows=64,
+                     select_statistics=False)
+    assert main(["export", str(run_dir), "--repo", str(repo), "--name", "k",
+                 "--n-importance-samples", "4", "--no-select-statistics"]) == 0
+    four = repo / "k" / "2"
+    ks = [Manifest.read(v).require_latent().n_importance_samples for v in (one, four)]
+    assert ks == [1, 4] and trained_k not in ks
+    stages = [Manifest.read(v).require_scoring().second_stage for v in (one, four)]
+    assert stages[0] is not None and stages[0].n_reference_rows == 64
+    assert stages[1] is not None and stages[1].n_reference_rows == len(
+        np.load(run_dir / "train_rows.npy", allow_pickle=False))
+    rows = load_run(run_dir).calibration_rows[:32]
+    elbo = [OfflineScorer.from_version_dir(v).score(rows)["neg_elbo"] for v in (one, four)]
+    assert not np.allclose(elbo[0], elbo[1])  # other draws: other estimates of the same ELBO
+    with pytest.raises(ExportError, match="draws no latent samples"):
+        export_run(trained_runs["ae"], repo, "ae", n_importance_samples=2)
+    with pytest.raises(ExportError, match="n_reference_rows"):
+        export_run(run_dir, repo, "k", n_reference_rows=0)
+    assert main(["export", str(run_dir), "--repo", str(repo), "--name", "k",
+                 "--n-importance-samples", "0"]) == 2
