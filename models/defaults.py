@@ -23,6 +23,12 @@ logger = logging.getLogger(__name__)
 
 CONV_CHANNELS = (32, 64)
 
+# K, the fixed latent draws the exported scorer decodes per row for neg_elbo, iwae_nll and
+# recon_prob_nll (one more decode at z = mu gives recon_error). Chosen on the quality
+# benchmarks' selection half (benchmarks/k_study.py, benchmarks/image_ood.py --k-values).
+TABULAR_IMPORTANCE_SAMPLES = 16
+IMAGE_IMPORTANCE_SAMPLES = 16
+
 # Images (digits, MNIST): a fixed epoch count. Digits has ~20 steps per epoch, MNIST ~650, so
 # both train well within it and the default `make run` bootstrap stays a few seconds.
 IMAGE_EPOCHS = 30
@@ -132,6 +138,11 @@ def resolve_schedule(
                          steps_per_epoch=steps_per_epoch, auto=auto)
 
 
+def default_n_importance_samples(is_image: bool) -> int:
+    """K for a model of this data when `--n-importance-samples` is left unset."""
+    return IMAGE_IMPORTANCE_SAMPLES if is_image else TABULAR_IMPORTANCE_SAMPLES
+
+
 def resolve_model_config(
     dataset: Dataset,
     kind: ModelKind,
@@ -141,10 +152,12 @@ def resolve_model_config(
     hidden: tuple[int, ...] | None = None,
     latent_dim: int | None = None,
     beta: float | None = None,
-    n_importance_samples: int = 16,
+    n_importance_samples: int | None = None,
 ) -> ModelConfig:
     """Fill every 'auto'/None with the default for this data; ModelConfig validates the rest."""
     image_shape = dataset.image_shape
+    if n_importance_samples is None:
+        n_importance_samples = default_n_importance_samples(dataset.is_image)
     if body == "auto":
         conv_ok = image_shape is not None and min(image_shape[1:]) >= MIN_CONV_SIDE
         body = "conv" if conv_ok else "mlp"

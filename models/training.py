@@ -86,7 +86,7 @@ class TrainConfig:
     epochs: int | None = None  # at most; early stopping usually ends sooner
     batch_size: int | None = None
     lr: float = 2e-3
-    n_importance_samples: int = 16
+    n_importance_samples: int | None = None  # None: from the data (models/defaults.py)
     calibration_fraction: float = 0.2
     validation_fraction: float = 0.1
     max_rows: int | None = None

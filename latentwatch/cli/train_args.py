@@ -43,7 +43,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=positive_float, default=None,
                    help="Adam learning rate (default: 0.002; 0.0002 for gan, cgan, pix2pix)")
     p.add_argument("--n-importance-samples", type=positive_int, default=None,
-                   help="K fixed noise draws for the exported ELBO/IWAE scores (default: 16)")
+                   help="K fixed noise draws for the exported ELBO/IWAE scores (default: by data, "
+                        "see README, Score kinds)")
     p.add_argument("--calibration-fraction", type=fraction, default=None,
                    help="share of rows held out for conformal calibration, never trained on "
                         "(default: 0.2)")
