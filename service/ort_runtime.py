@@ -6,6 +6,7 @@ import asyncio
 import ctypes
 import functools
 import logging
+import threading
 from collections.abc import Mapping
 from concurrent.futures import Executor
 from pathlib import Path
@@ -77,6 +78,48 @@ def _log_cpu_once(reason: str) -> None:
     log.info("CUDA is not usable here (%s): running on CPU", reason)
 
 
+# Where a CPU session's tensors between nodes live (settings.ort_cpu_arena): "shared", one
+# memory arena for every session of the process, grown to the most that runs at once need;
+# "session", ONNX Runtime's default, an arena per session, grown to its largest run and never
+# shrunk (each loaded version keeps its own, about 70 MB for 256 rows of the 16-draw
+# Fashion-MNIST VAE); "off", plain malloc and free on every run.
+# benchmarks/results/ort_memory.json has what each costs in memory and rows/s.
+CPU_ARENAS = ("shared", "session", "off")
+USE_ENV_ALLOCATORS = "session.use_env_allocators"
+_shared_arena_lock = threading.Lock()
+_shared_arena_registered = False
+
+
+def _register_shared_cpu_arena() -> None:
+    """Registers the process's one CPU arena with ONNX Runtime's environment (once)."""
+    global _shared_arena_registered
+    with _shared_arena_lock:
+        if not _shared_arena_registered:
+            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
+                                     ort.OrtMemType.DEFAULT)
+            ort.create_and_register_allocator(info, None)  # None: the default arena settings
+            _shared_arena_registered = True
+
+
+def session_options(intra_op_threads: int, cpu_arena: str | None) -> ort.SessionOptions:
+    """A session's options; `cpu_arena` one of CPU_ARENAS, or None for ONNX Runtime's
+    defaults (a session that may run on CUDA: its memory is gpu.py's, and unchanged)."""
+    if cpu_arena is not None and cpu_arena not in CPU_ARENAS:
+        raise ValueError(f"cpu_arena must be one of {list(CPU_ARENAS)}, got {cpu_arena!r}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    # One run at a time per session (the batcher serialises them): no inter-op pool needed.
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if cpu_arena == "shared":
+        _register_shared_cpu_arena()
+        options.add_session_config_entry(USE_ENV_ALLOCATORS, "1")
+    elif cpu_arena == "off":
+        options.enable_cpu_mem_arena = False
+    return options
+
+
 def _spec(arg: ort.NodeArg) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) else str(d) for d in arg.shape)
     return TensorSpec(arg.name, _V2_OF_ORT.get(arg.type, arg.type), shape)
@@ -102,8 +145,14 @@ class OrtRuntime:
         max_bytes: int | None = None,
         async_max_rows: int = 0,
         gpu: GpuOptions | None = None,
+        cpu_arena: str = "shared",
     ) -> None:
+        if cpu_arena not in CPU_ARENAS:
+            raise ValueError(f"cpu_arena must be one of {list(CPU_ARENAS)}, got {cpu_arena!r}")
         self.path = path
+        # CPU_ARENAS: asked for by a CPU-only session; one that may run on CUDA keeps the
+        # defaults, its memory being the CUDA provider's (gpu.py).
+        self.cpu_arena = cpu_arena
         # Runs of at most this many rows go to ONNX Runtime's own thread (run_async) and
         # complete by callback, without a round trip through `executor` (0: never).
         self.async_max_rows = async_max_rows
@@ -135,13 +184,9 @@ class OrtRuntime:
     def load_blocking(self) -> None:
         """Creates the session (any thread): the provider, inputs and outputs are known after."""
         global _cuda_failed
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.intra_op_threads
-        # One run at a time per session (the batcher serialises them): no inter-op pool needed.
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         wanted = session_providers()
+        options = session_options(self.intra_op_threads,
+                                  None if CUDA in wanted else self.cpu_arena)
         model: str | bytes = str(self.path)
         if self._sha256 is not None:
             limit = self._max_bytes if self._max_bytes is not None else 2**62
@@ -160,6 +205,11 @@ class OrtRuntime:
         self._output_names = [o.name for o in self.outputs]
         self._session = session
         log.debug("loaded %s on %s", self.path, self.provider)
+
+    @property
+    def session_options(self) -> ort.SessionOptions | None:
+        """The options the loaded session runs with, as ONNX Runtime reports them."""
+        return None if self._session is None else self._session.get_session_options()
 
     @property
     def input_names(self) -> tuple[str, ...]:

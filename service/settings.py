@@ -54,6 +54,11 @@ class Settings(BaseSettings):
         description="ONNX Runtime runs of at most this many rows go to its own thread and end "
         "by callback, skipping the executor (0 = never; needs intra_op_threads >= 2)",
     )
+    ort_cpu_arena: Literal["shared", "session", "off"] = Field(
+        "shared", description="memory arena of CPU sessions: shared = one for the process, "
+        "session = one per session, grown to its largest run and kept (ONNX Runtime's default),"
+        " off = none; CUDA sessions keep the defaults"
+    )
     require_gpu: bool = Field(False, description="stay NOT_SERVING unless CUDA is the provider")
     # The GPU's sessions (service/gpu.py); without CUDA in use they change nothing.
     cuda_device_id: int = Field(0, ge=0, description="the CUDA device sessions run on")
