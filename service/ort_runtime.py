@@ -102,8 +102,10 @@ class OrtRuntime:
         max_bytes: int | None = None,
         async_max_rows: int = 0,
         gpu: GpuOptions | None = None,
+        spin_wait: bool = False,
     ) -> None:
         self.path = path
+        self.spin_wait = spin_wait  # ONNX Runtime's pool threads spin between runs
         # Runs of at most this many rows go to ONNX Runtime's own thread (run_async) and
         # complete by callback, without a round trip through `executor` (0: never).
         self.async_max_rows = async_max_rows
@@ -141,6 +143,11 @@ class OrtRuntime:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle pool threads sleep instead of spinning: a spinning thread takes a core from the
+        # event loop and the other sessions between runs (README "Performance").
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if self.spin_wait else "0"
+        )
         wanted = session_providers()
         model: str | bytes = str(self.path)
         if self._sha256 is not None:

@@ -118,6 +118,7 @@ async def make_runtime(
         path, settings.intra_op_threads, executor,
         sha256=sha256, max_bytes=settings.max_model_file_bytes,
         async_max_rows=settings.ort_async_max_rows, gpu=GpuOptions.from_settings(settings),
+        spin_wait=settings.ort_spin_wait,
     )
     await runtime.load()
     return runtime

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
         description="ONNX Runtime runs of at most this many rows go to its own thread and end "
         "by callback, skipping the executor (0 = never; needs intra_op_threads >= 2)",
     )
+    ort_spin_wait: bool = Field(
+        False, description="ONNX Runtime's idle pool threads spin for the next run instead of "
+        "sleeping (costs a core each between runs)",
+    )
     require_gpu: bool = Field(False, description="stay NOT_SERVING unless CUDA is the provider")
     # The GPU's sessions (service/gpu.py); without CUDA in use they change nothing.
     cuda_device_id: int = Field(0, ge=0, description="the CUDA device sessions run on")
