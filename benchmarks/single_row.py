@@ -1,7 +1,8 @@
 """The single-row path alone: throughput.py's (c) and (d), in rounds, with each server's CPU.
 
     python benchmarks/single_row.py [--repo DIR] [--quick] [--n-importance-samples K]
-        [--rounds R] [--duration-s S] [--threads N] [--baseline-path DIR] [--json FILE]
+        [--rounds R] [--duration-s S] [--threads N] [--baseline-path DIR] [--env KEY=VALUE]
+        [--json FILE]
 
 (c) 1-row Score requests from 64 concurrent callers to `latentwatch serve`, and (d) the same
 payloads to the no-op grpc.aio server (noop_server.py), for throughput.py's 784-512-256-32 MLP
@@ -13,6 +14,8 @@ slow spell of a shared machine weighs on both sides.
 With `--baseline-path DIR`, a second latentwatch server imports the package from DIR (a tree
 laid out as installed: latentwatch/ with service/, protos/, models/ and export/ inside) and is
 measured in the same rounds as (c0): c/c0 is what a change to the serving path gained.
+`--env LATENTWATCH_...=VALUE` (repeatable) sets a variable for (c) alone: with `--baseline-path`
+on the same tree, c/c0 is what a setting changes.
 
 Each row has the server's CPU per request (its process's cores during the measurement over the
 requests answered per second), the figure that tells a server's work from the machine's load.
@@ -90,6 +93,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
                         help="ONNX Runtime threads (default 0: usable CPUs)")
     parser.add_argument("--baseline-path", type=Path, default=None,
                         help="package tree a second server imports, measured as c0")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment variable for server (c) only (repeatable)")
     parser.add_argument("--json", type=Path, default=None, help="file to write the figures to")
     return parser.parse_args(argv)
 
@@ -112,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         version_dir = _version_dir(args.repo, work, args.quick, args.n_importance_samples)
         repo = version_dir.parents[1]
         _, X, _ = throughput._data(work, args.quick)  # the rows to score
-        servers = {"c": _started(stack, repo, work, threads, "server")}
+        env = dict(item.split("=", 1) for item in args.env)
+        servers = {"c": _started(stack, repo, work, threads, "server", env)}
         if args.baseline_path is not None:
             servers["c0"] = _started(stack, repo, work, threads, "baseline",
                                      {"PYTHONPATH": str(args.baseline_path.resolve())})
