@@ -109,8 +109,10 @@ class ScoringCore:
         )
         level = None if fdr is None else check_fdr(fdr)
         rows = validate_rows(array, mv.contract)  # (N, F) float32
-        grouped, alpha = request_groups(groups, rows.shape[0], pipeline.group_calibration, alpha,
-                                        f"model {quote(mv.name)} version {quote(mv.version)}")
+        grouped, alpha = request_groups(
+            groups, rows.shape[0], pipeline.group_calibration, alpha,
+            f"model {quote(mv.name)} version {quote(mv.version)}" if groups else "",
+        )
         part = await mv.scorer.submit(rows)  # the scorer's outputs for these rows
         scores, p = await mv.scoring.score(part, extra, kind)
         check_finite_scores(scores)  # the safety net: no NaN or inf leaves the service

@@ -128,7 +128,9 @@ class VersionMetrics:
     ) -> None:
         """One request's rows: flagged at the manifest's alpha, and at the request's own."""
         at_default = int(np.count_nonzero(p_values <= default_alpha))
-        at_request = int(np.count_nonzero(p_values <= alpha))
+        at_request = at_default if alpha == default_alpha else int(
+            np.count_nonzero(p_values <= alpha)
+        )
         self.outliers[kind] = self.outliers.get(kind, 0) + at_default
         self.outliers_at_request_alpha[kind] = (
             self.outliers_at_request_alpha.get(kind, 0) + at_request

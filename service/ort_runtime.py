@@ -101,7 +101,9 @@ def _register_shared_cpu_arena() -> None:
             _shared_arena_registered = True
 
 
-def session_options(intra_op_threads: int, cpu_arena: str | None) -> ort.SessionOptions:
+def session_options(
+    intra_op_threads: int, cpu_arena: str | None, spin_wait: bool = False
+) -> ort.SessionOptions:
     """A session's options; `cpu_arena` one of CPU_ARENAS, or None for ONNX Runtime's
     defaults (a session that may run on CUDA: its memory is gpu.py's, and unchanged)."""
     if cpu_arena is not None and cpu_arena not in CPU_ARENAS:
@@ -112,6 +114,9 @@ def session_options(intra_op_threads: int, cpu_arena: str | None) -> ort.Session
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle pool threads sleep instead of spinning (unless `spin_wait`): a spinning thread takes
+    # a core from the event loop and the other sessions between runs (README "Performance").
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
     if cpu_arena == "shared":
         _register_shared_cpu_arena()
         options.add_session_config_entry(USE_ENV_ALLOCATORS, "1")
@@ -146,6 +151,7 @@ class OrtRuntime:
         async_max_rows: int = 0,
         gpu: GpuOptions | None = None,
         cpu_arena: str = "shared",
+        spin_wait: bool = False,
     ) -> None:
         if cpu_arena not in CPU_ARENAS:
             raise ValueError(f"cpu_arena must be one of {list(CPU_ARENAS)}, got {cpu_arena!r}")
@@ -153,6 +159,7 @@ class OrtRuntime:
         # CPU_ARENAS: asked for by a CPU-only session; one that may run on CUDA keeps the
         # defaults, its memory being the CUDA provider's (gpu.py).
         self.cpu_arena = cpu_arena
+        self.spin_wait = spin_wait  # ONNX Runtime's pool threads spin between runs
         # Runs of at most this many rows go to ONNX Runtime's own thread (run_async) and
         # complete by callback, without a round trip through `executor` (0: never).
         self.async_max_rows = async_max_rows
@@ -186,7 +193,7 @@ class OrtRuntime:
         global _cuda_failed
         wanted = session_providers()
         options = session_options(self.intra_op_threads,
-                                  None if CUDA in wanted else self.cpu_arena)
+                                  None if CUDA in wanted else self.cpu_arena, self.spin_wait)
         model: str | bytes = str(self.path)
         if self._sha256 is not None:
             limit = self._max_bytes if self._max_bytes is not None else 2**62

@@ -119,6 +119,7 @@ async def make_runtime(
         sha256=sha256, max_bytes=settings.max_model_file_bytes,
         async_max_rows=settings.ort_async_max_rows, gpu=GpuOptions.from_settings(settings),
         cpu_arena=settings.ort_cpu_arena,
+        spin_wait=settings.ort_spin_wait,
     )
     await runtime.load()
     return runtime

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
         "session = one per session, grown to its largest run and kept (ONNX Runtime's default),"
         " off = none; CUDA sessions keep the defaults"
     )
+    ort_spin_wait: bool = Field(
+        False, description="ONNX Runtime's idle pool threads spin for the next run instead of "
+        "sleeping (costs a core each between runs)",
+    )
     require_gpu: bool = Field(False, description="stay NOT_SERVING unless CUDA is the provider")
     # The GPU's sessions (service/gpu.py); without CUDA in use they change nothing.
     cuda_device_id: int = Field(0, ge=0, description="the CUDA device sessions run on")

@@ -139,3 +139,10 @@ def test_contract_from_a_tabular_manifest_accepts_only_rows() -> None:
     assert validate_rows(np.ones((2, 5), np.int32), tabular).shape == (2, 5)
     with pytest.raises(InvalidInput, match=r"expected shape \(N, 5\) of"):
         validate_rows(np.ones((2, 1, 5), np.float32), tabular)
+
+
+def test_finite_scores_whose_sum_overflows_pass() -> None:
+    huge = np.full(4, np.finfo(np.float64).max / 2)  # the sum overflows; every score is finite
+    check_finite_scores({"kl": huge, "per_feature": huge.reshape(2, 2)})
+    with pytest.raises(InvalidInput, match=r"1 rows have no finite score \(kl\): rows 3;"):
+        check_finite_scores({"kl": np.array([*huge[:3], -np.inf])})
