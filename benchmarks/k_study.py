@@ -130,7 +130,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, StudySetting
         reference_rows=_ints(args.reference_rows, "--reference-rows"),
         max_train_rows=train_cap or None, max_test_rows=test_cap or None,
         epochs=pick(args.epochs, 1, None), threads=args.threads,
-        rounds=pick(args.rounds, 1, ROUNDS), min_measure_s=0.05 if args.quick else MIN_MEASURE_S,
+        rounds=pick(args.rounds, 2, ROUNDS), min_measure_s=0.1 if args.quick else MIN_MEASURE_S,
     )
     return args, settings
 
@@ -198,8 +198,9 @@ def run_set_seed(X: np.ndarray, y: np.ndarray, seed: int, settings: StudySetting
 
 
 def _progress(name: str, entry: dict[str, Any]) -> str:
-    parts = [f"{key} {e['default']['auroc']:.4f} ({e['cost']['graph_rows_per_s']:,.0f} graph "
-             f"r/s, x{e['cost']['default_over_graph']:.2f})" for key, e in entry["exports"].items()]
+    parts = [f"{key} {e['default']['auroc']:.4f} ({e['cost']['graph_rows_per_cpu_s']:,.0f} graph "
+             f"rows/CPU s, x{e['cost']['default_over_graph_cpu']:.2f})"
+             for key, e in entry["exports"].items()]
     return (f"{name} seed {entry['seed']}: pool {entry['n_pool']} test {entry['n_test']} "
             f"train {entry['train_s']:.0f}s; " + "; ".join(parts))
 
