@@ -19,9 +19,10 @@ def config_key(k: int, r: int | None) -> str:
     return f"K={k}" if r is None else f"K={k},R={r}"
 
 
-def _order(key: str) -> tuple[int, int]:
+def _order(key: str) -> tuple[bool, int, int]:
+    """The K exports (default R) by K, then the R exports by R."""
     parts = dict(p.split("=") for p in key.split(","))
-    return int(parts["K"]), int(parts.get("R", 1 << 30))
+    return "R" in parts, int(parts["K"]), int(parts.get("R", 0))
 
 
 def _mean(values: list[float]) -> float:
