@@ -65,6 +65,7 @@ from quality_report import (
     machine,
     metric_table,
     package_versions,
+    role_command,
     summary_lines,
 )
 from quality_settings import (
@@ -132,24 +133,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-# Directory flags are recorded by role, not by where the data happened to lie.
-_DIRECTORY_FLAGS = {"--adbench-dir": "ADBENCH_DIR", "--images-dir": "IMAGES_DIR"}
-
-
-def _command(argv: list[str]) -> str:
-    """The command line of this run, with the data directories named by role."""
-    words, previous = ["python", "benchmarks/quality.py"], ""
-    for word in argv:
-        flag, eq, _ = word.partition("=")
-        if previous in _DIRECTORY_FLAGS:
-            word = _DIRECTORY_FLAGS[previous]
-        elif eq and flag in _DIRECTORY_FLAGS:
-            word = f"{flag}={_DIRECTORY_FLAGS[flag]}"
-        words.append(word)
-        previous = word
-    return " ".join(words)
-
-
 def _write(report: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
@@ -174,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{k}={v}" for k, v in caps.items()) + f"; seeds {list(settings.seeds)}")
     started_s = time.perf_counter()
     report: dict[str, Any] = {
-        "command": _command(argv if argv is not None else sys.argv[1:]),
+        "command": role_command("benchmarks/quality.py",
+                                argv if argv is not None else sys.argv[1:]),
         "half": args.half,
         "protocol": {
             "tabular": "clean-train (DTE, ICLR 2024): per seed, normals shuffled; 50% -> pool, "

@@ -132,6 +132,24 @@ def machine() -> dict[str, Any]:
     }
 
 
+# Directory flags are recorded by role, not by where the data happened to lie.
+DIRECTORY_FLAGS = {"--adbench-dir": "ADBENCH_DIR", "--images-dir": "IMAGES_DIR"}
+
+
+def role_command(script: str, argv: list[str]) -> str:
+    """`python <script> <argv>`, with the data directories' values named by role."""
+    words, previous = ["python", script], ""
+    for word in argv:
+        flag, eq, _ = word.partition("=")
+        if previous in DIRECTORY_FLAGS:
+            word = DIRECTORY_FLAGS[previous]
+        elif eq and flag in DIRECTORY_FLAGS:
+            word = f"{flag}={DIRECTORY_FLAGS[flag]}"
+        words.append(word)
+        previous = word
+    return " ".join(words)
+
+
 def json_safe(value: Any) -> Any:
     """The report with NaN and infinities as null, so that the file is strict JSON."""
     if isinstance(value, dict):

@@ -8,6 +8,7 @@ ScoringPipeline, so its numbers are the numbers the service returns.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,11 +51,14 @@ class OfflineScorer:
     def score_kinds(self) -> list[str]:
         return list(self.pipeline.kinds)
 
-    def score(self, array: NDArray) -> dict[str, NDArray[np.float64]]:
-        """Every score kind for rows (N, F) (or images), each (N,) float64."""
+    def score(
+        self, array: NDArray, kinds: Sequence[str] | None = None
+    ) -> dict[str, NDArray[np.float64]]:
+        """The score `kinds` (default: every kind) for rows (N, F) (or images), each (N,)
+        float64."""
         contract = InputContract.from_manifest(self.manifest, max_request_rows=len(array))
         rows = validate_rows(array, contract)
-        kinds = self.pipeline.kinds
+        kinds = self.pipeline.kinds if kinds is None else self.pipeline.resolve_kinds(kinds)
         parts: list[dict[str, NDArray[np.float64]]] = []
         for start in range(0, len(rows), CHUNK_ROWS):
             chunk = rows[start : start + CHUNK_ROWS]

@@ -14,6 +14,7 @@ from torch import nn
 
 from latentwatch.bias.drift import LatentReference
 from latentwatch.cli.main import main
+from latentwatch.errors import InvalidInput
 from latentwatch.export.errors import ExportError
 from latentwatch.export.exporter import export_inputs, export_run, load_run
 from latentwatch.export.parity import ParityConfig, compare
@@ -101,6 +102,19 @@ def test_calibration_holds_onnx_runtime_scores_of_the_held_out_rows(
         np.testing.assert_allclose(scores[name], graph[name], rtol=1e-6, atol=1e-7)
     assert manifest.scoring.calibration.default_alpha == 0.05
     assert str(len(rows)) in manifest.scoring.calibration.split
+
+
+def test_offline_scorer_scores_only_the_kinds_asked(exported: dict[str, Exported]) -> None:
+    version_dir, run_dir = exported["vae"].version_dir, exported["vae"].run_dir
+    rows = np.load(run_dir / "calibration_rows.npy", allow_pickle=False)[:16]
+    scorer = OfflineScorer.from_version_dir(version_dir)
+    every = scorer.score(rows)
+    default = scorer.default_score_kind
+    one = scorer.score(rows, [default])
+    assert list(one) == [default]
+    np.testing.assert_array_equal(one[default], every[default])
+    with pytest.raises(InvalidInput, match="unknown score kind"):
+        scorer.score(rows, ["no_such_kind"])
 
 
 def test_versions_count_up_and_no_staging_is_left(
