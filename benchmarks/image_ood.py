@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2, default=float) + "\n")
     for d, values in mean.items():
-        for label, aurocs in (values.items() if args.k_values else [("", values)]):
+        for label, aurocs in (values.items() if "k_values" in settings else [("", values)]):
             print(f"{d:28s} {label:4s} " + " ".join(f"{k} {v:.4f}" for k, v in aurocs.items()))
     return 0
 

@@ -78,6 +78,12 @@ def test_each_k_exports_the_same_run_and_reports_every_direction(
         assert report["cost_by_k"]["fashion-mnist"][f"k{k}"] == {
             "export_s": cost["export_s"], "scorer_rows_per_s": cost["scorer_rows_per_s"]}
 
+    merged = tmp_path / "merged.json"  # --merge keeps the per-K shape and its summaries
+    assert bench.main(["--json", str(merged), "--merge", str(out)]) == 0
+    again = json.loads(merged.read_text())
+    assert again["mean_auroc"] == report["mean_auroc"]
+    assert again["cost_by_k"] == report["cost_by_k"]
+
     # Without --k-values: the run (reused) exported once at its own K, the old shape.
     assert bench.main([*common, "--json", str(out)]) == 0
     report = json.loads(out.read_text())
