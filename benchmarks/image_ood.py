@@ -2,7 +2,7 @@
 
     python benchmarks/image_ood.py --images-dir DIR --json benchmarks/results/image_ood.json
         [--work DIR] [--seeds N] [--first-seed N] [--inliers A,B] [--epochs N]
-        [--n-test N] | --json OUT --merge A.json B.json ...
+        [--n-test N] [--k-values 1,4,16] | --json OUT --merge A.json B.json ...
 
 For each seed and each inlier set (Fashion-MNIST, MNIST): a VAE trained on the set's training
 images as `latentwatch train` trains it (conv body, Bernoulli decoder, its own calibration and
@@ -23,6 +23,21 @@ run's normal validation rows). Trained runs are cached under --work (git-ignored
 rerun only exports and scores. --epochs: 10 by default, as benchmarks/quality.py trains its
 image runs (the 30 epochs of `latentwatch train` take about an hour per model on two shared
 cores).
+
+--k-values: K, the fixed latent draws the exported scorer decodes (neg_elbo, iwae_nll and
+what is built on them need them; recon_error decodes z = mu once). Without it each run is
+exported once at its own K (16 by default) and the figures keep the shape above. With it each
+trained run is exported once per K (as `<inlier>-s<seed>-k<K>`) and every direction, and the
+model entry, hold one entry per K ("k1", "k4", ...), so the K are compared on one trained
+model. The model entry gives each K's cost: the export seconds and the scorer's in-process
+rows/s (ONNX Runtime `run`, batches of 256 rows, one thread; the K are timed in interleaved
+rounds, the median kept, since the machine is shared). benchmarks/results/image_k.json:
+
+    nice -n 10 python benchmarks/image_ood.py --images-dir IMAGES_DIR --work runs/image_k10 \
+        --epochs 10 --k-values 1,2,4,16 --json benchmarks/results/image_k.json
+
+benchmarks/results/image_k-e3.json: the same at --epochs 3, one process per inlier, --merge'd
+(its costs were timed while other runs trained: read only its AUROCs).
 """
 
 from __future__ import annotations
@@ -40,6 +55,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from in_process import raw_ort  # noqa: E402
 from quality_metrics import detection_metrics  # noqa: E402
 
 INLIERS = ("fashion-mnist", "mnist")
@@ -54,6 +70,11 @@ PLANS: dict[str, tuple[tuple[str, ...], str]] = {
 PIXEL_MAX = 255
 DEFAULT_EPOCHS = 10
 DEFAULT_N_TEST = 3000
+# The scorer's cost per K: batches of this many rows, timed in this many interleaved rounds.
+COST_BATCH_ROWS = 256
+COST_ROUNDS = 3
+COST_WARMUP_S = 1.0
+COST_DURATION_S = 3.0
 
 logger = logging.getLogger("image_ood")
 
@@ -62,14 +83,19 @@ def _train(data: Path, run_dir: Path, seed: int, epochs: int) -> dict[str, Any]:
     from latentwatch.models.run_dir import CHECKPOINT_FILE
     from latentwatch.models.training import TrainConfig, run_training
 
+    # What training measured, kept beside the run so a rerun that reuses it still reports it.
+    sidecar = run_dir.with_name(run_dir.name + ".training.json")
     if (run_dir / CHECKPOINT_FILE).exists():
         logger.info("reusing the trained run %s", run_dir)
-        return {"reused": True}
+        saved = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+        return {**saved, "reused": True}
     start_s = time.perf_counter()
     result = run_training(TrainConfig(data=str(data), model="vae", out=run_dir, seed=seed,
                                       epochs=epochs, progress=False))
-    return {"reused": False, "train_s": time.perf_counter() - start_s,
-            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, **result.split}
+    measured = {"epochs": epochs, "train_s": time.perf_counter() - start_s,
+                "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, **result.split}
+    sidecar.write_text(json.dumps(measured, indent=2, default=float) + "\n")
+    return {**measured, "reused": False}
 
 
 def _test_rows(images_dir: Path, inlier: str, n_test: int, seed: int) -> dict[str, NDArray]:
@@ -104,52 +130,129 @@ def _plan_stages(version_dir: Path, run_dir: Path, scorer: Any, seed: int) -> di
             for plan, (statistics, combine) in PLANS.items()}
 
 
-def run_inlier(images_dir: Path, work: Path, inlier: str, seed: int, epochs: int,
-               n_test: int) -> dict[str, Any]:
+def _export_and_score(run_dir: Path, repo: Path, name: str, k: int | None, seed: int,
+                      inlier: str, rows: dict[str, NDArray]) -> tuple[dict[str, Any], Path]:
+    """One export of the run (at K draws, or the run's own K when None), every direction's
+    AUROCs through it, and what the export chose: ({direction: aurocs, "model": ...}, version)."""
     from latentwatch.export.exporter import export_run
     from latentwatch.repository.manifest import Manifest
     from latentwatch.service.offline import OfflineScorer
 
-    out: dict[str, Any] = {}
-    run_dir = work / f"run-{inlier}-s{seed}"
-    training = _train(images_dir / inlier / TRAIN_FILE, run_dir, seed, epochs)
     start_s = time.perf_counter()
-    version_dir = export_run(run_dir, work / "repo", f"{inlier}-s{seed}")
+    version_dir = export_run(run_dir, repo, name, n_importance_samples=k)
     export_s = time.perf_counter() - start_s
     scoring = Manifest.read(version_dir).require_scoring()
     default = scoring.default_score_kind
     scorer = OfflineScorer.from_version_dir(version_dir, intra_op_threads=1)
     stages = _plan_stages(version_dir, run_dir, scorer, seed)
-    rows = _test_rows(images_dir, inlier, n_test, seed)
     scores: dict[str, dict[str, NDArray[np.float64]]] = {}
-    for name, X in rows.items():
+    for set_name, X in rows.items():
         kinds = scorer.score(X)  # the served pipeline: every kind, the default among them
         model_rows = scorer.manifest.input.preprocessing.apply(X)
-        scores[name] = {**{k: v for k, v in kinds.items() if k != "stats_density"},
-                        "served_default": kinds[default],
-                        **{plan: stage.score(kinds, model_rows) for plan, stage in stages.items()}}
+        scores[set_name] = {**{k: v for k, v in kinds.items() if k != "stats_density"},
+                            "served_default": kinds[default],
+                            **{plan: stage.score(kinds, model_rows)
+                               for plan, stage in stages.items()}}
+    out: dict[str, Any] = {}
     for outlier in (o for o in rows if o != inlier):
         y = np.r_[np.zeros(len(rows[inlier]), np.int64), np.ones(len(rows[outlier]), np.int64)]
-        aurocs = {k: detection_metrics(y, np.r_[scores[inlier][k], scores[outlier][k]])["auroc"]
-                  for k in scores[inlier]}
+        aurocs = {kind: detection_metrics(y, np.r_[scores[inlier][kind],
+                                                   scores[outlier][kind]])["auroc"]
+                  for kind in scores[inlier]}
         out[f"{inlier}->{outlier}"] = aurocs
-        logger.info("seed %d %s->%s: %s", seed, inlier, outlier,
-                    " ".join(f"{k} {v:.4f}" for k, v in aurocs.items()))
-    out[f"{inlier}:model"] = {
-        "training": training, "export_s": export_s, "default_kind": default,
+        logger.info("seed %d %s K=%s %s->%s: %s", seed, name, k or "run's", inlier, outlier,
+                    " ".join(f"{kind} {v:.4f}" for kind, v in aurocs.items()))
+    out["model"] = {
+        "export_s": export_s, "default_kind": default,
         "default_score_reason": scoring.default_score_reason,
         "second_stage": (scoring.second_stage.model_dump()
                          if scoring.second_stage is not None else None),
         "complexity_slope": {p: s.complexity_slope for p, s in stages.items()},
     }
-    return out
+    return out, version_dir
 
 
-def _summary(per_seed: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """direction -> score name -> mean AUROC over the seeds that ran it."""
+def _scorer_cost(versions: dict[str, Path], X: NDArray[np.float32]) -> dict[str, dict]:
+    """Each version's in-process scorer rows/s, timed in interleaved rounds (median kept)."""
+    rounds: dict[str, list[float]] = {label: [] for label in versions}
+    X = np.tile(X, (-(-COST_BATCH_ROWS // len(X)), 1))  # at least one batch of rows
+    for _ in range(COST_ROUNDS):
+        for label, version_dir in versions.items():
+            row = raw_ort(version_dir, X, COST_BATCH_ROWS, 1, COST_WARMUP_S, COST_DURATION_S)
+            rounds[label].append(row["rows_per_s"])
+    return {label: {"scorer_rows_per_s": float(np.median(r)), "scorer_rows_per_s_rounds": r,
+                    "batch_rows": COST_BATCH_ROWS, "intra_op_threads": 1}
+            for label, r in rounds.items()}
+
+
+def run_inlier(images_dir: Path, work: Path, inlier: str, seed: int, epochs: int,
+               n_test: int, k_values: list[int] | None = None) -> dict[str, Any]:
+    """Train (or reuse) the inlier's run, export it (once per K in k_values, else once at its
+    own K) and score every direction; see the module docstring for the shape."""
+    run_dir = work / f"run-{inlier}-s{seed}"
+    training = _train(images_dir / inlier / TRAIN_FILE, run_dir, seed, epochs)
+    rows = _test_rows(images_dir, inlier, n_test, seed)
+    name = f"{inlier}-s{seed}"
+    if k_values is None:
+        result, _ = _export_and_score(run_dir, work / "repo", name, None, seed, inlier, rows)
+        model = result.pop("model")
+        return {**result, f"{inlier}:model": {"training": training, **model}}
+    from latentwatch.export.run_inputs import load_run
+
+    out: dict[str, Any] = {}
+    models: dict[str, Any] = {"training": training,
+                              "run_n_importance_samples": load_run(run_dir).n_importance_samples}
+    versions: dict[str, Path] = {}
+    for k in k_values:
+        result, versions[f"k{k}"] = _export_and_score(run_dir, work / "repo", f"{name}-k{k}", k,
+                                                      seed, inlier, rows)
+        models[f"k{k}"] = result.pop("model")
+        for direction, aurocs in result.items():
+            out.setdefault(direction, {})[f"k{k}"] = aurocs
+    for label, cost in _scorer_cost(versions, rows[inlier]).items():
+        models[label] |= cost
+    return {**out, f"{inlier}:model": models}
+
+
+def _mean_leaves(values: list[Any]) -> Any:
+    """The mean of each number over `values` (equally nested dicts, or numbers)."""
+    if isinstance(values[0], dict):
+        return {k: _mean_leaves([v[k] for v in values if k in v]) for k in values[0]}
+    return float(np.mean(values))
+
+
+def _summary(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """direction -> score name -> mean AUROC over the seeds that ran it (with --k-values:
+    direction -> "k<K>" -> score name -> mean AUROC)."""
     directions = sorted({d for r in per_seed.values() for d in r if "->" in d})
-    return {d: {k: float(np.mean([r[d][k] for r in per_seed.values() if d in r]))
-                for k in next(r[d] for r in per_seed.values() if d in r)} for d in directions}
+    return {d: _mean_leaves([r[d] for r in per_seed.values() if d in r]) for d in directions}
+
+
+def _cost_summary(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """inlier -> "k<K>" -> mean export_s and scorer rows/s over the seeds (with --k-values)."""
+    costs: dict[str, dict[str, list[dict[str, float]]]] = {}
+    for result in per_seed.values():
+        for key, model in result.items():
+            for label, entry in model.items() if key.endswith(":model") else ():
+                if isinstance(entry, dict) and "scorer_rows_per_s" in entry:
+                    costs.setdefault(key.removesuffix(":model"), {}).setdefault(label, []).append(
+                        {"export_s": entry["export_s"],
+                         "scorer_rows_per_s": entry["scorer_rows_per_s"]})
+    return {inlier: {label: _mean_leaves(v) for label, v in by_k.items()}
+            for inlier, by_k in costs.items()}
+
+
+def _k_values(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = sorted({int(v) for v in text.split(",")})
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--k-values takes integers like 1,4,16, got {text!r}") from None
+    if values[0] < 1:
+        raise argparse.ArgumentTypeError(f"--k-values must all be >= 1, got {text!r}")
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"most training epochs (default: {DEFAULT_EPOCHS})")
     parser.add_argument("--n-test", type=int, default=DEFAULT_N_TEST,
                         help=f"test rows per set, drawn by the seed (default: {DEFAULT_N_TEST})")
+    parser.add_argument("--k-values", type=_k_values, default=None,
+                        help="export each run once per K latent draws, e.g. 1,4,16, and report "
+                             "every direction per K (default: once, at the run's own K)")
     parser.add_argument("--merge", type=Path, nargs="*", default=[],
                         help="instead of running: merge these JSON files of runs over other "
                              "inliers or seeds into --json (default: none)")
@@ -187,9 +293,10 @@ def main(argv: list[str] | None = None) -> int:
             per_seed[str(seed)] = {}
             for inlier in args.inliers.split(","):
                 per_seed[str(seed)] |= run_inlier(args.images_dir, args.work, inlier, seed,
-                                                  args.epochs, args.n_test)
+                                                  args.epochs, args.n_test, args.k_values)
         settings = {"seeds": args.seeds, "first_seed": args.first_seed, "inliers": args.inliers,
                     "epochs": args.epochs, "n_test": args.n_test,
+                    **({"k_values": args.k_values} if args.k_values is not None else {}),
                     "plans": {k: {"statistics": list(s), "combine": c}
                               for k, (s, c) in PLANS.items()}}
     mean = _summary(per_seed)
@@ -199,13 +306,16 @@ def main(argv: list[str] | None = None) -> int:
         "seeds_run": sorted(per_seed, key=int),
         "targets": {"fashion-mnist->mnist": 0.995, "mnist->fashion-mnist": 0.999,
                     "noise": 0.999},
-        "mean_auroc": mean, "per_seed": per_seed,
+        "mean_auroc": mean,
+        **({"cost_by_k": cost} if (cost := _cost_summary(per_seed)) else {}),
+        "per_seed": per_seed,
         "platform": platform.platform(), "total_s": time.perf_counter() - started_s,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2, default=float) + "\n")
     for d, values in mean.items():
-        print(f"{d:28s} " + " ".join(f"{k} {v:.4f}" for k, v in values.items()))
+        for label, aurocs in (values.items() if "k_values" in settings else [("", values)]):
+            print(f"{d:28s} {label:4s} " + " ".join(f"{k} {v:.4f}" for k, v in aurocs.items()))
     return 0
 
 
