@@ -13,7 +13,7 @@ from quality_baselines import DEFAULT_PYOD_VAE_EPOCHS
 DEFAULT_MAX_TRAIN_ROWS = 10_000
 DEFAULT_MAX_TEST_ROWS = 10_000
 DEFAULT_IMAGE_EPOCHS = 10
-DEFAULT_N_IMPORTANCE_SAMPLES = 16  # `latentwatch train`'s K
+DEFAULT_N_IMPORTANCE_SAMPLES = 1  # `latentwatch train`'s K (models/defaults.py)
 QUICK = {"seeds": 1, "n_datasets": 3, "max_train_rows": 2000, "max_test_rows": 2000,
          "epochs": 10, "pyod_vae_epochs": 2, "max_image_train_rows": 2000,
          "max_image_test_rows": 1000, "image_epochs": 1}

@@ -14,6 +14,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from latentwatch.models.defaults import default_n_importance_samples
 from latentwatch.repository.manifest import Manifest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -68,7 +69,8 @@ def test_each_k_exports_the_same_run_and_reports_every_direction(
         assert by_k["k1"]["recon_error"] == by_k["k2"]["recon_error"]
         assert report["mean_auroc"][direction] == by_k  # one seed: the means are its figures
     model = result["fashion-mnist:model"]
-    assert model["run_n_importance_samples"] == 16 and model["training"]["epochs_run"] == 1
+    assert model["run_n_importance_samples"] == default_n_importance_samples(is_image=True)
+    assert model["training"]["epochs_run"] == 1
     for k in (1, 2):
         manifest = Manifest.read(work / "repo" / f"fashion-mnist-s0-k{k}" / "1")
         assert manifest.latent is not None and manifest.latent.n_importance_samples == k
@@ -92,7 +94,8 @@ def test_each_k_exports_the_same_run_and_reports_every_direction(
     assert isinstance(aurocs["served_default"], float)
     assert report["per_seed"]["0"]["fashion-mnist:model"]["training"]["reused"] is True
     manifest = Manifest.read(work / "repo" / "fashion-mnist-s0" / "1")
-    assert manifest.latent is not None and manifest.latent.n_importance_samples == 16
+    assert manifest.latent is not None
+    assert manifest.latent.n_importance_samples == default_n_importance_samples(is_image=True)
 
 
 @pytest.mark.parametrize("text", ["", "1,x", "0,4", "-1"])

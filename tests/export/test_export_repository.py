@@ -237,13 +237,13 @@ def test_one_run_exports_at_another_k_and_reference_size(
     run_dir = trained_runs["beta-vae"]
     repo = tmp_path / "repo"
     trained_k = load_run(run_dir).n_importance_samples
-    one = export_run(run_dir, repo, "k", n_importance_samples=1, n_reference_rows=64,
+    one = export_run(run_dir, repo, "k", n_importance_samples=2, n_reference_rows=64,
                      select_statistics=False)
     assert main(["export", str(run_dir), "--repo", str(repo), "--name", "k",
                  "--n-importance-samples", "4", "--no-select-statistics"]) == 0
     four = repo / "k" / "2"
     ks = [Manifest.read(v).require_latent().n_importance_samples for v in (one, four)]
-    assert ks == [1, 4] and trained_k not in ks
+    assert ks == [2, 4] and trained_k not in ks
     stages = [Manifest.read(v).require_scoring().second_stage for v in (one, four)]
     assert stages[0] is not None and stages[0].n_reference_rows == 64
     assert stages[1] is not None and stages[1].n_reference_rows == len(

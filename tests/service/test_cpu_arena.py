@@ -92,9 +92,10 @@ def test_a_session_that_may_run_on_cuda_keeps_the_defaults(
     here (provider_entries answers CPU alone), so this holds on any machine."""
     asked: list[str | None] = []
 
-    def recording(threads: int, cpu_arena: str | None) -> ort.SessionOptions:
+    def recording(threads: int, cpu_arena: str | None, spin_wait: bool = False
+                  ) -> ort.SessionOptions:
         asked.append(cpu_arena)
-        return session_options(threads, cpu_arena)
+        return session_options(threads, cpu_arena, spin_wait)
 
     monkeypatch.setattr(ort_runtime, "session_providers", lambda: [CUDA, CPU])
     monkeypatch.setattr(ort_runtime, "provider_entries", lambda wanted, gpu, available: [CPU])
