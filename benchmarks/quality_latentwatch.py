@@ -42,10 +42,10 @@ class TrainedRun:
 
 def train_latentwatch(
     source: str, work: Path, name: str, seed: int, epochs: int | None = None,
-    max_rows: int | None = None, n_importance_samples: int = 16,
+    max_rows: int | None = None, n_importance_samples: int | None = None,
 ) -> TrainedRun:
     """Train a VAE on `source` (a file latentwatch.data reads) into `work/run-<name>`.
-    `n_importance_samples` is the run's K, the latent draws its export decodes per row (16 is
+    `n_importance_samples` is the run's K, the latent draws its export decodes per row (None:
     `latentwatch train`'s default; an export can replace it)."""
     from latentwatch.models.training import TrainConfig, run_training
 
@@ -98,7 +98,7 @@ def exported_scores(
 
 def latentwatch_scores(
     source: str, test: NDArray[np.float32], work: Path, name: str, seed: int,
-    epochs: int | None = None, max_rows: int | None = None, n_importance_samples: int = 16,
+    epochs: int | None = None, max_rows: int | None = None, n_importance_samples: int | None = None,
 ) -> LatentwatchScores:
     """Train a VAE on `source`, export it into a repository under `work`, and score `test`
     (N, F) with the exported version (train_latentwatch, then exported_scores)."""

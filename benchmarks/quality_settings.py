@@ -8,12 +8,14 @@ from typing import Any
 
 from quality_baselines import DEFAULT_PYOD_VAE_EPOCHS
 
+from latentwatch.models.defaults import TABULAR_IMPORTANCE_SAMPLES
+
 # Defaults sized so that 29 sets x 3 seeds, all methods and both image pairs fit 45 minutes on
 # 2 shared cores (see the timings in the JSON); --quick shrinks everything for smoke tests.
 DEFAULT_MAX_TRAIN_ROWS = 10_000
 DEFAULT_MAX_TEST_ROWS = 10_000
 DEFAULT_IMAGE_EPOCHS = 10
-DEFAULT_N_IMPORTANCE_SAMPLES = 1  # `latentwatch train`'s K (models/defaults.py)
+DEFAULT_N_IMPORTANCE_SAMPLES = TABULAR_IMPORTANCE_SAMPLES  # `latentwatch train`'s K for tables
 QUICK = {"seeds": 1, "n_datasets": 3, "max_train_rows": 2000, "max_test_rows": 2000,
          "epochs": 10, "pyod_vae_epochs": 2, "max_image_train_rows": 2000,
          "max_image_test_rows": 1000, "image_epochs": 1}
